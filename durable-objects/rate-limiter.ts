@@ -1,0 +1,336 @@
+/**
+ * RateLimiter: exact per-tenant (or per-key) admission — a token bucket for rate and a monthly
+ * quota — that hands isolates short-lived *leases* of tokens, so most requests are admitted from
+ * isolate memory without a Durable Object round trip, and yet the gateway never admits more than
+ * the limit, under any concurrency, across any number of isolates.
+ *
+ * ## Design
+ * One instance per limited subject (`tenant:<id>`, `key:<id>`), named by {@link rateLimiterFor}.
+ * The object keeps, in SQLite and mirrored in memory:
+ *   - `available`  tokens in the bucket that nobody holds,
+ *   - `outstanding` tokens handed out in leases that have not been returned or expired,
+ *   - `quotaUsed`  tokens charged to the current calendar month (UTC),
+ *   - one row per lease: id, tokens, expiry, month.
+ * An isolate calls `acquire({ policy, want, returns })`. The object (1) retires leases whose expiry
+ * has passed, in expiry order, (2) takes back the unspent part of the leases the isolate returns,
+ * (3) grants `n ≤ min(want, ⌊available⌋, quota left, lease cap)` tokens as a new lease, moving them
+ * from `available` to `outstanding` and charging them to the quota at once. The isolate spends a
+ * lease's tokens one per request, only before its local deadline, and returns what is left the
+ * next time it calls. The whole of `acquire` is synchronous, so calls are serialised.
+ *
+ * Refill treats leased tokens as still in the bucket: the level L = available + outstanding is
+ * what is capped at `burst`, and refill adds to `available` only while L < burst. A lease leaves
+ * L only when it is returned (its spent tokens leave; its unspent ones go back to `available`) or
+ * when it expires (all its tokens leave, as if spent at the last moment they could have been).
+ * Refill is computed piecewise between those events, so the cap in force at each moment is used.
+ *
+ * ## Why it never over-admits
+ * Claim: in any interval [s, e], admissions ≤ burst + perSecond·(e − s), and in any month,
+ * admissions ≤ monthlyQuota — exactly the bounds of one token bucket and one counter.
+ *  1. Every admission spends one token of one lease, and a lease's tokens are spent at most once:
+ *     an isolate is single-threaded, decrements its local count before admitting, never spends
+ *     after its deadline, and stops spending a lease before it reports it returned.
+ *  2. A token spent in [s, e] was, at time s, either in `available` or in an outstanding lease —
+ *     i.e. counted in L(s) ≤ burst — or was added by refill during (s, e], which adds at most
+ *     perSecond·(e − s). Tokens returned unspent go back into `available` but were already counted
+ *     in L, so returns never create tokens. An expired lease's tokens leave L at its expiry, which is
+ *     no earlier than any spend from it (point 3), so a refill never replaces a token that may still
+ *     be spent. Hence spends in [s, e] ≤ L(s) + perSecond·(e − s) ≤ burst + perSecond·(e − s).
+ *  3. Deadlines do not depend on clocks agreeing: the isolate measures the lease's life from the
+ *     moment it *sent* the request (before the object granted it) with its own clock, minus a safety
+ *     margin, so its deadline falls before the object's expiry as long as both clocks advance at
+ *     the same rate.
+ *  4. Quota: tokens are charged when granted, before any can be spent, and a lease never outlives
+ *     the month it was charged to. Unspent tokens are credited back only when the isolate reports
+ *     them — after it has stopped spending that lease — so `quotaUsed` never falls below the tokens
+ *     actually spent this month.
+ * Because a lease moves tokens out of reach of other isolates, the price of exactness is possible
+ * *under*-admission: an isolate that goes quiet holding part of a lease keeps those tokens until it
+ * returns them or the lease expires (≤ `ttlMs`; an evicted isolate's quota tokens are lost for the
+ * month). Lease size therefore shrinks as the bucket drains: a quarter of what is left, capped by the
+ * tier, and a single token when fewer than eight remain, so the last tokens go one request at a time.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { z } from "zod";
+
+export const BucketPolicySchema = z.object({
+	rate: z.object({ perSecond: z.number().positive(), burst: z.number().int().positive() }),
+	monthlyQuota: z.number().int().positive(),
+	lease: z.object({ maxTokens: z.number().int().min(1), ttlMs: z.number().int().min(50).max(10_000) }),
+});
+export type BucketPolicy = z.infer<typeof BucketPolicySchema>;
+
+export const LeaseReturnSchema = z.object({ leaseId: z.string().min(1), unspent: z.number().int().min(0) });
+export type LeaseReturn = z.infer<typeof LeaseReturnSchema>;
+
+export const AcquireRequestSchema = z.object({
+	policy: BucketPolicySchema,
+	want: z.number().int().min(1),
+	returns: z.array(LeaseReturnSchema).max(64).default([]),
+});
+export type AcquireRequest = z.input<typeof AcquireRequestSchema>;
+
+/** What the object answers. `granted` may be 0: then `retryAfterMs` says when to come back. */
+export interface Grant {
+	leaseId: string | null;
+	granted: number;
+	/** How long the lease lives, measured from when the isolate sent its request. */
+	ttlMs: number;
+	/** Unleased tokens left in the bucket after this grant (whole tokens). */
+	available: number;
+	/** Quota left this month after this grant. */
+	quotaRemaining: number;
+	/** Milliseconds until the month ends and the quota resets. */
+	quotaResetMs: number;
+	/** Milliseconds until the bucket would be full again at the current rate. */
+	rateResetMs: number;
+	/** When nothing was granted: which limit refused, and when a token can next be had. */
+	limitedBy: "rate" | "quota" | null;
+	retryAfterMs: number;
+}
+
+export interface LimiterState {
+	available: number;
+	outstanding: number;
+	quotaUsed: number;
+	period: string;
+	leases: number;
+}
+
+interface LeaseRow {
+	id: string;
+	tokens: number;
+	expiresAt: number;
+	period: string;
+	/** Expired leases are kept for a while so a late report can still credit the quota. */
+	expired: boolean;
+}
+
+/** Keep expired leases this long for late quota corrections. */
+const EXPIRED_LEASE_RETENTION_MS = 60 * 60 * 1000;
+
+function monthKey(ms: number): string {
+	const d = new Date(ms);
+	return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
+function monthEnd(ms: number): number {
+	const d = new Date(ms);
+	return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
+}
+
+export class RateLimiter extends DurableObject<Env> {
+	#sql: SqlStorage;
+	#available = 0;
+	#outstanding = 0;
+	#updatedAt = 0;
+	#quotaUsed = 0;
+	#period = "";
+	#initialised = false;
+	#leases = new Map<string, LeaseRow>();
+
+	constructor(ctx: DurableObjectState, env: Env) {
+		super(ctx, env);
+		this.#sql = ctx.storage.sql;
+		ctx.blockConcurrencyWhile(async () => this.#load());
+	}
+
+	#load(): void {
+		this.#sql.exec(`CREATE TABLE IF NOT EXISTS bucket (
+			id INTEGER PRIMARY KEY CHECK (id = 1),
+			available REAL NOT NULL, outstanding INTEGER NOT NULL, updated_at REAL NOT NULL,
+			quota_used INTEGER NOT NULL, period TEXT NOT NULL)`);
+		this.#sql.exec(`CREATE TABLE IF NOT EXISTS leases (
+			id TEXT PRIMARY KEY, tokens INTEGER NOT NULL, expires_at REAL NOT NULL,
+			period TEXT NOT NULL, expired INTEGER NOT NULL DEFAULT 0)`);
+		const row = this.#sql
+			.exec<{ available: number; outstanding: number; updated_at: number; quota_used: number; period: string }>(
+				"SELECT available, outstanding, updated_at, quota_used, period FROM bucket WHERE id = 1",
+			)
+			.toArray()[0];
+		if (row) {
+			this.#available = row.available;
+			this.#outstanding = row.outstanding;
+			this.#updatedAt = row.updated_at;
+			this.#quotaUsed = row.quota_used;
+			this.#period = row.period;
+			this.#initialised = true;
+		}
+		for (const l of this.#sql
+			.exec<{ id: string; tokens: number; expires_at: number; period: string; expired: number }>(
+				"SELECT id, tokens, expires_at, period, expired FROM leases",
+			)
+			.toArray()) {
+			this.#leases.set(l.id, {
+				id: l.id,
+				tokens: l.tokens,
+				expiresAt: l.expires_at,
+				period: l.period,
+				expired: l.expired === 1,
+			});
+		}
+	}
+
+	/** Adds the refill due up to `to`, never lifting available + outstanding above `burst`. */
+	#refillTo(to: number, policy: BucketPolicy): void {
+		if (to <= this.#updatedAt) return;
+		const cap = policy.rate.burst - this.#outstanding;
+		if (this.#available < cap) {
+			const added = ((to - this.#updatedAt) / 1000) * policy.rate.perSecond;
+			this.#available = Math.min(cap, this.#available + added);
+		}
+		this.#updatedAt = to;
+	}
+
+	/**
+	 * Takes back returned leases, retires expired ones and grants a new lease of up to `want` tokens.
+	 * Synchronous from start to end: two calls never interleave.
+	 */
+	acquire(input: AcquireRequest): Grant {
+		const { policy, want, returns } = AcquireRequestSchema.parse(input);
+		const now = Date.now();
+		const period = monthKey(now);
+
+		if (!this.#initialised) {
+			this.#available = policy.rate.burst;
+			this.#updatedAt = now;
+			this.#period = period;
+			this.#initialised = true;
+		}
+		if (this.#period !== period) {
+			this.#period = period;
+			this.#quotaUsed = 0;
+		}
+
+		// 1. Retire expired leases in expiry order, refilling up to each expiry with the cap then in force.
+		const expiring = [...this.#leases.values()]
+			.filter((l) => !l.expired && l.expiresAt <= now)
+			.sort((a, b) => a.expiresAt - b.expiresAt);
+		for (const lease of expiring) {
+			this.#refillTo(lease.expiresAt, policy);
+			this.#outstanding -= lease.tokens;
+			lease.expired = true;
+			this.#sql.exec("UPDATE leases SET expired = 1 WHERE id = ?", lease.id);
+		}
+		this.#refillTo(now, policy);
+
+		// 2. Returned leases: unspent tokens of a live lease go back to the bucket; the quota is credited either way.
+		for (const r of returns) {
+			const lease = this.#leases.get(r.leaseId);
+			if (!lease) continue;
+			const unspent = Math.min(r.unspent, lease.tokens);
+			if (!lease.expired) {
+				this.#outstanding -= lease.tokens;
+				this.#available += unspent;
+			}
+			if (lease.period === period) this.#quotaUsed -= unspent;
+			this.#leases.delete(lease.id);
+			this.#sql.exec("DELETE FROM leases WHERE id = ?", lease.id);
+		}
+
+		// A lowered burst takes effect at once.
+		this.#available = Math.min(this.#available, Math.max(0, policy.rate.burst - this.#outstanding));
+
+		// 3. Grant.
+		const quotaLeft = Math.max(0, policy.monthlyQuota - this.#quotaUsed);
+		const pool = Math.min(Math.floor(this.#available), quotaLeft);
+		const share = pool < 8 ? 1 : Math.floor(pool / 4);
+		const granted = Math.max(0, Math.min(want, pool, share, policy.lease.maxTokens));
+		const periodEnd = monthEnd(now);
+		const ttlMs = Math.max(0, Math.min(policy.lease.ttlMs, periodEnd - now));
+		let leaseId: string | null = null;
+		if (granted > 0) {
+			leaseId = crypto.randomUUID();
+			this.#available -= granted;
+			this.#outstanding += granted;
+			this.#quotaUsed += granted;
+			const lease: LeaseRow = { id: leaseId, tokens: granted, expiresAt: now + ttlMs, period, expired: false };
+			this.#leases.set(leaseId, lease);
+			this.#sql.exec(
+				"INSERT INTO leases (id, tokens, expires_at, period, expired) VALUES (?, ?, ?, ?, 0)",
+				leaseId,
+				granted,
+				lease.expiresAt,
+				period,
+			);
+		}
+
+		// 4. Forget expired leases too old to be reported.
+		for (const lease of this.#leases.values()) {
+			if (lease.expired && now - lease.expiresAt > EXPIRED_LEASE_RETENTION_MS) {
+				this.#leases.delete(lease.id);
+				this.#sql.exec("DELETE FROM leases WHERE id = ?", lease.id);
+			}
+		}
+
+		this.#sql.exec(
+			`INSERT INTO bucket (id, available, outstanding, updated_at, quota_used, period) VALUES (1, ?, ?, ?, ?, ?)
+			 ON CONFLICT(id) DO UPDATE SET available = excluded.available, outstanding = excluded.outstanding,
+			 updated_at = excluded.updated_at, quota_used = excluded.quota_used, period = excluded.period`,
+			this.#available,
+			this.#outstanding,
+			this.#updatedAt,
+			this.#quotaUsed,
+			this.#period,
+		);
+
+		const quotaRemaining = Math.max(0, policy.monthlyQuota - this.#quotaUsed);
+		const missing = Math.max(0, policy.rate.burst - this.#outstanding - this.#available);
+		const rateResetMs = Math.ceil((missing / policy.rate.perSecond) * 1000);
+		let limitedBy: Grant["limitedBy"] = null;
+		let retryAfterMs = 0;
+		if (granted === 0) {
+			if (quotaLeft === 0) {
+				limitedBy = "quota";
+				retryAfterMs = periodEnd - now;
+			} else {
+				limitedBy = "rate";
+				retryAfterMs = this.#msUntilToken(now, policy);
+			}
+		}
+		return {
+			leaseId,
+			granted,
+			ttlMs,
+			available: Math.floor(this.#available),
+			quotaRemaining,
+			quotaResetMs: periodEnd - now,
+			rateResetMs,
+			limitedBy,
+			retryAfterMs,
+		};
+	}
+
+	/** When the next whole token will be free: by refill, or after the first lease that blocks refill expires. */
+	#msUntilToken(now: number, policy: BucketPolicy): number {
+		const need = Math.max(0, 1 - this.#available);
+		const byRefill = (need / policy.rate.perSecond) * 1000;
+		if (this.#available + need <= policy.rate.burst - this.#outstanding) return Math.ceil(byRefill);
+		let soonest = Number.POSITIVE_INFINITY;
+		for (const lease of this.#leases.values()) {
+			if (!lease.expired) soonest = Math.min(soonest, lease.expiresAt - now);
+		}
+		return Math.ceil((Number.isFinite(soonest) ? soonest : 0) + byRefill);
+	}
+
+	/** The object's bookkeeping, for operators and tests. */
+	state(): LimiterState {
+		return {
+			available: this.#available,
+			outstanding: this.#outstanding,
+			quotaUsed: this.#quotaUsed,
+			period: this.#period,
+			leases: [...this.#leases.values()].filter((l) => !l.expired).length,
+		};
+	}
+}
+
+/** Durable Object names: the one place limiter instances are named. */
+export function rateLimiterName(subject: { tenantId: string } | { keyId: string }): string {
+	return "tenantId" in subject ? `tenant:${subject.tenantId}` : `key:${subject.keyId}`;
+}
+
+/** The RateLimiter stub for a tenant or a key. */
+export function rateLimiterFor(env: Env, subject: { tenantId: string } | { keyId: string }) {
+	return env.RATE_LIMITER.getByName(rateLimiterName(subject));
+}

@@ -1,0 +1,15 @@
+/** The admin API: `/v1/admin/*`, scope `admin`. */
+import { createRouter } from "../http";
+import type { AdminEnv } from "./handlers";
+import * as handlers from "./handlers";
+import * as routes from "./routes";
+
+export function adminRoutes() {
+	return createRouter<AdminEnv>()
+		.openapi(routes.createTenant, handlers.createTenant)
+		.openapi(routes.getTenant, handlers.getTenant)
+		.openapi(routes.updateTenant, handlers.updateTenant)
+		.openapi(routes.createKey, handlers.createKey)
+		.openapi(routes.listKeys, handlers.listKeys)
+		.openapi(routes.revokeKey, handlers.revokeKey);
+}

@@ -1,0 +1,80 @@
+/**
+ * Authentication failures, counted in the isolate and written to the audit log as one record per
+ * tenant per window, so a flood of bad credentials costs a bounded number of D1 writes.
+ */
+import type { appendAudit } from "../audit";
+import { log } from "../http";
+import type { AuthFailureReason } from "./principal";
+
+/** Distinct tenants tracked per window; failures beyond are counted under the operator tenant. */
+const MAX_TENANTS_PER_WINDOW = 100;
+
+interface Bucket {
+	count: number;
+	reasons: Partial<Record<AuthFailureReason, number>>;
+}
+
+export interface FailureRecorderOptions {
+	windowMs: number;
+	/** Tenant that unattributed failures are recorded under. */
+	fallbackTenant: string;
+	write: (entries: Parameters<typeof appendAudit>[1]) => Promise<void>;
+}
+
+/** One per isolate. `record` counts; the window's records are written when it closes. */
+export class FailureRecorder {
+	#windowStart = 0;
+	#buckets = new Map<string, Bucket>();
+	#flushing: Promise<void> | null = null;
+	readonly #options: FailureRecorderOptions;
+
+	constructor(options: FailureRecorderOptions) {
+		if (!(options.windowMs > 0)) throw new Error("FailureRecorder: windowMs must be positive");
+		this.#options = options;
+	}
+
+	/**
+	 * Counts one failure. Returns a promise for `waitUntil` when this failure opened a new window: it
+	 * waits for the window to close and writes it.
+	 */
+	record(reason: AuthFailureReason, tenantHint: string | undefined, now = Date.now()): Promise<void> | undefined {
+		let scheduled: Promise<void> | undefined;
+		if (this.#buckets.size > 0 && now >= this.#windowStart + this.#options.windowMs) {
+			scheduled = this.flush();
+		}
+		if (this.#buckets.size === 0) {
+			this.#windowStart = now;
+			const windowEnd = now + this.#options.windowMs;
+			const closing = new Promise<void>((resolve) => setTimeout(resolve, this.#options.windowMs)).then(() =>
+				Date.now() >= windowEnd - 1 && this.#windowStart === now ? this.flush() : undefined,
+			);
+			scheduled = scheduled ? Promise.all([scheduled, closing]).then(() => undefined) : closing;
+		}
+		let tenant = tenantHint ?? this.#options.fallbackTenant;
+		if (!this.#buckets.has(tenant) && this.#buckets.size >= MAX_TENANTS_PER_WINDOW)
+			tenant = this.#options.fallbackTenant;
+		const bucket = this.#buckets.get(tenant) ?? { count: 0, reasons: {} };
+		bucket.count++;
+		bucket.reasons[reason] = (bucket.reasons[reason] ?? 0) + 1;
+		this.#buckets.set(tenant, bucket);
+		return scheduled;
+	}
+
+	/** Writes the open window now. */
+	async flush(): Promise<void> {
+		if (this.#buckets.size === 0) return this.#flushing ?? undefined;
+		const windowStart = this.#windowStart;
+		const buckets = this.#buckets;
+		this.#buckets = new Map();
+		const entries = [...buckets].map(([tenantId, b]) => ({
+			tenantId,
+			actor: "anonymous",
+			action: "auth.failed",
+			metadata: { count: b.count, reasons: b.reasons, windowStart, windowEnd: Date.now() },
+		}));
+		this.#flushing = this.#options.write(entries).catch((err) => {
+			log("error", "auth failure audit write failed", { error: err instanceof Error ? err.message : String(err) });
+		});
+		await this.#flushing;
+	}
+}

@@ -1,0 +1,36 @@
+/** Who is calling: what authentication puts on the context, and the internal failure reasons. */
+import type { Limits, Scope, TierName } from "../config";
+
+export interface Principal {
+	tenantId: string;
+	/** `jwt:<sub>` or `key:<id>`: who to name in the audit log. */
+	actor: string;
+	via: "jwt" | "api-key";
+	keyId: string | undefined;
+	/** The effective tier: the tenant's, narrowed by the credential's. */
+	tier: TierName;
+	scopes: Scope[];
+	tenantLimits: Limits | null;
+	keyLimits: Limits | null;
+}
+
+/** Why a credential was refused. Logged precisely; the client only learns "invalid token". */
+export type AuthFailureReason =
+	| "missing"
+	| "malformed"
+	| "alg-not-allowed"
+	| "bad-signature"
+	| "expired"
+	| "not-yet-valid"
+	| "iss-mismatch"
+	| "aud-mismatch"
+	| "missing-claim"
+	| "unknown-kid"
+	| "jwks-unavailable"
+	| "unknown-key"
+	| "bad-secret"
+	| "revoked"
+	| "key-expired"
+	| "unknown-tenant";
+
+export type AuthResult<T> = { ok: true; value: T } | { ok: false; reason: AuthFailureReason; tenantHint?: string };

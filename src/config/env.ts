@@ -1,0 +1,43 @@
+/** The Worker's string vars and secrets, parsed once per isolate with zod. */
+import { z } from "zod";
+
+const optionalString = z
+	.string()
+	.optional()
+	.transform((v) => (v?.trim() ? v.trim() : undefined));
+
+export const ConfigSchema = z.object({
+	ENVIRONMENT: z.enum(["development", "test", "staging", "production"]),
+	JWT_ISSUER: z.string().min(1),
+	JWT_AUDIENCE: z.string().min(1),
+	JWT_CLOCK_TOLERANCE_S: z.coerce.number().int().min(0).max(300).default(30),
+	JWKS_URL: optionalString.pipe(z.url().optional()),
+	JWT_HS256_SECRET: optionalString.pipe(
+		z.string().min(32, "JWT_HS256_SECRET must be at least 32 characters").optional(),
+	),
+	CORS_ORIGINS: z.string().default(""),
+	OPERATOR_TENANT: z.string().min(1),
+	AUTH_FAILURE_WINDOW_S: z.coerce.number().min(0.05).max(300).default(10),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+const cache = new WeakMap<object, Config>();
+
+/** Parses (and caches per env object) the configuration; a bad value fails loudly at start-up. */
+export function config(env: Env): Config {
+	let parsed = cache.get(env);
+	if (!parsed) {
+		const result = ConfigSchema.safeParse(env);
+		if (!result.success) {
+			const fields = result.error.issues.map((i) => i.path.join(".")).join(", ");
+			throw new Error(`Invalid Worker configuration: ${fields}`);
+		}
+		parsed = result.data;
+		if (parsed.ENVIRONMENT === "production" && parsed.JWT_HS256_SECRET) {
+			throw new Error("Invalid Worker configuration: HS256 secrets are for development only");
+		}
+		cache.set(env, parsed);
+	}
+	return parsed;
+}

@@ -1,0 +1,17 @@
+export { type Config, ConfigSchema, config } from "./env";
+export { parseScopes, SCOPES, type Scope, ScopeSchema } from "./scopes";
+export {
+	type Limits,
+	LimitsSchema,
+	narrowerTier,
+	PLANES,
+	type Plane,
+	RateSchema,
+	TIER_NAMES,
+	TIERS,
+	type TierName,
+	TierNameSchema,
+	type TierPolicy,
+	TierPolicySchema,
+	tierPolicy,
+} from "./tiers";

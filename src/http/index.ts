@@ -1,0 +1,23 @@
+export { limitBody, requireJsonBody } from "./body";
+export {
+	ApiError,
+	type ApiErrorOptions,
+	ERROR_STATUS,
+	type ErrorCode,
+	type FieldError,
+	fieldErrors,
+	PROBLEM_CONTENT_TYPE,
+	problemResponse,
+	toApiError,
+} from "./errors";
+export { corsPolicy, headerLimit, securityHeaders } from "./headers";
+export { accessLog, type LogFields, log } from "./logger";
+export { allowedMethods } from "./method-not-allowed";
+export { createRouter, ProblemSchema, problems } from "./openapi";
+export {
+	formatTraceparent,
+	parseTraceparent,
+	type RequestContextVariables,
+	requestContext,
+	type TraceContext,
+} from "./request-context";

@@ -1,0 +1,184 @@
+/**
+ * The isolate's side of leased admission (see durable-objects/rate-limiter.ts for the design and
+ * the proof). Each isolate holds at most one live lease per limiter and spends it from memory; it
+ * goes to the RateLimiter object only when the lease is spent or expired, and concurrent requests
+ * that find the lease empty wait for one shared refill instead of each making a round trip.
+ */
+import type { Grant, LeaseReturn } from "../../durable-objects/rate-limiter";
+import type { Admission, BucketPolicy, Decision } from "./interface";
+
+/** What the client needs of a RateLimiter stub. */
+export interface LimiterStub {
+	acquire(input: { policy: BucketPolicy; want: number; returns: LeaseReturn[] }): Promise<Grant>;
+}
+
+export interface LeaseClientOptions {
+	stub: (name: string) => LimiterStub;
+	now?: () => number;
+	/** Most limiters remembered; the least recently used is forgotten (its lease tokens are lost, never over-spent). */
+	maxLimiters?: number;
+	/** Subtracted from a lease's life so it ends before the object's expiry. */
+	safetyMarginMs?: number;
+	/** A refused request is refused locally for up to this long before asking the object again. */
+	maxDenyCacheMs?: number;
+	/** After the object could not be reached, wait this long before trying it again. */
+	unavailableBackoffMs?: number;
+}
+
+/** Upper bound on refills one request waits through before it is refused. */
+const MAX_PASSES = 256;
+
+interface Local {
+	stub: LimiterStub;
+	leaseId: string | null;
+	tokens: number;
+	deadline: number;
+	/** Leases closed locally but not yet reported to the object. */
+	returns: LeaseReturn[];
+	refill: Promise<void> | null;
+	last: Grant | null;
+	deniedAt: number;
+	deniedUntil: number;
+	unavailableUntil: number;
+	unavailableReason: string;
+}
+
+/** Leased admission for one isolate. Create one per isolate (module scope). */
+export class LeaseClient implements Admission {
+	readonly #limiters = new Map<string, Local>();
+	readonly #stub: (name: string) => LimiterStub;
+	readonly #now: () => number;
+	readonly #max: number;
+	readonly #margin: number;
+	readonly #maxDeny: number;
+	readonly #backoff: number;
+
+	constructor(options: LeaseClientOptions) {
+		this.#stub = options.stub;
+		this.#now = options.now ?? Date.now;
+		this.#max = options.maxLimiters ?? 10_000;
+		this.#margin = options.safetyMarginMs ?? 50;
+		this.#maxDeny = options.maxDenyCacheMs ?? 1000;
+		this.#backoff = options.unavailableBackoffMs ?? 1000;
+		if (this.#max < 1 || this.#margin < 0) throw new Error("LeaseClient: invalid options");
+	}
+
+	#local(name: string): Local {
+		let local = this.#limiters.get(name);
+		if (local) {
+			// Refresh recency for the LRU.
+			this.#limiters.delete(name);
+			this.#limiters.set(name, local);
+			return local;
+		}
+		local = {
+			stub: this.#stub(name),
+			leaseId: null,
+			tokens: 0,
+			deadline: 0,
+			returns: [],
+			refill: null,
+			last: null,
+			deniedAt: 0,
+			deniedUntil: 0,
+			unavailableUntil: 0,
+			unavailableReason: "",
+		};
+		this.#limiters.set(name, local);
+		if (this.#limiters.size > this.#max) {
+			const oldest = this.#limiters.keys().next().value;
+			if (oldest !== undefined) this.#limiters.delete(oldest);
+		}
+		return local;
+	}
+
+	/** Closes the current lease locally: no token of it is spent after this. */
+	#close(local: Local): void {
+		if (local.leaseId) local.returns.push({ leaseId: local.leaseId, unspent: local.tokens });
+		local.leaseId = null;
+		local.tokens = 0;
+	}
+
+	async #refill(local: Local, policy: BucketPolicy): Promise<void> {
+		this.#close(local);
+		const returns = local.returns;
+		local.returns = [];
+		const sentAt = this.#now();
+		try {
+			const grant = await local.stub.acquire({ policy, want: policy.lease.maxTokens, returns });
+			local.last = grant;
+			if (grant.granted > 0 && grant.leaseId) {
+				local.leaseId = grant.leaseId;
+				local.tokens = grant.granted;
+				local.deadline = sentAt + grant.ttlMs - this.#margin;
+				local.deniedUntil = 0;
+			} else {
+				local.deniedAt = this.#now();
+				local.deniedUntil = local.deniedAt + Math.min(grant.retryAfterMs, this.#maxDeny);
+			}
+		} catch (err) {
+			// Unreported returns are kept and sent with the next call: the quota credit is not lost.
+			local.returns = returns.concat(local.returns).slice(-64);
+			local.unavailableUntil = this.#now() + this.#backoff;
+			local.unavailableReason = err instanceof Error ? err.message : String(err);
+		}
+	}
+
+	async take(name: string, policy: BucketPolicy): Promise<Decision> {
+		const local = this.#local(name);
+		// Bounded: each pass spends, refuses, or waits for one refill, and every refill grants or refuses.
+		for (let pass = 0; pass < MAX_PASSES; pass++) {
+			const now = this.#now();
+			if (local.leaseId && now >= local.deadline) this.#close(local);
+			if (local.leaseId && local.tokens > 0) {
+				local.tokens--;
+				const leaseId = local.leaseId;
+				return this.#allowed(local, leaseId);
+			}
+			if (local.refill) {
+				await local.refill;
+				continue;
+			}
+			if (now < local.unavailableUntil) return { kind: "unavailable", reason: local.unavailableReason };
+			if (now < local.deniedUntil && local.last) return this.#denied(local, now);
+			if (pass > 0 && local.last && local.last.granted === 0) return this.#denied(local, now);
+			local.refill = this.#refill(local, policy).finally(() => {
+				local.refill = null;
+			});
+			await local.refill;
+		}
+		if (this.#now() < local.unavailableUntil) return { kind: "unavailable", reason: local.unavailableReason };
+		return this.#denied(local, this.#now());
+	}
+
+	#allowed(local: Local, leaseId: string): Decision {
+		const last = local.last;
+		let refunded = false;
+		return {
+			kind: "allowed",
+			rateRemaining: local.tokens + (last?.available ?? 0),
+			rateResetMs: last?.rateResetMs ?? 0,
+			quotaRemaining: Math.max(0, (last?.quotaRemaining ?? 0) + local.tokens),
+			quotaResetMs: last?.quotaResetMs ?? 0,
+			refund: () => {
+				// Only into the same, still-live lease; otherwise the token is simply not used (never over-spent).
+				if (!refunded && local.leaseId === leaseId && this.#now() < local.deadline) local.tokens++;
+				refunded = true;
+			},
+		};
+	}
+
+	#denied(local: Local, now: number): Decision {
+		const last = local.last;
+		const elapsed = Math.max(0, now - local.deniedAt);
+		return {
+			kind: "denied",
+			limitedBy: last?.limitedBy ?? "rate",
+			retryAfterMs: Math.max(0, (last?.retryAfterMs ?? 1000) - elapsed),
+			rateRemaining: 0,
+			rateResetMs: last?.rateResetMs ?? 0,
+			quotaRemaining: last?.quotaRemaining ?? 0,
+			quotaResetMs: last?.quotaResetMs ?? 0,
+		};
+	}
+}

@@ -1,0 +1,26 @@
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+// Unit and integration tests, inside workerd, against the real local D1, R2, Queues and Durable Objects.
+export default defineConfig(async () => ({
+	plugins: [
+		cloudflareTest({
+			wrangler: { configPath: "./wrangler.toml" },
+			remoteBindings: false,
+			miniflare: {
+				bindings: {
+					ENVIRONMENT: "test",
+					JWT_HS256_SECRET: "test-secret-test-secret-test-secret-0123456789",
+					JWKS_URL: "https://idp.test/.well-known/jwks.json",
+					AUTH_FAILURE_WINDOW_S: "0.2",
+					TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+				},
+			},
+		}),
+	],
+	test: {
+		include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts"],
+		setupFiles: ["./test/helpers/apply-migrations.ts"],
+		testTimeout: 20_000,
+	},
+}));
