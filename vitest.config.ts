@@ -22,5 +22,6 @@ export default defineConfig(async () => ({
 		include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts"],
 		setupFiles: ["./test/helpers/apply-migrations.ts"],
 		testTimeout: 20_000,
+		silent: "passed-only",
 	},
 }));

@@ -97,13 +97,30 @@ export interface LimiterState {
 	leases: number;
 }
 
-interface LeaseRow {
+/** A lease as the object records it. */
+export interface LeaseRow {
 	id: string;
 	tokens: number;
 	expiresAt: number;
 	period: string;
 	/** Expired leases are kept for a while so a late report can still credit the quota. */
 	expired: boolean;
+}
+
+/** The bucket's scalar state, as persisted. */
+export interface BucketRow {
+	available: number;
+	outstanding: number;
+	updatedAt: number;
+	quotaUsed: number;
+	period: string;
+}
+
+/** Where a {@link LeasedBucket} writes its changes (the Durable Object's SQLite; nothing in tests). */
+export interface BucketStore {
+	saveBucket(row: BucketRow): void;
+	saveLease(lease: LeaseRow): void;
+	deleteLease(id: string): void;
 }
 
 /** Keep expired leases this long for late quota corrections. */
@@ -119,56 +136,33 @@ function monthEnd(ms: number): number {
 	return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1);
 }
 
-export class RateLimiter extends DurableObject<Env> {
-	#sql: SqlStorage;
+/**
+ * The bucket-and-leases algorithm described at the top of this file, with the clock passed in.
+ * Pure apart from the store it writes to, so it can be checked against simulated time.
+ */
+export class LeasedBucket {
 	#available = 0;
 	#outstanding = 0;
 	#updatedAt = 0;
 	#quotaUsed = 0;
 	#period = "";
 	#initialised = false;
-	#leases = new Map<string, LeaseRow>();
+	readonly #leases = new Map<string, LeaseRow>();
+	readonly #store: BucketStore | undefined;
+	readonly #newId: () => string;
 
-	constructor(ctx: DurableObjectState, env: Env) {
-		super(ctx, env);
-		this.#sql = ctx.storage.sql;
-		ctx.blockConcurrencyWhile(async () => this.#load());
-	}
-
-	#load(): void {
-		this.#sql.exec(`CREATE TABLE IF NOT EXISTS bucket (
-			id INTEGER PRIMARY KEY CHECK (id = 1),
-			available REAL NOT NULL, outstanding INTEGER NOT NULL, updated_at REAL NOT NULL,
-			quota_used INTEGER NOT NULL, period TEXT NOT NULL)`);
-		this.#sql.exec(`CREATE TABLE IF NOT EXISTS leases (
-			id TEXT PRIMARY KEY, tokens INTEGER NOT NULL, expires_at REAL NOT NULL,
-			period TEXT NOT NULL, expired INTEGER NOT NULL DEFAULT 0)`);
-		const row = this.#sql
-			.exec<{ available: number; outstanding: number; updated_at: number; quota_used: number; period: string }>(
-				"SELECT available, outstanding, updated_at, quota_used, period FROM bucket WHERE id = 1",
-			)
-			.toArray()[0];
-		if (row) {
-			this.#available = row.available;
-			this.#outstanding = row.outstanding;
-			this.#updatedAt = row.updated_at;
-			this.#quotaUsed = row.quota_used;
-			this.#period = row.period;
+	constructor(options: { bucket?: BucketRow; leases?: LeaseRow[]; store?: BucketStore; newId?: () => string } = {}) {
+		this.#store = options.store;
+		this.#newId = options.newId ?? (() => crypto.randomUUID());
+		if (options.bucket) {
+			this.#available = options.bucket.available;
+			this.#outstanding = options.bucket.outstanding;
+			this.#updatedAt = options.bucket.updatedAt;
+			this.#quotaUsed = options.bucket.quotaUsed;
+			this.#period = options.bucket.period;
 			this.#initialised = true;
 		}
-		for (const l of this.#sql
-			.exec<{ id: string; tokens: number; expires_at: number; period: string; expired: number }>(
-				"SELECT id, tokens, expires_at, period, expired FROM leases",
-			)
-			.toArray()) {
-			this.#leases.set(l.id, {
-				id: l.id,
-				tokens: l.tokens,
-				expiresAt: l.expires_at,
-				period: l.period,
-				expired: l.expired === 1,
-			});
-		}
+		for (const lease of options.leases ?? []) this.#leases.set(lease.id, { ...lease });
 	}
 
 	/** Adds the refill due up to `to`, never lifting available + outstanding above `burst`. */
@@ -182,13 +176,9 @@ export class RateLimiter extends DurableObject<Env> {
 		this.#updatedAt = to;
 	}
 
-	/**
-	 * Takes back returned leases, retires expired ones and grants a new lease of up to `want` tokens.
-	 * Synchronous from start to end: two calls never interleave.
-	 */
-	acquire(input: AcquireRequest): Grant {
-		const { policy, want, returns } = AcquireRequestSchema.parse(input);
-		const now = Date.now();
+	/** Takes back returned leases, retires expired ones and grants a new lease of up to `want` tokens. */
+	acquire(request: { policy: BucketPolicy; want: number; returns: LeaseReturn[] }, now: number): Grant {
+		const { policy, want, returns } = request;
 		const period = monthKey(now);
 
 		if (!this.#initialised) {
@@ -210,7 +200,7 @@ export class RateLimiter extends DurableObject<Env> {
 			this.#refillTo(lease.expiresAt, policy);
 			this.#outstanding -= lease.tokens;
 			lease.expired = true;
-			this.#sql.exec("UPDATE leases SET expired = 1 WHERE id = ?", lease.id);
+			this.#store?.saveLease(lease);
 		}
 		this.#refillTo(now, policy);
 
@@ -225,13 +215,13 @@ export class RateLimiter extends DurableObject<Env> {
 			}
 			if (lease.period === period) this.#quotaUsed -= unspent;
 			this.#leases.delete(lease.id);
-			this.#sql.exec("DELETE FROM leases WHERE id = ?", lease.id);
+			this.#store?.deleteLease(lease.id);
 		}
 
 		// A lowered burst takes effect at once.
 		this.#available = Math.min(this.#available, Math.max(0, policy.rate.burst - this.#outstanding));
 
-		// 3. Grant.
+		// 3. Grant: a quarter of what is left (one token at a time near the end), capped by the tier.
 		const quotaLeft = Math.max(0, policy.monthlyQuota - this.#quotaUsed);
 		const pool = Math.min(Math.floor(this.#available), quotaLeft);
 		const share = pool < 8 ? 1 : Math.floor(pool / 4);
@@ -240,43 +230,33 @@ export class RateLimiter extends DurableObject<Env> {
 		const ttlMs = Math.max(0, Math.min(policy.lease.ttlMs, periodEnd - now));
 		let leaseId: string | null = null;
 		if (granted > 0) {
-			leaseId = crypto.randomUUID();
+			leaseId = this.#newId();
 			this.#available -= granted;
 			this.#outstanding += granted;
 			this.#quotaUsed += granted;
 			const lease: LeaseRow = { id: leaseId, tokens: granted, expiresAt: now + ttlMs, period, expired: false };
 			this.#leases.set(leaseId, lease);
-			this.#sql.exec(
-				"INSERT INTO leases (id, tokens, expires_at, period, expired) VALUES (?, ?, ?, ?, 0)",
-				leaseId,
-				granted,
-				lease.expiresAt,
-				period,
-			);
+			this.#store?.saveLease(lease);
 		}
 
 		// 4. Forget expired leases too old to be reported.
 		for (const lease of this.#leases.values()) {
 			if (lease.expired && now - lease.expiresAt > EXPIRED_LEASE_RETENTION_MS) {
 				this.#leases.delete(lease.id);
-				this.#sql.exec("DELETE FROM leases WHERE id = ?", lease.id);
+				this.#store?.deleteLease(lease.id);
 			}
 		}
 
-		this.#sql.exec(
-			`INSERT INTO bucket (id, available, outstanding, updated_at, quota_used, period) VALUES (1, ?, ?, ?, ?, ?)
-			 ON CONFLICT(id) DO UPDATE SET available = excluded.available, outstanding = excluded.outstanding,
-			 updated_at = excluded.updated_at, quota_used = excluded.quota_used, period = excluded.period`,
-			this.#available,
-			this.#outstanding,
-			this.#updatedAt,
-			this.#quotaUsed,
-			this.#period,
-		);
+		this.#store?.saveBucket({
+			available: this.#available,
+			outstanding: this.#outstanding,
+			updatedAt: this.#updatedAt,
+			quotaUsed: this.#quotaUsed,
+			period: this.#period,
+		});
 
 		const quotaRemaining = Math.max(0, policy.monthlyQuota - this.#quotaUsed);
 		const missing = Math.max(0, policy.rate.burst - this.#outstanding - this.#available);
-		const rateResetMs = Math.ceil((missing / policy.rate.perSecond) * 1000);
 		let limitedBy: Grant["limitedBy"] = null;
 		let retryAfterMs = 0;
 		if (granted === 0) {
@@ -295,7 +275,7 @@ export class RateLimiter extends DurableObject<Env> {
 			available: Math.floor(this.#available),
 			quotaRemaining,
 			quotaResetMs: periodEnd - now,
-			rateResetMs,
+			rateResetMs: Math.ceil((missing / policy.rate.perSecond) * 1000),
 			limitedBy,
 			retryAfterMs,
 		};
@@ -313,7 +293,6 @@ export class RateLimiter extends DurableObject<Env> {
 		return Math.ceil((Number.isFinite(soonest) ? soonest : 0) + byRefill);
 	}
 
-	/** The object's bookkeeping, for operators and tests. */
 	state(): LimiterState {
 		return {
 			available: this.#available,
@@ -322,6 +301,95 @@ export class RateLimiter extends DurableObject<Env> {
 			period: this.#period,
 			leases: [...this.#leases.values()].filter((l) => !l.expired).length,
 		};
+	}
+}
+
+/** The Durable Object: one {@link LeasedBucket} per limited subject, persisted in SQLite. */
+export class RateLimiter extends DurableObject<Env> {
+	#bucket: LeasedBucket = new LeasedBucket();
+
+	constructor(ctx: DurableObjectState, env: Env) {
+		super(ctx, env);
+		ctx.blockConcurrencyWhile(async () => {
+			this.#bucket = this.#load(ctx.storage.sql);
+		});
+	}
+
+	#load(sql: SqlStorage): LeasedBucket {
+		sql.exec(`CREATE TABLE IF NOT EXISTS bucket (
+			id INTEGER PRIMARY KEY CHECK (id = 1),
+			available REAL NOT NULL, outstanding INTEGER NOT NULL, updated_at REAL NOT NULL,
+			quota_used INTEGER NOT NULL, period TEXT NOT NULL)`);
+		sql.exec(`CREATE TABLE IF NOT EXISTS leases (
+			id TEXT PRIMARY KEY, tokens INTEGER NOT NULL, expires_at REAL NOT NULL,
+			period TEXT NOT NULL, expired INTEGER NOT NULL DEFAULT 0)`);
+		const row = sql
+			.exec<{ available: number; outstanding: number; updated_at: number; quota_used: number; period: string }>(
+				"SELECT available, outstanding, updated_at, quota_used, period FROM bucket WHERE id = 1",
+			)
+			.toArray()[0];
+		const leases = sql
+			.exec<{ id: string; tokens: number; expires_at: number; period: string; expired: number }>(
+				"SELECT id, tokens, expires_at, period, expired FROM leases",
+			)
+			.toArray()
+			.map((l) => ({
+				id: l.id,
+				tokens: l.tokens,
+				expiresAt: l.expires_at,
+				period: l.period,
+				expired: l.expired === 1,
+			}));
+		const store: BucketStore = {
+			saveBucket: (b) =>
+				sql.exec(
+					`INSERT INTO bucket (id, available, outstanding, updated_at, quota_used, period) VALUES (1, ?, ?, ?, ?, ?)
+					 ON CONFLICT(id) DO UPDATE SET available = excluded.available, outstanding = excluded.outstanding,
+					 updated_at = excluded.updated_at, quota_used = excluded.quota_used, period = excluded.period`,
+					b.available,
+					b.outstanding,
+					b.updatedAt,
+					b.quotaUsed,
+					b.period,
+				),
+			saveLease: (l) =>
+				sql.exec(
+					`INSERT INTO leases (id, tokens, expires_at, period, expired) VALUES (?, ?, ?, ?, ?)
+					 ON CONFLICT(id) DO UPDATE SET expired = excluded.expired`,
+					l.id,
+					l.tokens,
+					l.expiresAt,
+					l.period,
+					l.expired ? 1 : 0,
+				),
+			deleteLease: (id) => sql.exec("DELETE FROM leases WHERE id = ?", id),
+		};
+		return new LeasedBucket({
+			bucket: row
+				? {
+						available: row.available,
+						outstanding: row.outstanding,
+						updatedAt: row.updated_at,
+						quotaUsed: row.quota_used,
+						period: row.period,
+					}
+				: undefined,
+			leases,
+			store,
+		});
+	}
+
+	/**
+	 * Takes back returned leases, retires expired ones and grants a new lease of up to `want` tokens.
+	 * Synchronous from start to end, so two calls never interleave.
+	 */
+	acquire(input: AcquireRequest): Grant {
+		return this.#bucket.acquire(AcquireRequestSchema.parse(input), Date.now());
+	}
+
+	/** The object's bookkeeping, for operators and tests. */
+	state(): LimiterState {
+		return this.#bucket.state();
 	}
 }
 

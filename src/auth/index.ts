@@ -8,7 +8,7 @@ export {
 } from "./api-keys";
 export { sha256Hex } from "./crypto";
 export { FailureRecorder } from "./failures";
-export { clearJwtCache, HMAC_ALGORITHMS, JWKS_ALGORITHMS, type VerifiedClaims, verifyJwt } from "./jwt";
+export { clearJwtCache, HMAC_ALGORITHMS, JWKS_ALGORITHMS, type JwtConfig, type VerifiedClaims, verifyJwt } from "./jwt";
 export { TtlLru } from "./lru";
 export {
 	type AuthVariables,

@@ -29,9 +29,15 @@ export interface LeaseClientOptions {
 const MAX_PASSES = 256;
 
 interface Local {
-	stub: LimiterStub;
+	name: string;
 	leaseId: string | null;
 	tokens: number;
+	/** Tokens the current lease started with. */
+	granted: number;
+	/** Tokens spent from the last closed lease: this isolate's recent demand. */
+	lastSpent: number;
+	/** Requests waiting for a refill. */
+	waiting: number;
 	deadline: number;
 	/** Leases closed locally but not yet reported to the object. */
 	returns: LeaseReturn[];
@@ -72,9 +78,12 @@ export class LeaseClient implements Admission {
 			return local;
 		}
 		local = {
-			stub: this.#stub(name),
+			name,
 			leaseId: null,
 			tokens: 0,
+			granted: 0,
+			lastSpent: 0,
+			waiting: 0,
 			deadline: 0,
 			returns: [],
 			refill: null,
@@ -94,7 +103,10 @@ export class LeaseClient implements Admission {
 
 	/** Closes the current lease locally: no token of it is spent after this. */
 	#close(local: Local): void {
-		if (local.leaseId) local.returns.push({ leaseId: local.leaseId, unspent: local.tokens });
+		if (local.leaseId) {
+			local.returns.push({ leaseId: local.leaseId, unspent: local.tokens });
+			local.lastSpent = local.granted - local.tokens;
+		}
 		local.leaseId = null;
 		local.tokens = 0;
 	}
@@ -104,12 +116,17 @@ export class LeaseClient implements Admission {
 		const returns = local.returns;
 		local.returns = [];
 		const sentAt = this.#now();
+		// Ask for what this isolate is likely to spend while the lease lives: twice what it spent from
+		// the last one, or everyone already waiting. Small leases keep idle isolates from holding tokens.
+		const want = Math.max(1, Math.min(policy.lease.maxTokens, Math.max(2 * local.lastSpent, local.waiting + 1)));
 		try {
-			const grant = await local.stub.acquire({ policy, want: policy.lease.maxTokens, returns });
+			// A stub belongs to the request that made it: make one per call, never cache it across requests.
+			const grant = await this.#stub(local.name).acquire({ policy, want, returns });
 			local.last = grant;
 			if (grant.granted > 0 && grant.leaseId) {
 				local.leaseId = grant.leaseId;
 				local.tokens = grant.granted;
+				local.granted = grant.granted;
 				local.deadline = sentAt + grant.ttlMs - this.#margin;
 				local.deniedUntil = 0;
 			} else {
@@ -136,7 +153,9 @@ export class LeaseClient implements Admission {
 				return this.#allowed(local, leaseId);
 			}
 			if (local.refill) {
+				local.waiting++;
 				await local.refill;
+				local.waiting--;
 				continue;
 			}
 			if (now < local.unavailableUntil) return { kind: "unavailable", reason: local.unavailableReason };
@@ -145,7 +164,9 @@ export class LeaseClient implements Admission {
 			local.refill = this.#refill(local, policy).finally(() => {
 				local.refill = null;
 			});
+			local.waiting++;
 			await local.refill;
+			local.waiting--;
 		}
 		if (this.#now() < local.unavailableUntil) return { kind: "unavailable", reason: local.unavailableReason };
 		return this.#denied(local, this.#now());

@@ -1,0 +1,88 @@
+/** Strict admission through the whole Worker: exact under concurrency, quota, headers, and the fail mode. */
+import { env } from "cloudflare:workers";
+import { and, eq } from "drizzle-orm";
+import { describe, expect, it } from "vitest";
+import { createApp } from "../../src/app";
+import { auditLog, database } from "../../src/db";
+import type { Admission } from "../../src/ratelimit";
+import { call, expectProblem } from "../helpers/gateway";
+import { hsToken, seedKey, seedTenant } from "../helpers/identity";
+
+describe("admission through the Worker", () => {
+	it("admits exactly the burst out of 300 concurrent requests", async () => {
+		const tenantId = await seedTenant({ tier: "enterprise", limits: { rate: { perSecond: 0.001, burst: 40 } } });
+		const token = await hsToken({ tenantId });
+		const responses = await Promise.all(Array.from({ length: 300 }, () => call("/v1/me", { token })));
+		const statuses = responses.map((r) => r.status);
+		expect(statuses.filter((s) => s === 200)).toHaveLength(40);
+		expect(statuses.filter((s) => s === 429)).toHaveLength(260);
+		const refused = responses.find((r) => r.status === 429);
+		expect(refused?.headers.get("retry-after")).toMatch(/^\d+$/);
+		await Promise.all(responses.map((r) => r.arrayBuffer()));
+	});
+
+	it("admits exactly the monthly quota and then answers quota-exceeded", async () => {
+		const tenantId = await seedTenant({ tier: "pro", limits: { monthlyQuota: 25 } });
+		const { key } = await seedKey(tenantId, { scopes: ["api:read"] });
+		const responses = await Promise.all(Array.from({ length: 120 }, () => call("/v1/me", { apiKey: key })));
+		expect(responses.filter((r) => r.status === 200)).toHaveLength(25);
+		const refused = responses.find((r) => r.status === 429);
+		if (!refused) throw new Error("expected a refusal");
+		const body = await expectProblem(refused, 429, "quota-exceeded");
+		expect(body.detail).toMatch(/quota/i);
+		expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
+		expect(refused.headers.get("ratelimit")).toMatch(/"monthly";r=0;t=\d+/);
+	});
+
+	it("sends RateLimit headers on admitted requests", async () => {
+		const tenantId = await seedTenant({ tier: "pro" });
+		const res = await call("/v1/me", { token: await hsToken({ tenantId }) });
+		expect(res.status).toBe(200);
+		expect(res.headers.get("ratelimit-policy")).toBe('"burst";q=200;w=4, "monthly";q=1000000;w=2592000');
+		expect(res.headers.get("ratelimit")).toMatch(/^"burst";r=\d+;t=\d+, "monthly";r=\d+;t=\d+$/);
+	});
+
+	it("keeps tenants' buckets apart", async () => {
+		const small = await seedTenant({ limits: { rate: { perSecond: 0.001, burst: 1 } } });
+		const other = await seedTenant({ limits: { rate: { perSecond: 0.001, burst: 1 } } });
+		expect((await call("/v1/me", { token: await hsToken({ tenantId: small }) })).status).toBe(200);
+		expect((await call("/v1/me", { token: await hsToken({ tenantId: small }) })).status).toBe(429);
+		expect((await call("/v1/me", { token: await hsToken({ tenantId: other }) })).status).toBe(200);
+	});
+
+	it("fails closed with 503 when the limiter is unreachable (quota is closed on every tier)", async () => {
+		const down: Admission = { take: async () => ({ kind: "unavailable", reason: "simulated outage" }) };
+		const app = createApp({ admission: () => down });
+		const tenantId = await seedTenant();
+		const res = await app.request(
+			"/v1/me",
+			{ headers: { authorization: `Bearer ${await hsToken({ tenantId })}` } },
+			env,
+		);
+		await expectProblem(res, 503, "limiter-unavailable");
+		expect(res.headers.get("retry-after")).toBe("1");
+	});
+});
+
+describe("authentication failures in the audit log", () => {
+	it("aggregates a flood of bad tokens into a few records per tenant and window", async () => {
+		const tenantId = await seedTenant();
+		const bad = await hsToken({ tenantId }, "not-the-secret-not-the-secret-not-the-secret");
+		const flood = 150;
+		const responses = await Promise.all(Array.from({ length: flood }, () => call("/v1/me", { token: bad })));
+		expect(responses.every((r) => r.status === 401)).toBe(true);
+		const rows = () =>
+			database(env.DB)
+				.select()
+				.from(auditLog)
+				.where(and(eq(auditLog.tenantId, tenantId), eq(auditLog.action, "auth.failed")))
+				.all();
+		// The window (0.2 s in tests) closes and is written by the waitUntil that opened it.
+		const total = async () => (await rows()).reduce((n, r) => n + (r.metadata as { count: number }).count, 0);
+		await expect.poll(total, { timeout: 10_000 }).toBe(flood);
+		const written = await rows();
+		expect(written.length).toBeLessThanOrEqual(3);
+		expect(written[0]?.metadata).toMatchObject({ reasons: { "bad-signature": expect.any(Number) } });
+		expect(JSON.stringify(written)).not.toContain(bad);
+	});
+});

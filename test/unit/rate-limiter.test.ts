@@ -1,0 +1,146 @@
+/**
+ * The RateLimiter Durable Object for real (SQLite storage, RPC), driven by several LeaseClients —
+ * each one stands for a separate isolate with its own memory — firing concurrently.
+ */
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { BucketPolicy, RateLimiter } from "../../durable-objects/rate-limiter";
+import { LeaseClient, type LimiterStub } from "../../src/ratelimit";
+
+const isolates = (n: number, options: Partial<ConstructorParameters<typeof LeaseClient>[0]> = {}) =>
+	Array.from({ length: n }, () => new LeaseClient({ stub: (name) => env.RATE_LIMITER.getByName(name), ...options }));
+
+async function fire(clients: LeaseClient[], name: string, policy: BucketPolicy, perIsolate: number) {
+	const decisions = await Promise.all(
+		clients.flatMap((client) => Array.from({ length: perIsolate }, () => client.take(name, policy))),
+	);
+	const count = (kind: string) => decisions.filter((d) => d.kind === kind).length;
+	return { allowed: count("allowed"), denied: count("denied"), unavailable: count("unavailable"), decisions };
+}
+
+describe("RateLimiter with leases across isolates", () => {
+	it("admits exactly the burst when 4 isolates fire 600 concurrent requests at a bucket of 50", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 0.001, burst: 50 },
+			monthlyQuota: 1_000_000,
+			lease: { maxTokens: 10, ttlMs: 5000 },
+		};
+		const result = await fire(isolates(4), "tenant:exact-burst", policy, 150);
+		expect(result.allowed).toBe(50);
+		expect(result.denied).toBe(550);
+		const denied = result.decisions.find((d) => d.kind === "denied");
+		expect(denied).toMatchObject({ kind: "denied", limitedBy: "rate" });
+	});
+
+	it("admits exactly the monthly quota under concurrency and records it in the object", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 1000, burst: 10_000 },
+			monthlyQuota: 37,
+			lease: { maxTokens: 25, ttlMs: 5000 },
+		};
+		const result = await fire(isolates(3), "tenant:exact-quota", policy, 100);
+		expect(result.allowed).toBe(37);
+		const denied = result.decisions.find((d) => d.kind === "denied");
+		expect(denied).toMatchObject({ kind: "denied", limitedBy: "quota" });
+		const stub = env.RATE_LIMITER.getByName("tenant:exact-quota");
+		const state = await runInDurableObject(stub, (instance: RateLimiter) => instance.state());
+		expect(state.quotaUsed).toBe(37);
+	});
+
+	it("serves most requests from the isolate's lease, not a round trip each", async () => {
+		let calls = 0;
+		const client = new LeaseClient({
+			stub: (name): LimiterStub => {
+				const real = env.RATE_LIMITER.getByName(name);
+				return {
+					acquire: (input) => {
+						calls++;
+						return real.acquire(input);
+					},
+				};
+			},
+		});
+		const policy: BucketPolicy = {
+			rate: { perSecond: 10_000, burst: 100_000 },
+			monthlyQuota: 10_000_000,
+			lease: { maxTokens: 100, ttlMs: 5000 },
+		};
+		for (let i = 0; i < 1000; i++) {
+			expect((await client.take("tenant:hot-path", policy)).kind).toBe("allowed");
+		}
+		expect(calls).toBeLessThan(30); // ramps 1, 2, 4 … 100 tokens a lease
+	});
+
+	it("returns an isolate's unspent tokens so another isolate can use them", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 0.001, burst: 20 },
+			monthlyQuota: 1000,
+			lease: { maxTokens: 5, ttlMs: 5000 },
+		};
+		const [a, b] = isolates(2) as [LeaseClient, LeaseClient];
+		// a takes a lease bigger than it uses, then b drains what is left.
+		await Promise.all(Array.from({ length: 3 }, () => a.take("tenant:returns", policy)));
+		const bFirst = await fire([b], "tenant:returns", policy, 40);
+		const held = 20 - 3 - bFirst.allowed;
+		expect(held).toBeGreaterThanOrEqual(0);
+		// a's next acquire returns its leftovers; all 20 tokens are eventually spent, never more.
+		const aMore = await fire([a], "tenant:returns", policy, 40);
+		const bMore = await fire([b], "tenant:returns", policy, 40);
+		expect(3 + bFirst.allowed + aMore.allowed + bMore.allowed).toBe(20);
+	});
+
+	it("refunds a token into the same live lease", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 0.001, burst: 1 },
+			monthlyQuota: 1000,
+			lease: { maxTokens: 1, ttlMs: 5000 },
+		};
+		const [client] = isolates(1) as [LeaseClient];
+		const first = await client.take("tenant:refund", policy);
+		expect(first.kind).toBe("allowed");
+		if (first.kind === "allowed") first.refund();
+		expect((await client.take("tenant:refund", policy)).kind).toBe("allowed");
+		expect((await client.take("tenant:refund", policy)).kind).toBe("denied");
+	});
+
+	it("reports the object unreachable, then backs off before trying again", async () => {
+		let calls = 0;
+		const client = new LeaseClient({
+			stub: () => ({
+				acquire: async () => {
+					calls++;
+					throw new Error("Durable Object reset because its code was updated");
+				},
+			}),
+			unavailableBackoffMs: 60_000,
+		});
+		const policy: BucketPolicy = {
+			rate: { perSecond: 1, burst: 1 },
+			monthlyQuota: 1,
+			lease: { maxTokens: 1, ttlMs: 1000 },
+		};
+		const first = await client.take("tenant:down", policy);
+		const second = await client.take("tenant:down", policy);
+		expect(first).toMatchObject({ kind: "unavailable" });
+		expect(second).toMatchObject({ kind: "unavailable" });
+		expect(calls).toBe(1);
+	});
+
+	it("keeps its state in SQLite across a restart of the object", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 0.001, burst: 5 },
+			monthlyQuota: 1000,
+			lease: { maxTokens: 5, ttlMs: 5000 },
+		};
+		const stub = env.RATE_LIMITER.getByName("tenant:persisted");
+		const grant = await stub.acquire({ policy, want: 3, returns: [] });
+		expect(grant.granted).toBeGreaterThan(0);
+		const stored = await runInDurableObject(stub, (_instance: RateLimiter, state) =>
+			state.storage.sql
+				.exec<{ outstanding: number; quota_used: number }>("SELECT outstanding, quota_used FROM bucket")
+				.one(),
+		);
+		expect(stored).toEqual({ outstanding: grant.granted, quota_used: grant.granted });
+	});
+});
