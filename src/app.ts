@@ -79,7 +79,16 @@ export function createApp(options: AppOptions = {}) {
 	app.use(requestContext());
 	app.use(accessLog());
 	app.use(securityHeaders());
-	app.use(async (c, next) => corsPolicy({ origins: config(c.env).CORS_ORIGINS })(c, next));
+	const corsByOrigins = new Map<string, MiddlewareHandler>();
+	app.use(async function cors(c, next) {
+		const origins = config(c.env).CORS_ORIGINS;
+		let policy = corsByOrigins.get(origins);
+		if (!policy) {
+			policy = corsPolicy({ origins });
+			corsByOrigins.set(origins, policy);
+		}
+		return policy(c, next);
+	});
 	app.use(headerLimit({ maxBytes: MAX_HEADER_BYTES }));
 
 	app.route("/", systemRoutes());

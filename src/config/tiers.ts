@@ -30,7 +30,11 @@ export const TierPolicySchema = z
 		planes: z.array(z.enum(PLANES)),
 		models: z.array(z.string()),
 		features: z.array(z.string()),
-		/** What admission does when the RateLimiter object cannot be reached. */
+		/**
+		 * What admission does when the RateLimiter object cannot be reached. Rate and quota live in the
+		 * same object, so a request is refused (503) if either says `closed`; with the default (rate
+		 * `open`, quota `closed`) the tier fails closed. Set both to `open` to prefer availability.
+		 */
 		limiterUnavailable: z.object({ rate: z.enum(["open", "closed"]), quota: z.enum(["open", "closed"]) }),
 		/** Most tokens an isolate may hold from one lease, and how long a lease lives. */
 		lease: z.object({ maxTokens: z.number().int().min(1), ttlMs: z.number().int().min(50).max(10_000) }),

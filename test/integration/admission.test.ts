@@ -1,8 +1,9 @@
 /** Strict admission through the whole Worker: exact under concurrency, quota, headers, and the fail mode. */
 import { env } from "cloudflare:workers";
 import { and, eq } from "drizzle-orm";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { createApp } from "../../src/app";
+import { TIERS } from "../../src/config";
 import { auditLog, database } from "../../src/db";
 import type { Admission } from "../../src/ratelimit";
 import { call, expectProblem } from "../helpers/gateway";
@@ -61,6 +62,28 @@ describe("admission through the Worker", () => {
 		);
 		await expectProblem(res, 503, "limiter-unavailable");
 		expect(res.headers.get("retry-after")).toBe("1");
+	});
+
+	it("fails open, and logs it, on a tier that prefers availability", async () => {
+		const down: Admission = { take: async () => ({ kind: "unavailable", reason: "simulated outage" }) };
+		const app = createApp({ admission: () => down });
+		const tenantId = await seedTenant({ tier: "free" });
+		const saved = TIERS.free.limiterUnavailable;
+		TIERS.free.limiterUnavailable = { rate: "open", quota: "open" };
+		const warn = vi.spyOn(console, "warn");
+		try {
+			const res = await app.request(
+				"/v1/me",
+				{ headers: { authorization: `Bearer ${await hsToken({ tenantId })}` } },
+				env,
+			);
+			expect(res.status).toBe(200);
+			expect(res.headers.get("ratelimit")).toBeNull();
+			expect(warn.mock.calls.map((c) => String(c[0])).join("\n")).toContain('"failMode":"open"');
+		} finally {
+			TIERS.free.limiterUnavailable = saved;
+			warn.mockRestore();
+		}
 	});
 });
 
