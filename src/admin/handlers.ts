@@ -89,6 +89,7 @@ export const createTenant: H<typeof routes.createTenant> = async (c) => {
 		.returning()
 		.get();
 	if (!inserted) throw new ApiError("conflict", `Tenant ${body.id} already exists.`);
+	forgetTenant(inserted.id); // an earlier "no such tenant" may be cached in this isolate
 	await audit(c, inserted.id, "tenant.create", `tenant:${inserted.id}`, { tier: inserted.tier });
 	return c.json(tenantBody(inserted), 201);
 };
