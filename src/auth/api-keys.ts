@@ -41,7 +41,7 @@ export async function generateApiKey(): Promise<{ key: string; prefix: string; h
 	for (const b of random) id += PREFIX_ALPHABET[b % PREFIX_ALPHABET.length];
 	const prefix = `ew_${id}`;
 	const key = `${prefix}_${toHex(crypto.getRandomValues(new Uint8Array(32)))}`;
-	return { key, prefix, hash: await sha256Hex(key) };
+	return { key, prefix, hash: sha256Hex(key) };
 }
 
 const cache = new TtlLru<string, KeyRecord | null>(10_000);
@@ -87,7 +87,7 @@ export async function verifyApiKey(d1: D1Database, presented: string): Promise<A
 	if (!m) return { ok: false, reason: "malformed" };
 	const record = await findByPrefix(d1, m[1] as string);
 	if (!record) return { ok: false, reason: "unknown-key" };
-	const hash = await sha256Hex(presented);
+	const hash = sha256Hex(presented);
 	if (!timingSafeEqualStrings(hash, record.hash))
 		return { ok: false, reason: "bad-secret", tenantHint: record.tenantId };
 	if (record.revokedAt !== null) return { ok: false, reason: "revoked", tenantHint: record.tenantId };

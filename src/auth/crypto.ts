@@ -1,9 +1,11 @@
 /** Hashing helpers shared by the credential paths. */
+import { createHash } from "node:crypto";
+
 const encoder = new TextEncoder();
 
-export async function sha256Hex(value: string): Promise<string> {
-	const digest = await crypto.subtle.digest("SHA-256", encoder.encode(value));
-	return toHex(new Uint8Array(digest));
+/** SHA-256, hex, computed synchronously (no promise hop on the hot path). */
+export function sha256Hex(value: string): string {
+	return createHash("sha256").update(value).digest("hex");
 }
 
 export function toHex(bytes: Uint8Array): string {

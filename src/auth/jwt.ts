@@ -106,7 +106,7 @@ export function clearJwtCache(): void {
  * its SHA-256, until its `exp` at the latest.
  */
 export async function verifyJwt(token: string, config: JwtConfig): Promise<AuthResult<VerifiedClaims>> {
-	const cacheKey = await sha256Hex(token);
+	const cacheKey = sha256Hex(token);
 	const now = Date.now();
 	const cached = verified.get(cacheKey, now);
 	if (cached) return { ok: true, value: cached };

@@ -77,7 +77,7 @@ export const TIERS: Record<TierName, TierPolicy> = z.record(TierNameSchema, Tier
 		maxBodyBytes: 10 * 1024 * 1024,
 		planes: ["api", "llm", "webhooks", "files"],
 		models: ["fast", "smart", "*"],
-		features: ["cache", "byok", "per-key-limits", "audit-export"],
+		features: ["cache", "byok", "audit-export"],
 		limiterUnavailable: { rate: "open", quota: "closed" },
 		lease: { maxTokens: 100, ttlMs: 1000 },
 	},

@@ -4,9 +4,10 @@ import { cors } from "hono/cors";
 import { secureHeaders } from "hono/secure-headers";
 import { ApiError } from "./errors";
 
-/** Strict defaults for an API: no framing, no sniffing, no referrer, HSTS. */
+/** Strict defaults for an API: no framing, no sniffing, no referrer, HSTS. A handler's own header wins (the docs page's CSP). */
 export function securityHeaders(): MiddlewareHandler {
 	return secureHeaders({
+		overwrite: false,
 		contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
 		crossOriginResourcePolicy: "same-origin",
 		xFrameOptions: "DENY",

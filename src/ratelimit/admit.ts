@@ -8,13 +8,30 @@ import { type LimitView, limitField, policyField } from "./headers";
 import type { Admission, Allowed, BucketPolicy } from "./interface";
 import { LeaseClient } from "./lease-client";
 
-/** The bucket policy for a tier with operator overrides applied. */
+const policies = new WeakMap<TierPolicy, WeakMap<Limits | typeof NO_LIMITS, BucketPolicy>>();
+const NO_LIMITS = {};
+
+/**
+ * The bucket policy for a tier with operator overrides applied. Memoised on the (cached) tier and
+ * limits objects, so the hot path builds nothing and header strings can be cached per policy.
+ */
 export function bucketPolicy(tier: TierPolicy, limits: Limits | null): BucketPolicy {
-	return {
-		rate: limits?.rate ?? tier.rate,
-		monthlyQuota: limits?.monthlyQuota ?? tier.monthlyQuota,
-		lease: tier.lease,
-	};
+	let byLimits = policies.get(tier);
+	if (!byLimits) {
+		byLimits = new WeakMap();
+		policies.set(tier, byLimits);
+	}
+	const key = limits ?? NO_LIMITS;
+	let policy = byLimits.get(key);
+	if (!policy) {
+		policy = {
+			rate: limits?.rate ?? tier.rate,
+			monthlyQuota: limits?.monthlyQuota ?? tier.monthlyQuota,
+			lease: tier.lease,
+		};
+		byLimits.set(key, policy);
+	}
+	return policy;
 }
 
 const clients = new WeakMap<object, LeaseClient>();

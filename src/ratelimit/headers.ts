@@ -13,14 +13,29 @@ export interface LimitView {
 
 const MONTH_S = 30 * 24 * 3600;
 
+const policyItems = new WeakMap<BucketPolicy, Map<string, string>>();
+
+/** One policy's items, built once per policy object and prefix. */
+function policyItem(prefix: string, policy: BucketPolicy): string {
+	let byPrefix = policyItems.get(policy);
+	if (!byPrefix) {
+		byPrefix = new Map();
+		policyItems.set(policy, byPrefix);
+	}
+	let item = byPrefix.get(prefix);
+	if (item === undefined) {
+		const window = Math.max(1, Math.ceil(policy.rate.burst / policy.rate.perSecond));
+		item = `"${prefix}burst";q=${policy.rate.burst};w=${window}, "${prefix}monthly";q=${policy.monthlyQuota};w=${MONTH_S}`;
+		byPrefix.set(prefix, item);
+	}
+	return item;
+}
+
 /** `"burst";q=200;w=4, "monthly";q=1000000;w=2592000` */
 export function policyField(views: LimitView[]): string {
-	return views
-		.flatMap((v) => [
-			`"${v.prefix}burst";q=${v.policy.rate.burst};w=${Math.max(1, Math.ceil(v.policy.rate.burst / v.policy.rate.perSecond))}`,
-			`"${v.prefix}monthly";q=${v.policy.monthlyQuota};w=${MONTH_S}`,
-		])
-		.join(", ");
+	return views.length === 1
+		? policyItem(views[0]?.prefix ?? "", (views[0] as LimitView).policy)
+		: views.map((v) => policyItem(v.prefix, v.policy)).join(", ");
 }
 
 /** `"burst";r=120;t=1, "monthly";r=999000;t=86400` */

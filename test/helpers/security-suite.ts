@@ -92,7 +92,7 @@ export function securitySuite(route: ProtectedRoute) {
 			const expired = await seedKey(tenantId, { scopes: [route.scope], expiresAt: Date.now() - 1000 });
 			const valid = await seedKey(tenantId, { scopes: [route.scope] });
 			const wrongSecret = `${valid.prefix}_${"0".repeat(64)}`;
-			for (const apiKey of [revoked.key, expired.key, wrongSecret, "ew_unknownunkno_" + "1".repeat(64)]) {
+			for (const apiKey of [revoked.key, expired.key, wrongSecret, `ew_unknownunkno_${"1".repeat(64)}`]) {
 				await expectUnauthenticated(await send(route, tenantId, { apiKey }));
 			}
 			expect((await send(route, tenantId, { apiKey: valid.key })).status).toBe(route.okStatus);

@@ -1,0 +1,260 @@
+// `npm run dev`: everything a fresh clone needs, then the gateway under `wrangler dev`.
+//   1. .dev.vars with a random JWT_HS256_SECRET, if there is none (an existing value is never replaced)
+//   2. local D1 migrations, non-interactively
+//   3. the operator tenant (OPERATOR_TENANT, enterprise) and a demo tenant (pro), idempotently
+//   4. `wrangler dev` on 127.0.0.1:<PORT, or the first free port from 8787>
+//   5. once /healthz answers: development tokens and curl lines to try
+// SIGINT/SIGTERM are passed to wrangler; this script exits with wrangler's exit code.
+import { createServer } from "node:net";
+import { constants } from "node:os";
+import {
+	ensureDevSecret,
+	jwtVars,
+	killTree,
+	running,
+	runWrangler,
+	ScriptError,
+	spawnWrangler,
+} from "./lib/project.mjs";
+import { mintToken } from "./lib/token.mjs";
+
+const HOST = "127.0.0.1";
+const FIRST_PORT = 8787;
+const PORTS_TO_TRY = 100;
+const READY_TIMEOUT_MS = 90_000;
+const STOP_GRACE_MS = 10_000;
+/** Development tokens from the banner live this long. */
+const DEV_TOKEN_TTL_S = 12 * 3600;
+const DEMO_TENANT = "demo";
+const TENANT_ID = /^[a-z0-9][a-z0-9-]{1,62}$/;
+
+const say = (line = "") => console.log(line);
+const step = (line) => console.log(`edgeway: ${line}`);
+
+function portFree(port) {
+	return new Promise((resolve) => {
+		const server = createServer();
+		server.unref();
+		server.once("error", () => resolve(false));
+		server.listen({ host: HOST, port, exclusive: true }, () => server.close(() => resolve(true)));
+	});
+}
+
+function requestedPort() {
+	const raw = process.env.PORT;
+	if (raw === undefined || raw === "") return undefined;
+	const port = Number(raw);
+	if (!/^\d+$/.test(raw) || port < 1 || port > 65535) throw new ScriptError(`PORT=${raw} is not a TCP port`, 2);
+	return port;
+}
+
+async function pickPort(wanted) {
+	if (wanted !== undefined) {
+		if (!(await portFree(wanted))) throw new ScriptError(`PORT=${wanted} is in use on ${HOST}; choose another`);
+		return wanted;
+	}
+	for (let port = FIRST_PORT; port < FIRST_PORT + PORTS_TO_TRY; port++) {
+		if (await portFree(port)) return port;
+	}
+	throw new ScriptError(`no free port on ${HOST} from ${FIRST_PORT} to ${FIRST_PORT + PORTS_TO_TRY - 1}; set PORT`);
+}
+
+async function migrate() {
+	const { stdout } = await runWrangler(["d1", "migrations", "apply", "DB", "--local"]);
+	if (/No migrations to apply/i.test(stdout)) {
+		step("local D1 migrations: up to date");
+		return;
+	}
+	const applied = [...new Set([...stdout.matchAll(/│\s*(\S+\.sql)\s*│\s*✅/g)].map((m) => m[1]))];
+	step(`local D1 migrations applied: ${applied.length > 0 ? applied.join(", ") : "(see wrangler's output)"}`);
+}
+
+const sqlText = (value) => `'${String(value).replaceAll("'", "''")}'`;
+
+/** Seeds the two tenants if missing (a changed tier or status is left alone) and returns how they are now. */
+async function seed(operatorTenant) {
+	const rows = [
+		[operatorTenant, "Edgeway operator", "enterprise"],
+		[DEMO_TENANT, "Demo tenant", "pro"],
+	];
+	const ids = rows.map(([id]) => sqlText(id)).join(", ");
+	const sql =
+		`INSERT OR IGNORE INTO tenants (id, name, tier) VALUES ${rows.map((r) => `(${r.map(sqlText).join(", ")})`).join(", ")}; ` +
+		"SELECT changes() AS inserted; " +
+		`SELECT id, tier, status FROM tenants WHERE id IN (${ids}) ORDER BY id;`;
+	const { stdout } = await runWrangler(["d1", "execute", "DB", "--local", "--json", "--command", sql]);
+	const tenants = new Map();
+	let inserted;
+	try {
+		const results = JSON.parse(stdout);
+		inserted = results.at(-2)?.results?.[0]?.inserted;
+		for (const row of results.at(-1)?.results ?? []) tenants.set(row.id, row);
+	} catch {
+		// An unreadable answer only loses the tier/status shown in the banner.
+	}
+	const names = rows.map(([id]) => `"${id}"`).join(" and ");
+	step(
+		inserted === 0
+			? `tenants ${names} already seeded (left as they are)`
+			: `seeded tenants ${names}${inserted === undefined ? "" : ` (${inserted} new)`}`,
+	);
+	return tenants;
+}
+
+async function healthy(url) {
+	try {
+		const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
+		await res.body?.cancel();
+		return res.status === 200;
+	} catch {
+		return false;
+	}
+}
+
+function describe(tenants, id, fallbackTier) {
+	const t = tenants.get(id);
+	return t ? `${t.tier}${t.status === "active" ? "" : `, ${t.status.toUpperCase()}`}` : fallbackTier;
+}
+
+function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires }) {
+	const demo = describe(tenants, DEMO_TENANT, "pro");
+	const operator = describe(tenants, operatorTenant, "enterprise");
+	const lines = [
+		"",
+		"────────────────────────────────────────────────────────────────────────────",
+		`Edgeway is ready at ${url}`,
+		"",
+		`Development tokens (HS256, valid until ${expires}):`,
+		`  # tenant "${DEMO_TENANT}" (${demo}), scopes api:read api:write`,
+		`  export EDGEWAY_DEMO_TOKEN=${demoToken}`,
+		`  # operator tenant "${operatorTenant}" (${operator}), scope admin`,
+		`  export EDGEWAY_OPERATOR_TOKEN=${operatorToken}`,
+		"",
+		"Try it:",
+		`  curl -sS ${url}/healthz`,
+		`  curl -sS -H "Authorization: Bearer $EDGEWAY_DEMO_TOKEN" ${url}/v1/me`,
+		"  # create an API key for the demo tenant with the operator token (the key is shown once):",
+		`  curl -sS -X POST ${url}/v1/admin/tenants/${DEMO_TENANT}/keys \\`,
+		'    -H "Authorization: Bearer $EDGEWAY_OPERATOR_TOKEN" -H "content-type: application/json" \\',
+		`    -d '{"name":"my first key","scopes":["api:read"]}'`,
+		`  curl -sS -H "x-api-key: <the key from that response>" ${url}/v1/me`,
+		"",
+		`API docs: ${url}/docs   (OpenAPI document: ${url}/openapi.json)`,
+		`More tokens: npm run -s token -- --tenant ${DEMO_TENANT} --scope "api:read api:write" [--tier free] [--ttl 3600]`,
+		"Stop with Ctrl-C.",
+		"────────────────────────────────────────────────────────────────────────────",
+		"",
+	];
+	if (tenants.get(DEMO_TENANT)?.status === "suspended") {
+		lines.push(
+			`Note: tenant "${DEMO_TENANT}" is suspended in the local D1, so its calls answer 403; resume it with PATCH /v1/admin/tenants/${DEMO_TENANT} {"status":"active"}.`,
+			"",
+		);
+	}
+	say(lines.join("\n"));
+}
+
+const signalNumber = (signal) => constants.signals[signal] ?? 0;
+
+async function main() {
+	const wantedPort = requestedPort();
+
+	// Chosen now to fail fast, checked again just before wrangler starts.
+	let port = await pickPort(wantedPort);
+
+	const secret = ensureDevSecret();
+	step(
+		secret.action === "created"
+			? "created .dev.vars with a random JWT_HS256_SECRET"
+			: secret.action === "added"
+				? "added a random JWT_HS256_SECRET to .dev.vars"
+				: "using the JWT_HS256_SECRET in .dev.vars",
+	);
+	if (secret.secret.startsWith("replace-me")) {
+		step("warning: JWT_HS256_SECRET in .dev.vars is the placeholder from .dev.vars.example; put a random one there");
+	}
+	const { issuer, audience, operatorTenant } = jwtVars();
+	if (!TENANT_ID.test(operatorTenant)) {
+		throw new ScriptError(`wrangler.toml: OPERATOR_TENANT "${operatorTenant}" is not a valid tenant id`);
+	}
+
+	await migrate();
+	const tenants = await seed(operatorTenant);
+
+	const now = Math.floor(Date.now() / 1000);
+	const common = { secret: secret.secret, issuer, audience, ttl: DEV_TOKEN_TTL_S, now, tier: undefined };
+	const demoToken = await mintToken({ ...common, sub: "dev-user", tenant: DEMO_TENANT, scope: "api:read api:write" });
+	const operatorToken = await mintToken({ ...common, sub: "dev-operator", tenant: operatorTenant, scope: "admin" });
+	const expires = new Date((now + DEV_TOKEN_TTL_S) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+
+	if (!(await portFree(port))) port = await pickPort(wantedPort);
+	const url = `http://${HOST}:${port}`;
+	step(`starting wrangler dev on ${url}`);
+	const server = spawnWrangler(["dev", "--ip", HOST, "--port", String(port)], { stdio: "inherit" });
+
+	let exited = false;
+	const exit = new Promise((resolve) => {
+		server.on("exit", (code, signal) => {
+			exited = true;
+			resolve(code ?? 128 + signalNumber(signal));
+		});
+		server.on("error", (err) => {
+			console.error(`edgeway: could not start wrangler: ${err.message}`);
+			exited = true;
+			resolve(1);
+		});
+	});
+
+	const deadline = Date.now() + READY_TIMEOUT_MS;
+	let ready = false;
+	while (!exited && Date.now() < deadline) {
+		if (await healthy(url)) {
+			ready = true;
+			break;
+		}
+		await new Promise((r) => setTimeout(r, 300));
+	}
+	if (ready && !exited) {
+		banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires });
+	} else if (!exited) {
+		console.error(`edgeway: ${url}/healthz did not answer within ${READY_TIMEOUT_MS / 1000} s; stopping wrangler`);
+		stop("SIGTERM");
+		await exit;
+		return 1;
+	}
+	return exit;
+}
+
+let stopping = false;
+let stoppedBy;
+/** Passes a signal to wrangler; a second signal, or wrangler still running after a grace period, kills it. */
+function stop(signal) {
+	const force = stopping;
+	stopping = true;
+	stoppedBy ??= signal;
+	const kill = () => {
+		for (const child of running) if (child.pid) killTree(child.pid, "SIGKILL");
+	};
+	if (force) kill();
+	else {
+		for (const child of running) child.kill(signal);
+		setTimeout(kill, STOP_GRACE_MS).unref();
+	}
+}
+
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+	process.on(signal, () => {
+		if (running.size === 0) process.exit(128 + signalNumber(signal));
+		stop(signal);
+	});
+}
+
+main().then(
+	(code) => process.exit(code),
+	(err) => {
+		for (const child of running) child.kill("SIGTERM");
+		if (stoppedBy) process.exit(128 + signalNumber(stoppedBy));
+		console.error(err instanceof ScriptError ? `edgeway: ${err.message}` : err);
+		process.exit(err instanceof ScriptError ? err.exitCode : 1);
+	},
+);

@@ -1,0 +1,268 @@
+/**
+ * The local developer flow, end to end: `npm run dev` sets up and serves the gateway and prints
+ * tokens that work; `npm run token` mints tokens the gateway's secret verifies. Runs in place (the
+ * dev script is idempotent), on a free port, and leaves no process behind.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { jwtVerify } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SCOPES } from "../../src/config/scopes";
+import { TIER_NAMES } from "../../src/config/tiers";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const NODE = existsSync(join(ROOT, "node_modules", ".bin", "node"))
+	? join(ROOT, "node_modules", ".bin", "node")
+	: process.execPath;
+const READY_TIMEOUT_MS = 90_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+function freePort(): Promise<number> {
+	return new Promise((resolve, reject) => {
+		const server = createServer();
+		server.once("error", reject);
+		server.listen({ host: "127.0.0.1", port: 0 }, () => {
+			const address = server.address();
+			const port = typeof address === "object" && address ? address.port : 0;
+			server.close(() => resolve(port));
+		});
+	});
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** True while any process of the group led by `pgid` is alive. */
+function groupAlive(pgid: number): boolean {
+	try {
+		process.kill(-pgid, 0);
+		return true;
+	} catch (err) {
+		return (err as NodeJS.ErrnoException).code === "EPERM";
+	}
+}
+
+async function waitForGroupExit(pgid: number, timeoutMs: number): Promise<boolean> {
+	const deadline = Date.now() + timeoutMs;
+	while (Date.now() < deadline) {
+		if (!groupAlive(pgid)) return true;
+		await sleep(200);
+	}
+	return !groupAlive(pgid);
+}
+
+/** The top-level [vars] of wrangler.toml (string values only), read independently of the scripts. */
+function wranglerVars(): Record<string, string> {
+	const text = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
+	const section = /^\[vars\]\s*$([\s\S]*?)(?=^\s*\[)/m.exec(text)?.[1] ?? "";
+	const vars: Record<string, string> = {};
+	for (const m of section.matchAll(/^\s*([A-Za-z0-9_]+)\s*=\s*"([^"]*)"/gm)) vars[m[1] as string] = m[2] as string;
+	return vars;
+}
+
+function devSecret(): Uint8Array {
+	const text = readFileSync(join(ROOT, ".dev.vars"), "utf8");
+	const secret = /^\s*JWT_HS256_SECRET\s*=\s*"?([^"\s]+)"?\s*$/m.exec(text)?.[1];
+	if (!secret) throw new Error(".dev.vars has no JWT_HS256_SECRET");
+	return new TextEncoder().encode(secret);
+}
+
+function runToken(args: string[]) {
+	const result = spawnSync("npm", ["run", "--silent", "token", "--", ...args], {
+		cwd: ROOT,
+		encoding: "utf8",
+		stdio: ["ignore", "pipe", "pipe"],
+		timeout: 30_000,
+	});
+	return { status: result.status, stdout: result.stdout.trim(), stderr: result.stderr };
+}
+
+describe("npm run dev", () => {
+	let child: ChildProcess | undefined;
+	let output = "";
+	let url = "";
+	let demoToken = "";
+	let operatorToken = "";
+	let exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+	beforeAll(async () => {
+		const port = await freePort();
+		// Its own process group, so every process it starts (wrangler, workerd, esbuild) can be reaped.
+		child = spawn(NODE, [join(ROOT, "scripts", "dev.mjs")], {
+			cwd: ROOT,
+			env: { ...process.env, PORT: String(port) },
+			stdio: ["ignore", "pipe", "pipe"],
+			detached: true,
+		});
+		const proc = child;
+		exit = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
+		proc.stdout?.on("data", (d) => {
+			output += d;
+		});
+		proc.stderr?.on("data", (d) => {
+			output += d;
+		});
+		let exited = false;
+		void exit.then(() => {
+			exited = true;
+		});
+		const deadline = Date.now() + READY_TIMEOUT_MS;
+		while (Date.now() < deadline && !exited && !/EDGEWAY_OPERATOR_TOKEN=\S+/.test(output)) await sleep(250);
+		const ready = /Edgeway is ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
+		if (!ready) throw new Error(`npm run dev did not print its banner (exited: ${exited}):\n${output.slice(-4000)}`);
+		url = ready[1] as string;
+		demoToken = /EDGEWAY_DEMO_TOKEN=(\S+)/.exec(output)?.[1] ?? "";
+		operatorToken = /EDGEWAY_OPERATOR_TOKEN=(\S+)/.exec(output)?.[1] ?? "";
+		expect(url).toBe(`http://127.0.0.1:${port}`);
+	}, READY_TIMEOUT_MS + 10_000);
+
+	afterAll(async () => {
+		// Safety net: whatever happened above, nothing of the group survives the file.
+		const pid = child?.pid;
+		if (pid && groupAlive(pid)) {
+			try {
+				process.kill(-pid, "SIGKILL");
+			} catch {
+				// already gone
+			}
+			await waitForGroupExit(pid, 5000);
+		}
+	}, 15_000);
+
+	it("sets up the project: .dev.vars, migrations, seeded tenants", () => {
+		expect(existsSync(join(ROOT, ".dev.vars"))).toBe(true);
+		expect(output).toMatch(/local D1 migrations/);
+		expect(output).toMatch(new RegExp(`tenants "${wranglerVars().OPERATOR_TENANT}" and "demo"`));
+		expect(output).not.toMatch(/edgeway: .*(failed|error)/i);
+	});
+
+	it("prints curl lines and the docs URL", () => {
+		expect(output).toContain(`curl -sS ${url}/healthz`);
+		expect(output).toContain(`-H "Authorization: Bearer $EDGEWAY_DEMO_TOKEN" ${url}/v1/me`);
+		expect(output).toContain(`${url}/v1/admin/tenants/demo/keys`);
+		expect(output).toContain(`${url}/docs`);
+	});
+
+	it("serves /healthz and /v1/me with the printed demo token", async () => {
+		const health = await fetch(`${url}/healthz`);
+		expect(health.status).toBe(200);
+		expect(await health.json()).toEqual({ status: "ok" });
+
+		const me = await fetch(`${url}/v1/me`, { headers: { authorization: `Bearer ${demoToken}` } });
+		expect(me.status).toBe(200);
+		expect(await me.json()).toMatchObject({
+			tenantId: "demo",
+			via: "jwt",
+			tier: "pro",
+			scopes: expect.arrayContaining(["api:read", "api:write"]),
+		});
+		expect(me.headers.get("ratelimit-policy")).toBeTruthy();
+
+		const anonymous = await fetch(`${url}/v1/me`);
+		expect(anonymous.status).toBe(401);
+		expect(anonymous.headers.get("content-type")).toContain("application/problem+json");
+	});
+
+	it("follows the banner: the operator token creates an API key that then authenticates", async () => {
+		const created = await fetch(`${url}/v1/admin/tenants/demo/keys`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${operatorToken}`, "content-type": "application/json" },
+			body: JSON.stringify({ name: "e2e dev-flow key", scopes: ["api:read"] }),
+		});
+		expect(created.status).toBe(201);
+		const key = (await created.json()) as { id: string; key: string };
+		expect(key.key).toMatch(/^ew_/);
+		try {
+			// Later requests, after the first admission lease has lapsed, must be admitted too.
+			await sleep(1500);
+			for (const headers of [{ "x-api-key": key.key }, { authorization: `Bearer ${key.key}` }]) {
+				const me = await fetch(`${url}/v1/me`, { headers });
+				expect(me.status, await me.clone().text()).toBe(200);
+				expect(await me.json()).toMatchObject({ tenantId: "demo", via: "api-key", scopes: ["api:read"] });
+			}
+			const again = await fetch(`${url}/v1/me`, { headers: { authorization: `Bearer ${demoToken}` } });
+			expect(again.status, await again.clone().text()).toBe(200);
+		} finally {
+			// Leave no usable key behind in the local database.
+			await fetch(`${url}/v1/admin/tenants/demo/keys/${key.id}`, {
+				method: "DELETE",
+				headers: { authorization: `Bearer ${operatorToken}` },
+			});
+		}
+	}, 30_000);
+
+	it(
+		"stops on SIGTERM, passes it on, and leaves no process behind",
+		async () => {
+			const pid = child?.pid as number;
+			process.kill(pid, "SIGTERM"); // the dev script only: it must pass the signal on to wrangler
+			const result = await Promise.race([exit, sleep(STOP_TIMEOUT_MS).then(() => undefined)]);
+			expect(result, "npm run dev did not exit after SIGTERM").toBeDefined();
+			expect(result?.signal).toBeNull(); // it handled the signal and exited with wrangler's code
+			expect(await waitForGroupExit(pid, 10_000), "wrangler/workerd processes were left running").toBe(true);
+		},
+		STOP_TIMEOUT_MS + 15_000,
+	);
+});
+
+describe("npm run token", () => {
+	const { JWT_ISSUER, JWT_AUDIENCE } = wranglerVars();
+
+	it("prints a JWT that the .dev.vars secret verifies, with the requested claims", async () => {
+		const before = Math.floor(Date.now() / 1000);
+		const { status, stdout, stderr } = runToken(["--tenant", "t1", "--tier", "pro", "--scope", "api:read api:write"]);
+		expect(status, stderr).toBe(0);
+		expect(stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+		const { payload, protectedHeader } = await jwtVerify(stdout, devSecret(), {
+			issuer: JWT_ISSUER,
+			audience: JWT_AUDIENCE,
+			algorithms: ["HS256"],
+		});
+		expect(protectedHeader.alg).toBe("HS256");
+		expect(payload).toMatchObject({ sub: "dev-user", tid: "t1", tier: "pro", scope: "api:read api:write" });
+		expect(payload.iat).toBeGreaterThanOrEqual(before - 1);
+		expect((payload.exp as number) - (payload.iat as number)).toBe(3600);
+	});
+
+	it("honours --sub and --ttl and leaves out tier when not given", async () => {
+		const { status, stdout, stderr } = runToken([
+			"--tenant",
+			"acme",
+			"--sub",
+			"alice",
+			"--ttl",
+			"120",
+			"--scope",
+			"admin",
+		]);
+		expect(status, stderr).toBe(0);
+		const { payload } = await jwtVerify(stdout, devSecret(), { issuer: JWT_ISSUER, audience: JWT_AUDIENCE });
+		expect(payload).toMatchObject({ sub: "alice", tid: "acme", scope: "admin" });
+		expect(payload).not.toHaveProperty("tier");
+		expect((payload.exp as number) - (payload.iat as number)).toBe(120);
+	});
+
+	it("knows exactly the tiers and scopes of src/config", () => {
+		const help = runToken(["--help"]);
+		expect(help.status).toBe(0);
+		for (const scope of SCOPES) expect(help.stdout).toContain(scope);
+		for (const tier of TIER_NAMES) expect(help.stdout).toContain(tier);
+		const every = runToken(["--tenant", "t1", "--tier", TIER_NAMES[0], "--scope", SCOPES.join(" ")]);
+		expect(every.status, every.stderr).toBe(0);
+	});
+
+	it.each([
+		["an unknown tier", ["--tenant", "t1", "--tier", "gold"], /unknown tier "gold"/],
+		["an unknown scope", ["--tenant", "t1", "--scope", "api:read api:delete"], /unknown scope "api:delete"/],
+		["an unknown flag", ["--tenant", "t1", "--bogus"], /--bogus/],
+		["no tenant", ["--scope", "api:read"], /--tenant/],
+		["a bad ttl", ["--tenant", "t1", "--ttl", "-5"], /ttl/],
+	])("exits 2 with a usage error on %s", (_name, args, message) => {
+		const { status, stdout, stderr } = runToken(args);
+		expect(status).toBe(2);
+		expect(stdout).toBe("");
+		expect(stderr).toMatch(message);
+	});
+});
