@@ -5,7 +5,7 @@
  * the limit, under any concurrency, across any number of isolates.
  *
  * ## Design
- * One instance per limited subject (`tenant:<id>`, `key:<id>`), named by {@link rateLimiterFor}.
+ * One instance per limited subject (`tenant:<id>`, `key:<id>`), named by `rateLimiterName` in src/ratelimit.
  * The object keeps, in SQLite and mirrored in memory:
  *   - `available`  tokens in the bucket that nobody holds,
  *   - `outstanding` tokens handed out in leases that have not been returned or expired,
@@ -36,66 +36,37 @@
  *     in L, so returns never create tokens. An expired lease's tokens leave L at its expiry, which is
  *     no earlier than any spend from it (point 3), so a refill never replaces a token that may still
  *     be spent. Hence spends in [s, e] ≤ L(s) + perSecond·(e − s) ≤ burst + perSecond·(e − s).
- *  3. Deadlines do not depend on clocks agreeing: the isolate measures the lease's life from the
- *     moment it *sent* the request (before the object granted it) with its own clock, minus a safety
- *     margin, so its deadline falls before the object's expiry as long as both clocks advance at
- *     the same rate.
+ *  3. Clocks. The isolate measures a lease's life with its own clock from the moment it *sent* the
+ *     request (before the object granted it), minus a safety margin; the object keeps the lease in L
+ *     until its expiry plus {@link LEASE_EXPIRY_GRACE_MS}. So every spend falls before the lease leaves
+ *     L provided the two clocks advance at the same rate and the object's clock does not run ahead of
+ *     the isolate's by more than the grace plus the margin. The object's clock is clamped so it never
+ *     runs backwards (a restart elsewhere, a clock step): refill and the quota period only move forward.
+ *     This is the one assumption the guarantee rests on.
  *  4. Quota: tokens are charged when granted, before any can be spent, and a lease never outlives
- *     the month it was charged to. Unspent tokens are credited back only when the isolate reports
- *     them — after it has stopped spending that lease — so `quotaUsed` never falls below the tokens
- *     actually spent this month.
+ *     the month it was charged to (no lease shorter than {@link MIN_LEASE_TTL_MS} is granted, so in
+ *     the last moments of a month requests wait for the new one). Unspent tokens are credited back
+ *     only when the isolate reports them — after it has stopped spending that lease — so `quotaUsed`
+ *     never falls below the tokens actually spent this month.
  * Because a lease moves tokens out of reach of other isolates, the price of exactness is possible
  * *under*-admission: an isolate that goes quiet holding part of a lease keeps those tokens until it
  * returns them or the lease expires (≤ `ttlMs`; an evicted isolate's quota tokens are lost for the
- * month). Lease size therefore shrinks as the bucket drains: a quarter of what is left, capped by the
- * tier, and a single token when fewer than eight remain, so the last tokens go one request at a time.
+ * month). So leases are kept small: an isolate asks for about what it spent from its last lease
+ * (src/ratelimit/lease-client.ts), and the object grants at most a quarter of what is left, capped by
+ * the tier, and single tokens when fewer than eight remain, so the last tokens go one request at a time.
  */
 import { DurableObject } from "cloudflare:workers";
-import { z } from "zod";
+import {
+	type AcquireRequest,
+	AcquireRequestSchema,
+	type BucketPolicy,
+	type Grant,
+	type LeaseReturn,
+	type LimiterState,
+	rateLimiterName,
+} from "../src/ratelimit";
 
-export const BucketPolicySchema = z.object({
-	rate: z.object({ perSecond: z.number().positive(), burst: z.number().int().positive() }),
-	monthlyQuota: z.number().int().positive(),
-	lease: z.object({ maxTokens: z.number().int().min(1), ttlMs: z.number().int().min(50).max(10_000) }),
-});
-export type BucketPolicy = z.infer<typeof BucketPolicySchema>;
-
-export const LeaseReturnSchema = z.object({ leaseId: z.string().min(1), unspent: z.number().int().min(0) });
-export type LeaseReturn = z.infer<typeof LeaseReturnSchema>;
-
-export const AcquireRequestSchema = z.object({
-	policy: BucketPolicySchema,
-	want: z.number().int().min(1),
-	returns: z.array(LeaseReturnSchema).max(64).default([]),
-});
-export type AcquireRequest = z.input<typeof AcquireRequestSchema>;
-
-/** What the object answers. `granted` may be 0: then `retryAfterMs` says when to come back. */
-export interface Grant {
-	leaseId: string | null;
-	granted: number;
-	/** How long the lease lives, measured from when the isolate sent its request. */
-	ttlMs: number;
-	/** Unleased tokens left in the bucket after this grant (whole tokens). */
-	available: number;
-	/** Quota left this month after this grant. */
-	quotaRemaining: number;
-	/** Milliseconds until the month ends and the quota resets. */
-	quotaResetMs: number;
-	/** Milliseconds until the bucket would be full again at the current rate. */
-	rateResetMs: number;
-	/** When nothing was granted: which limit refused, and when a token can next be had. */
-	limitedBy: "rate" | "quota" | null;
-	retryAfterMs: number;
-}
-
-export interface LimiterState {
-	available: number;
-	outstanding: number;
-	quotaUsed: number;
-	period: string;
-	leases: number;
-}
+export type { BucketPolicy, Grant, LeaseReturn, LimiterState };
 
 /** A lease as the object records it. */
 export interface LeaseRow {
@@ -125,6 +96,10 @@ export interface BucketStore {
 
 /** Keep expired leases this long for late quota corrections. */
 const EXPIRED_LEASE_RETENTION_MS = 60 * 60 * 1000;
+/** A lease stays in the bucket's level this long past its expiry: slack for the object's clock running ahead. */
+export const LEASE_EXPIRY_GRACE_MS = 1000;
+/** No lease shorter than this is granted (it could die on the way back): the last moments of a month wait. */
+export const MIN_LEASE_TTL_MS = 250;
 
 function monthKey(ms: number): string {
 	const d = new Date(ms);
@@ -177,8 +152,11 @@ export class LeasedBucket {
 	}
 
 	/** Takes back returned leases, retires expired ones and grants a new lease of up to `want` tokens. */
-	acquire(request: { policy: BucketPolicy; want: number; returns: LeaseReturn[] }, now: number): Grant {
+	acquire(request: { policy: BucketPolicy; want: number; returns: LeaseReturn[] }, clock: number): Grant {
 		const { policy, want, returns } = request;
+		// The object's time never runs backwards (a restart on another host, a clock step), so neither
+		// does refill nor the quota period.
+		const now = this.#initialised ? Math.max(clock, this.#updatedAt) : clock;
 		const period = monthKey(now);
 
 		if (!this.#initialised) {
@@ -192,12 +170,13 @@ export class LeasedBucket {
 			this.#quotaUsed = 0;
 		}
 
-		// 1. Retire expired leases in expiry order, refilling up to each expiry with the cap then in force.
+		// 1. Retire expired leases in expiry order, refilling up to each retirement with the cap then in force.
+		const retire = (l: LeaseRow) => l.expiresAt + LEASE_EXPIRY_GRACE_MS;
 		const expiring = [...this.#leases.values()]
-			.filter((l) => !l.expired && l.expiresAt <= now)
+			.filter((l) => !l.expired && retire(l) <= now)
 			.sort((a, b) => a.expiresAt - b.expiresAt);
 		for (const lease of expiring) {
-			this.#refillTo(lease.expiresAt, policy);
+			this.#refillTo(retire(lease), policy);
 			this.#outstanding -= lease.tokens;
 			lease.expired = true;
 			this.#store?.saveLease(lease);
@@ -225,9 +204,10 @@ export class LeasedBucket {
 		const quotaLeft = Math.max(0, policy.monthlyQuota - this.#quotaUsed);
 		const pool = Math.min(Math.floor(this.#available), quotaLeft);
 		const share = pool < 8 ? 1 : Math.floor(pool / 4);
-		const granted = Math.max(0, Math.min(want, pool, share, policy.lease.maxTokens));
 		const periodEnd = monthEnd(now);
 		const ttlMs = Math.max(0, Math.min(policy.lease.ttlMs, periodEnd - now));
+		const monthEnding = ttlMs < Math.min(MIN_LEASE_TTL_MS, policy.lease.ttlMs);
+		const granted = monthEnding ? 0 : Math.max(0, Math.min(want, pool, share, policy.lease.maxTokens));
 		let leaseId: string | null = null;
 		if (granted > 0) {
 			leaseId = this.#newId();
@@ -260,7 +240,10 @@ export class LeasedBucket {
 		let limitedBy: Grant["limitedBy"] = null;
 		let retryAfterMs = 0;
 		if (granted === 0) {
-			if (quotaLeft === 0) {
+			if (monthEnding) {
+				limitedBy = "rate";
+				retryAfterMs = periodEnd - now;
+			} else if (quotaLeft === 0) {
 				limitedBy = "quota";
 				retryAfterMs = periodEnd - now;
 			} else {
@@ -288,7 +271,7 @@ export class LeasedBucket {
 		if (this.#available + need <= policy.rate.burst - this.#outstanding) return Math.ceil(byRefill);
 		let soonest = Number.POSITIVE_INFINITY;
 		for (const lease of this.#leases.values()) {
-			if (!lease.expired) soonest = Math.min(soonest, lease.expiresAt - now);
+			if (!lease.expired) soonest = Math.min(soonest, lease.expiresAt + LEASE_EXPIRY_GRACE_MS - now);
 		}
 		return Math.ceil((Number.isFinite(soonest) ? soonest : 0) + byRefill);
 	}
@@ -393,12 +376,7 @@ export class RateLimiter extends DurableObject<Env> {
 	}
 }
 
-/** Durable Object names: the one place limiter instances are named. */
-export function rateLimiterName(subject: { tenantId: string } | { keyId: string }): string {
-	return "tenantId" in subject ? `tenant:${subject.tenantId}` : `key:${subject.keyId}`;
-}
-
-/** The RateLimiter stub for a tenant or a key. */
+/** The RateLimiter stub for a tenant or a key (names come from {@link rateLimiterName}). */
 export function rateLimiterFor(env: Env, subject: { tenantId: string } | { keyId: string }) {
 	return env.RATE_LIMITER.getByName(rateLimiterName(subject));
 }

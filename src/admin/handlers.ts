@@ -1,8 +1,8 @@
-/** Admin API handlers: tenants and API keys. Every mutation is audited. */
+/** Admin API handlers: tenants and API keys. Every mutation commits together with its audit record. */
 import type { createRoute, RouteHandler } from "@hono/zod-openapi";
 import { and, desc, eq } from "drizzle-orm";
 import type { Context } from "hono";
-import { appendAudit } from "../audit";
+import { type AuditEntry, auditInsert } from "../audit";
 import { type AuthVariables, forgetKey, forgetTenant, generateApiKey, parseLimits } from "../auth";
 import { config, parseScopes, type Scope, TierNameSchema } from "../config";
 import { type ApiKey, apiKeys, database, type Tenant, tenants } from "../db";
@@ -21,10 +21,6 @@ function assertTenantAccess(c: Context<AdminEnv>, tenantId: string): void {
 	if (c.var.principal.tenantId !== tenantId && !isOperator(c)) {
 		throw new ApiError("not-found", "No such tenant.");
 	}
-}
-
-function assertOperator(c: Context<AdminEnv>): void {
-	if (!isOperator(c)) throw new ApiError("forbidden", "Only the operator tenant may do this.");
 }
 
 function tenantBody(t: Tenant) {
@@ -55,21 +51,36 @@ function keyBody(k: ApiKey) {
 	};
 }
 
-function audit(
+/** The audit record of a mutation by the caller; written in the same batch as the mutation. */
+function auditOf(
 	c: Context<AdminEnv>,
 	tenantId: string,
 	action: string,
 	target: string,
 	metadata?: Record<string, unknown>,
-) {
-	return appendAudit(c.env.DB, {
+): AuditEntry {
+	return {
 		tenantId,
 		actor: c.var.principal.actor,
 		action,
 		target,
 		requestId: c.var.requestId,
 		metadata: metadata ?? null,
-	});
+	};
+}
+
+/**
+ * SQLite's message for a second tenant with an existing id. A failed D1 batch throws
+ * `D1_ERROR: UNIQUE constraint failed: tenants.id: SQLITE_CONSTRAINT…`; a drizzle query wraps the same
+ * error as its `cause`. Nothing else may become a 409.
+ */
+const DUPLICATE_TENANT_ID = /\bUNIQUE constraint failed: tenants\.id\b/;
+
+function isDuplicateTenantId(err: unknown): boolean {
+	for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+		if (DUPLICATE_TENANT_ID.test(e.message)) return true;
+	}
+	return false;
 }
 
 async function loadTenant(c: Context<AdminEnv>, id: string): Promise<Tenant> {
@@ -78,19 +89,25 @@ async function loadTenant(c: Context<AdminEnv>, id: string): Promise<Tenant> {
 	return row;
 }
 
+// Operator only: the route declares requireOperator().
 export const createTenant: H<typeof routes.createTenant> = async (c) => {
-	assertOperator(c);
 	const body = c.req.valid("json");
 	const db = database(c.env.DB);
-	const inserted = await db
-		.insert(tenants)
-		.values({ id: body.id, name: body.name, tier: body.tier, limits: body.limits ?? null })
-		.onConflictDoNothing()
-		.returning()
-		.get();
-	if (!inserted) throw new ApiError("conflict", `Tenant ${body.id} already exists.`);
+	// A plain insert, so that an existing id fails the whole batch and no audit record is written for it.
+	const [[inserted]] = await db
+		.batch([
+			db
+				.insert(tenants)
+				.values({ id: body.id, name: body.name, tier: body.tier, limits: body.limits ?? null })
+				.returning(),
+			auditInsert(db, auditOf(c, body.id, "tenant.create", `tenant:${body.id}`, { tier: body.tier })),
+		])
+		.catch((err: unknown) => {
+			if (isDuplicateTenantId(err)) throw new ApiError("conflict", `Tenant ${body.id} already exists.`);
+			throw err;
+		});
+	if (!inserted) throw new Error(`tenant ${body.id}: the insert returned no row`);
 	forgetTenant(inserted.id); // an earlier "no such tenant" may be cached in this isolate
-	await audit(c, inserted.id, "tenant.create", `tenant:${inserted.id}`, { tier: inserted.tier });
 	return c.json(tenantBody(inserted), 201);
 };
 
@@ -100,22 +117,14 @@ export const getTenant: H<typeof routes.getTenant> = async (c) => {
 	return c.json(tenantBody(await loadTenant(c, tenantId)), 200);
 };
 
+// Operator only: the route declares requireOperator().
 export const updateTenant: H<typeof routes.updateTenant> = async (c) => {
-	assertOperator(c);
 	const { tenantId } = c.req.valid("param");
 	const body = c.req.valid("json");
 	const before = await loadTenant(c, tenantId);
-	const updated = await database(c.env.DB)
-		.update(tenants)
-		.set({ ...body, updatedAt: Date.now() })
-		.where(eq(tenants.id, tenantId))
-		.returning()
-		.get();
-	if (!updated) throw new ApiError("not-found", "No such tenant.");
-	forgetTenant(tenantId);
 	const changes: Record<string, unknown> = {};
 	for (const field of ["name", "tier", "status", "limits"] as const) {
-		if (field in body) changes[field] = { from: before[field] ?? null, to: updated[field] ?? null };
+		if (field in body) changes[field] = { from: before[field] ?? null, to: body[field] ?? null };
 	}
 	const action =
 		body.status && body.status !== before.status
@@ -125,7 +134,18 @@ export const updateTenant: H<typeof routes.updateTenant> = async (c) => {
 			: body.tier && body.tier !== before.tier
 				? "tenant.tier.change"
 				: "tenant.update";
-	await audit(c, tenantId, action, `tenant:${tenantId}`, changes);
+	const db = database(c.env.DB);
+	// Tenants are never deleted, so the row loaded above is still there for the update to match.
+	const [[updated]] = await db.batch([
+		db
+			.update(tenants)
+			.set({ ...body, updatedAt: Date.now() })
+			.where(eq(tenants.id, tenantId))
+			.returning(),
+		auditInsert(db, auditOf(c, tenantId, action, `tenant:${tenantId}`, changes)),
+	]);
+	if (!updated) throw new ApiError("not-found", "No such tenant.");
+	forgetTenant(tenantId);
 	return c.json(tenantBody(updated), 200);
 };
 
@@ -154,22 +174,28 @@ export const createKey: H<typeof routes.createKey> = async (c) => {
 	}
 	await loadTenant(c, tenantId);
 	const secret = await generateApiKey();
-	const row = await database(c.env.DB)
-		.insert(apiKeys)
-		.values({
-			id: newKeyId(),
-			tenantId,
-			name: body.name,
-			prefix: secret.prefix,
-			hash: secret.hash,
-			scopes: [...new Set(body.scopes)],
-			tier: body.tier ?? null,
-			limits: body.limits ?? null,
-			expiresAt: body.expiresAt ?? null,
-		})
-		.returning()
-		.get();
-	await audit(c, tenantId, "api_key.create", `api_key:${row.id}`, { name: row.name, scopes: row.scopes as string[] });
+	const id = newKeyId();
+	const scopes = [...new Set(body.scopes)];
+	const db = database(c.env.DB);
+	// If the audit record cannot be written, no key exists either: never a live key whose secret was lost.
+	const [[row]] = await db.batch([
+		db
+			.insert(apiKeys)
+			.values({
+				id,
+				tenantId,
+				name: body.name,
+				prefix: secret.prefix,
+				hash: secret.hash,
+				scopes,
+				tier: body.tier ?? null,
+				limits: body.limits ?? null,
+				expiresAt: body.expiresAt ?? null,
+			})
+			.returning(),
+		auditInsert(db, auditOf(c, tenantId, "api_key.create", `api_key:${id}`, { name: body.name, scopes })),
+	]);
+	if (!row) throw new Error(`api key ${id}: the insert returned no row`);
 	return c.json({ ...keyBody(row), key: secret.key }, 201);
 };
 
@@ -197,14 +223,16 @@ export const revokeKey: H<typeof routes.revokeKey> = async (c) => {
 		.get();
 	if (!existing) throw new ApiError("not-found", "No such key.");
 	if (existing.revokedAt !== null) return c.json(keyBody(existing), 200);
-	const revoked = await db
-		.update(apiKeys)
-		.set({ revokedAt: Date.now() })
-		.where(and(eq(apiKeys.id, keyId), eq(apiKeys.tenantId, tenantId)))
-		.returning()
-		.get();
+	// Keys are never deleted, so the row read above is still there for the update to match.
+	const [[revoked]] = await db.batch([
+		db
+			.update(apiKeys)
+			.set({ revokedAt: Date.now() })
+			.where(and(eq(apiKeys.id, keyId), eq(apiKeys.tenantId, tenantId)))
+			.returning(),
+		auditInsert(db, auditOf(c, tenantId, "api_key.revoke", `api_key:${keyId}`)),
+	]);
 	if (!revoked) throw new ApiError("not-found", "No such key.");
 	forgetKey(revoked.prefix);
-	await audit(c, tenantId, "api_key.revoke", `api_key:${keyId}`);
 	return c.json(keyBody(revoked), 200);
 };

@@ -1,5 +1,6 @@
-/** Admin API route definitions (schemas only; handlers are in handlers.ts). */
+/** Admin API route definitions: schemas, and the operator guard of the routes that need it. Handlers are in handlers.ts. */
 import { createRoute, z } from "@hono/zod-openapi";
+import { requireOperator } from "../auth";
 import { LimitsSchema, ScopeSchema, TierNameSchema } from "../config";
 import { problems } from "../http";
 
@@ -49,6 +50,8 @@ export const createTenant = createRoute({
 	path: "/tenants",
 	summary: "Create a tenant (operator only)",
 	security,
+	// Runs before the request is validated, after the admin group's guards (src/app.ts) set the principal.
+	middleware: [requireOperator()],
 	request: {
 		body: {
 			required: true,
@@ -85,6 +88,7 @@ export const updateTenant = createRoute({
 	path: "/tenants/{tenantId}",
 	summary: "Change a tenant's name, tier, status or limits (operator only)",
 	security,
+	middleware: [requireOperator()],
 	request: {
 		params: TenantParams,
 		body: {

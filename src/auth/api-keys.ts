@@ -88,11 +88,10 @@ export async function verifyApiKey(d1: D1Database, presented: string): Promise<A
 	const record = await findByPrefix(d1, m[1] as string);
 	if (!record) return { ok: false, reason: "unknown-key" };
 	const hash = sha256Hex(presented);
-	if (!timingSafeEqualStrings(hash, record.hash))
-		return { ok: false, reason: "bad-secret", tenantHint: record.tenantId };
-	if (record.revokedAt !== null) return { ok: false, reason: "revoked", tenantHint: record.tenantId };
+	if (!timingSafeEqualStrings(hash, record.hash)) return { ok: false, reason: "bad-secret", tenantId: record.tenantId };
+	if (record.revokedAt !== null) return { ok: false, reason: "revoked", tenantId: record.tenantId };
 	if (record.expiresAt !== null && record.expiresAt <= Date.now()) {
-		return { ok: false, reason: "key-expired", tenantHint: record.tenantId };
+		return { ok: false, reason: "key-expired", tenantId: record.tenantId };
 	}
 	return { ok: true, value: record };
 }

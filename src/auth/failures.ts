@@ -8,10 +8,14 @@ import type { AuthFailureReason } from "./principal";
 
 /** Distinct tenants tracked per window; failures beyond are counted under the operator tenant. */
 const MAX_TENANTS_PER_WINDOW = 100;
+/** Distinct claimed (unverified) tenant ids kept in the operator's record per window. */
+const MAX_CLAIMED_PER_WINDOW = 20;
 
 interface Bucket {
 	count: number;
 	reasons: Partial<Record<AuthFailureReason, number>>;
+	/** Unverifiable failures only: the tenant ids the tokens claimed, and how often. */
+	claimed: Record<string, number>;
 }
 
 export interface FailureRecorderOptions {
@@ -37,7 +41,12 @@ export class FailureRecorder {
 	 * Counts one failure. Returns a promise for `waitUntil` when this failure opened a new window: it
 	 * waits for the window to close and writes it.
 	 */
-	record(reason: AuthFailureReason, tenantHint: string | undefined, now = Date.now()): Promise<void> | undefined {
+	record(
+		reason: AuthFailureReason,
+		tenantId: string | undefined,
+		claimedTenant?: string,
+		now = Date.now(),
+	): Promise<void> | undefined {
 		let scheduled: Promise<void> | undefined;
 		if (this.#buckets.size > 0 && now >= this.#windowStart + this.#options.windowMs) {
 			scheduled = this.flush();
@@ -50,12 +59,20 @@ export class FailureRecorder {
 			);
 			scheduled = scheduled ? Promise.all([scheduled, closing]).then(() => undefined) : closing;
 		}
-		let tenant = tenantHint ?? this.#options.fallbackTenant;
-		if (!this.#buckets.has(tenant) && this.#buckets.size >= MAX_TENANTS_PER_WINDOW)
+		// Only verified tenants get the record; anything else goes to the operator, so a forged token
+		// cannot write into another tenant's audit log.
+		let tenant = tenantId ?? this.#options.fallbackTenant;
+		if (!this.#buckets.has(tenant) && this.#buckets.size >= MAX_TENANTS_PER_WINDOW) {
 			tenant = this.#options.fallbackTenant;
-		const bucket = this.#buckets.get(tenant) ?? { count: 0, reasons: {} };
+		}
+		const bucket = this.#buckets.get(tenant) ?? { count: 0, reasons: {}, claimed: {} };
 		bucket.count++;
 		bucket.reasons[reason] = (bucket.reasons[reason] ?? 0) + 1;
+		if (!tenantId && claimedTenant) {
+			const known = claimedTenant in bucket.claimed || Object.keys(bucket.claimed).length < MAX_CLAIMED_PER_WINDOW;
+			const key = known ? claimedTenant : "(others)";
+			bucket.claimed[key] = (bucket.claimed[key] ?? 0) + 1;
+		}
 		this.#buckets.set(tenant, bucket);
 		return scheduled;
 	}
@@ -70,7 +87,13 @@ export class FailureRecorder {
 			tenantId,
 			actor: "anonymous",
 			action: "auth.failed",
-			metadata: { count: b.count, reasons: b.reasons, windowStart, windowEnd: Date.now() },
+			metadata: {
+				count: b.count,
+				reasons: b.reasons,
+				...(Object.keys(b.claimed).length > 0 ? { claimedTenants: b.claimed } : {}),
+				windowStart,
+				windowEnd: Date.now(),
+			},
 		}));
 		this.#flushing = this.#options.write(entries).catch((err) => {
 			log("error", "auth failure audit write failed", { error: err instanceof Error ? err.message : String(err) });

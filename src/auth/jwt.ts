@@ -82,7 +82,16 @@ function reasonFor(err: unknown): AuthFailureReason {
 	return "malformed";
 }
 
-/** A tenant hint from an *unverified* token, used only to attribute failure counts. */
+/** Failures jose reports only after the signature has verified. */
+const CLAIM_REASONS = new Set<AuthFailureReason>([
+	"expired",
+	"not-yet-valid",
+	"iss-mismatch",
+	"aud-mismatch",
+	"missing-claim",
+]);
+
+/** The `tid` of a token without checking it: attribution of failures only, never authorisation. */
 function unverifiedTenant(token: string): string | undefined {
 	try {
 		const part = token.split(".")[1];
@@ -133,13 +142,17 @@ export async function verifyJwt(token: string, config: JwtConfig): Promise<AuthR
 		} else if (alg && (JWKS_ALGORITHMS as readonly string[]).includes(alg) && config.jwksUrl) {
 			({ payload } = await jwtVerify(token, jwks(config.jwksUrl), { ...options, algorithms: [...JWKS_ALGORITHMS] }));
 		} else {
-			return { ok: false, reason: "alg-not-allowed", tenantHint: unverifiedTenant(token) };
+			return { ok: false, reason: "alg-not-allowed", claimedTenant: unverifiedTenant(token) };
 		}
 	} catch (err) {
-		return { ok: false, reason: reasonFor(err), tenantHint: unverifiedTenant(token) };
+		// Claim checks run only after the signature verified, so their payload (and its tenant) is authentic.
+		const reason = reasonFor(err);
+		return CLAIM_REASONS.has(reason)
+			? { ok: false, reason, tenantId: unverifiedTenant(token) }
+			: { ok: false, reason, claimedTenant: unverifiedTenant(token) };
 	}
 	const claims = ClaimsSchema.safeParse(payload);
-	if (!claims.success) return { ok: false, reason: "missing-claim", tenantHint: unverifiedTenant(token) };
+	if (!claims.success) return { ok: false, reason: "missing-claim", tenantId: unverifiedTenant(token) };
 	const value: VerifiedClaims = {
 		sub: claims.data.sub,
 		tenantId: claims.data.tid,

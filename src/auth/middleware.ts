@@ -6,7 +6,7 @@ import { ApiError, log, type RequestContextVariables } from "../http";
 import { looksLikeApiKey, touchKey, verifyApiKey } from "./api-keys";
 import { FailureRecorder } from "./failures";
 import { verifyJwt } from "./jwt";
-import type { AuthFailureReason, Principal } from "./principal";
+import type { AuthFailure, Principal } from "./principal";
 import { tenantView } from "./tenants";
 
 export interface AuthVariables extends RequestContextVariables {
@@ -42,14 +42,16 @@ function waitUntil(c: Context, promise: Promise<unknown> | undefined): void {
 	}
 }
 
-function refuse(c: Context<AuthEnv>, reason: AuthFailureReason, tenantHint?: string): never {
+function refuse(c: Context<AuthEnv>, failure: Omit<AuthFailure, "ok">): never {
+	const { reason, tenantId, claimedTenant } = failure;
 	log("warn", "authentication failed", {
 		reason,
-		tenantHint,
+		tenantId,
+		claimedTenant,
 		requestId: c.var.requestId,
 		traceId: c.var.trace?.traceId,
 	});
-	if (reason !== "missing") waitUntil(c, failureRecorder(c.env).record(reason, tenantHint));
+	if (reason !== "missing") waitUntil(c, failureRecorder(c.env).record(reason, tenantId, claimedTenant));
 	const challenge = reason === "missing" ? 'Bearer realm="edgeway"' : 'Bearer realm="edgeway", error="invalid_token"';
 	throw new ApiError(
 		"invalid-token",
@@ -74,14 +76,14 @@ function credential(c: Context): string | undefined {
 export function requireAuth(): MiddlewareHandler<AuthEnv> {
 	return async function requireAuth(c, next) {
 		const presented = credential(c);
-		if (presented === undefined) refuse(c, "missing");
-		if (!presented || presented.length > 8192) refuse(c, "malformed");
+		if (presented === undefined) refuse(c, { reason: "missing" });
+		if (!presented || presented.length > 8192) refuse(c, { reason: "malformed" });
 		const cfg = config(c.env);
 
 		let principal: Omit<Principal, "tier" | "tenantLimits"> & { credentialTier: Principal["tier"] | undefined };
 		if (looksLikeApiKey(presented)) {
 			const result = await verifyApiKey(c.env.DB, presented);
-			if (!result.ok) refuse(c, result.reason, result.tenantHint);
+			if (!result.ok) refuse(c, result);
 			const key = result.value;
 			principal = {
 				tenantId: key.tenantId,
@@ -101,7 +103,7 @@ export function requireAuth(): MiddlewareHandler<AuthEnv> {
 				hs256Secret: cfg.JWT_HS256_SECRET,
 				jwksUrl: cfg.JWKS_URL,
 			});
-			if (!result.ok) refuse(c, result.reason, result.tenantHint);
+			if (!result.ok) refuse(c, result);
 			const claims = result.value;
 			principal = {
 				tenantId: claims.tenantId,
@@ -115,7 +117,7 @@ export function requireAuth(): MiddlewareHandler<AuthEnv> {
 		}
 
 		const tenant = await tenantView(c.env.DB, principal.tenantId);
-		if (!tenant) refuse(c, "unknown-tenant", principal.tenantId);
+		if (!tenant) refuse(c, { reason: "unknown-tenant", claimedTenant: principal.tenantId });
 		c.set("tenantId", tenant.id);
 		if (tenant.status !== "active") {
 			throw new ApiError("tenant-suspended", "This tenant is suspended.", { reason: `tenant ${tenant.id} suspended` });

@@ -33,4 +33,15 @@ export type AuthFailureReason =
 	| "key-expired"
 	| "unknown-tenant";
 
-export type AuthResult<T> = { ok: true; value: T } | { ok: false; reason: AuthFailureReason; tenantHint?: string };
+/**
+ * A failed check. `tenantId` is set only when the tenant is known from verified data (a key found by
+ * its prefix, a JWT whose signature verified); `claimedTenant` is what an unverifiable token claims.
+ */
+export interface AuthFailure {
+	ok: false;
+	reason: AuthFailureReason;
+	tenantId?: string;
+	claimedTenant?: string;
+}
+
+export type AuthResult<T> = { ok: true; value: T } | AuthFailure;

@@ -17,7 +17,8 @@ export const ConfigSchema = z.object({
 	),
 	CORS_ORIGINS: z.string().default(""),
 	OPERATOR_TENANT: z.string().min(1),
-	AUTH_FAILURE_WINDOW_S: z.coerce.number().min(0.05).max(300).default(10),
+	// Written from waitUntil, which ends ~30 s after the response: the window must close well before.
+	AUTH_FAILURE_WINDOW_S: z.coerce.number().min(0.05).max(25).default(10),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;

@@ -1,11 +1,10 @@
 /** `admit()`: strict admission for every protected request — the tenant's bucket and quota, and the key's where configured. */
 import type { MiddlewareHandler } from "hono";
-import { rateLimiterName } from "../../durable-objects/rate-limiter";
 import type { AuthVariables, Principal } from "../auth";
 import { type Limits, type TierPolicy, tierPolicy } from "../config";
 import { ApiError, log } from "../http";
 import { type LimitView, limitField, policyField } from "./headers";
-import type { Admission, Allowed, BucketPolicy } from "./interface";
+import { type Admission, type Allowed, type BucketPolicy, rateLimiterName } from "./interface";
 import { LeaseClient } from "./lease-client";
 
 const policies = new WeakMap<TierPolicy, WeakMap<Limits | typeof NO_LIMITS, BucketPolicy>>();

@@ -1,5 +1,20 @@
 export { type AdmitOptions, admit, bucketPolicy, leaseClientFor } from "./admit";
 export { type LimitView, limitField, policyField } from "./headers";
-export type { Admission, Allowed, BucketPolicy, Decision, Denied, Unavailable } from "./interface";
-export { noopAdmission } from "./interface";
+export {
+	type AcquireRequest,
+	AcquireRequestSchema,
+	type Admission,
+	type Allowed,
+	type BucketPolicy,
+	BucketPolicySchema,
+	type Decision,
+	type Denied,
+	type Grant,
+	type LeaseReturn,
+	LeaseReturnSchema,
+	type LimiterState,
+	noopAdmission,
+	rateLimiterName,
+	type Unavailable,
+} from "./interface";
 export { LeaseClient, type LeaseClientOptions, type LimiterStub } from "./lease-client";

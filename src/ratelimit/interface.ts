@@ -1,7 +1,57 @@
-/** The admission interface: what the middleware asks, and what it is told. */
-import type { BucketPolicy } from "../../durable-objects/rate-limiter";
+/**
+ * The admission interface: what the middleware asks, what it is told, and the RPC contract with the
+ * RateLimiter Durable Object (durable-objects/rate-limiter.ts), which imports it from here.
+ */
+import { z } from "zod";
 
-export type { BucketPolicy };
+export const BucketPolicySchema = z.object({
+	rate: z.object({ perSecond: z.number().positive(), burst: z.number().int().positive() }),
+	monthlyQuota: z.number().int().positive(),
+	lease: z.object({ maxTokens: z.number().int().min(1), ttlMs: z.number().int().min(50).max(10_000) }),
+});
+export type BucketPolicy = z.infer<typeof BucketPolicySchema>;
+
+export const LeaseReturnSchema = z.object({ leaseId: z.string().min(1), unspent: z.number().int().min(0) });
+export type LeaseReturn = z.infer<typeof LeaseReturnSchema>;
+
+export const AcquireRequestSchema = z.object({
+	policy: BucketPolicySchema,
+	want: z.number().int().min(1),
+	returns: z.array(LeaseReturnSchema).max(64).default([]),
+});
+export type AcquireRequest = z.input<typeof AcquireRequestSchema>;
+
+/** What the object answers. `granted` may be 0: then `retryAfterMs` says when to come back. */
+export interface Grant {
+	leaseId: string | null;
+	granted: number;
+	/** How long the lease lives, measured from when the isolate sent its request. */
+	ttlMs: number;
+	/** Unleased tokens left in the bucket after this grant (whole tokens). */
+	available: number;
+	/** Quota left this month after this grant. */
+	quotaRemaining: number;
+	/** Milliseconds until the month ends and the quota resets. */
+	quotaResetMs: number;
+	/** Milliseconds until the bucket would be full again at the current rate. */
+	rateResetMs: number;
+	/** When nothing was granted: which limit refused, and when a token can next be had. */
+	limitedBy: "rate" | "quota" | null;
+	retryAfterMs: number;
+}
+
+export interface LimiterState {
+	available: number;
+	outstanding: number;
+	quotaUsed: number;
+	period: string;
+	leases: number;
+}
+
+/** Durable Object names: the one place limiter instances are named. */
+export function rateLimiterName(subject: { tenantId: string } | { keyId: string }): string {
+	return "tenantId" in subject ? `tenant:${subject.tenantId}` : `key:${subject.keyId}`;
+}
 
 export interface Allowed {
 	kind: "allowed";

@@ -3,9 +3,13 @@
  * the proof). Each isolate holds at most one live lease per limiter and spends it from memory; it
  * goes to the RateLimiter object only when the lease is spent or expired, and concurrent requests
  * that find the lease empty wait for one shared refill instead of each making a round trip.
+ *
+ * A refill belongs to the request that started it. If that request is cancelled, its refill may
+ * never settle, so every waiter races the refill against its own timer (made in its own request)
+ * and a refill older than `refillTimeoutMs` is abandoned: the next request starts a fresh one, and
+ * if the old one answers after all, its tokens are handed back unspent.
  */
-import type { Grant, LeaseReturn } from "../../durable-objects/rate-limiter";
-import type { Admission, BucketPolicy, Decision } from "./interface";
+import type { Admission, BucketPolicy, Decision, Grant, LeaseReturn } from "./interface";
 
 /** What the client needs of a RateLimiter stub. */
 export interface LimiterStub {
@@ -23,10 +27,17 @@ export interface LeaseClientOptions {
 	maxDenyCacheMs?: number;
 	/** After the object could not be reached, wait this long before trying it again. */
 	unavailableBackoffMs?: number;
+	/** A refill that has not answered after this long is abandoned and the object counted unreachable. */
+	refillTimeoutMs?: number;
 }
 
-/** Upper bound on refills one request waits through before it is refused. */
+/** Upper bound on refills one request waits through; each refill grants at least one token or refuses. */
 const MAX_PASSES = 256;
+
+interface Refill {
+	promise: Promise<void>;
+	startedAt: number;
+}
 
 interface Local {
 	name: string;
@@ -41,12 +52,27 @@ interface Local {
 	deadline: number;
 	/** Leases closed locally but not yet reported to the object. */
 	returns: LeaseReturn[];
-	refill: Promise<void> | null;
+	refill: Refill | null;
 	last: Grant | null;
 	deniedAt: number;
 	deniedUntil: number;
 	unavailableUntil: number;
 	unavailableReason: string;
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+/** Waits for `promise`, or `ms` on a timer of the caller's own, whichever comes first. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+	let timer: ReturnType<typeof setTimeout> | undefined;
+	const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+		timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
+	});
+	try {
+		return await Promise.race([promise, timeout]);
+	} finally {
+		clearTimeout(timer);
+	}
 }
 
 /** Leased admission for one isolate. Create one per isolate (module scope). */
@@ -58,6 +84,7 @@ export class LeaseClient implements Admission {
 	readonly #margin: number;
 	readonly #maxDeny: number;
 	readonly #backoff: number;
+	readonly #refillTimeout: number;
 
 	constructor(options: LeaseClientOptions) {
 		this.#stub = options.stub;
@@ -66,7 +93,8 @@ export class LeaseClient implements Admission {
 		this.#margin = options.safetyMarginMs ?? 50;
 		this.#maxDeny = options.maxDenyCacheMs ?? 1000;
 		this.#backoff = options.unavailableBackoffMs ?? 1000;
-		if (this.#max < 1 || this.#margin < 0) throw new Error("LeaseClient: invalid options");
+		this.#refillTimeout = options.refillTimeoutMs ?? 2000;
+		if (this.#max < 1 || this.#margin < 0 || this.#refillTimeout <= 0) throw new Error("LeaseClient: invalid options");
 	}
 
 	#local(name: string): Local {
@@ -111,7 +139,12 @@ export class LeaseClient implements Admission {
 		local.tokens = 0;
 	}
 
-	async #refill(local: Local, policy: BucketPolicy): Promise<void> {
+	#unavailable(local: Local, reason: string): void {
+		local.unavailableUntil = this.#now() + this.#backoff;
+		local.unavailableReason = reason;
+	}
+
+	#startRefill(local: Local, policy: BucketPolicy): Refill {
 		this.#close(local);
 		const returns = local.returns;
 		local.returns = [];
@@ -119,54 +152,72 @@ export class LeaseClient implements Admission {
 		// Ask for what this isolate is likely to spend while the lease lives: twice what it spent from
 		// the last one, or everyone already waiting. Small leases keep idle isolates from holding tokens.
 		const want = Math.max(1, Math.min(policy.lease.maxTokens, Math.max(2 * local.lastSpent, local.waiting + 1)));
-		try {
-			// A stub belongs to the request that made it: make one per call, never cache it across requests.
-			const grant = await this.#stub(local.name).acquire({ policy, want, returns });
-			local.last = grant;
-			if (grant.granted > 0 && grant.leaseId) {
-				local.leaseId = grant.leaseId;
-				local.tokens = grant.granted;
-				local.granted = grant.granted;
-				local.deadline = sentAt + grant.ttlMs - this.#margin;
-				local.deniedUntil = 0;
-			} else {
-				local.deniedAt = this.#now();
-				local.deniedUntil = local.deniedAt + Math.min(grant.retryAfterMs, this.#maxDeny);
+		const refill: Refill = { startedAt: sentAt, promise: Promise.resolve() };
+		refill.promise = (async () => {
+			try {
+				// A stub belongs to the request that made it: make one per call, never cache it across requests.
+				const grant = await this.#stub(local.name).acquire({ policy, want, returns });
+				if (local.refill !== refill) {
+					// Abandoned while in flight: give its tokens back unspent with the next call.
+					if (grant.leaseId) local.returns.push({ leaseId: grant.leaseId, unspent: grant.granted });
+					return;
+				}
+				local.last = grant;
+				if (grant.granted > 0 && grant.leaseId) {
+					local.leaseId = grant.leaseId;
+					local.tokens = grant.granted;
+					local.granted = grant.granted;
+					local.deadline = sentAt + grant.ttlMs - this.#margin;
+					local.deniedUntil = 0;
+					if (this.#now() >= local.deadline) {
+						// The answer took longer than the lease lives: the object is too slow to lease from.
+						this.#close(local);
+						this.#unavailable(local, "the rate limiter answered after the lease had expired");
+					}
+				} else {
+					local.deniedAt = this.#now();
+					local.deniedUntil = local.deniedAt + Math.min(grant.retryAfterMs, this.#maxDeny);
+				}
+			} catch (err) {
+				// Unreported returns are kept and sent with the next call: the quota credit is not lost.
+				local.returns = returns.concat(local.returns).slice(-64);
+				if (local.refill === refill) this.#unavailable(local, err instanceof Error ? err.message : String(err));
+			} finally {
+				if (local.refill === refill) local.refill = null;
 			}
-		} catch (err) {
-			// Unreported returns are kept and sent with the next call: the quota credit is not lost.
-			local.returns = returns.concat(local.returns).slice(-64);
-			local.unavailableUntil = this.#now() + this.#backoff;
-			local.unavailableReason = err instanceof Error ? err.message : String(err);
+		})();
+		local.refill = refill;
+		return refill;
+	}
+
+	/** Waits for the refill in flight, on this request's own timer; abandons it once it is too old. */
+	async #await(local: Local, refill: Refill): Promise<void> {
+		local.waiting++;
+		const outcome = await within(refill.promise, refill.startedAt + this.#refillTimeout - this.#now());
+		local.waiting--;
+		if (outcome === TIMED_OUT && local.refill === refill) {
+			local.refill = null;
+			this.#unavailable(local, `the rate limiter did not answer within ${this.#refillTimeout} ms`);
 		}
 	}
 
 	async take(name: string, policy: BucketPolicy): Promise<Decision> {
 		const local = this.#local(name);
-		// Bounded: each pass spends, refuses, or waits for one refill, and every refill grants or refuses.
 		for (let pass = 0; pass < MAX_PASSES; pass++) {
 			const now = this.#now();
 			if (local.leaseId && now >= local.deadline) this.#close(local);
 			if (local.leaseId && local.tokens > 0) {
 				local.tokens--;
-				const leaseId = local.leaseId;
-				return this.#allowed(local, leaseId);
+				return this.#allowed(local, local.leaseId);
 			}
 			if (local.refill) {
-				local.waiting++;
-				await local.refill;
-				local.waiting--;
+				await this.#await(local, local.refill);
 				continue;
 			}
 			if (now < local.unavailableUntil) return { kind: "unavailable", reason: local.unavailableReason };
 			if (now < local.deniedUntil && local.last) return this.#denied(local, now);
 			if (pass > 0 && local.last && local.last.granted === 0) return this.#denied(local, now);
-			local.refill = this.#refill(local, policy).finally(() => {
-				local.refill = null;
-			});
-			local.waiting++;
-			await local.refill;
-			local.waiting--;
+			await this.#await(local, this.#startRefill(local, policy));
 		}
 		if (this.#now() < local.unavailableUntil) return { kind: "unavailable", reason: local.unavailableReason };
 		return this.#denied(local, this.#now());

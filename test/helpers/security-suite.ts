@@ -8,6 +8,7 @@ import { env } from "cloudflare:workers";
 import { eq } from "drizzle-orm";
 import { base64url, SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
+import { createApp } from "../../src/app";
 import type { Scope } from "../../src/config";
 import { database, tenants } from "../../src/db";
 import { call, expectProblem } from "./gateway";
@@ -84,6 +85,29 @@ export function securitySuite(route: ProtectedRoute) {
 				expect(res.status, name).toBe(401);
 				await expectUnauthenticated(res);
 			}
+		});
+
+		it("refuses HS256 outright where no HS256 secret is configured (production), even signed with the IdP's key", async () => {
+			await serveJwks();
+			const tenantId = await seedTenant();
+			const now = Math.floor(Date.now() / 1000);
+			const confused = await new SignJWT({ tid: tenantId, scope: route.scope })
+				.setProtectedHeader({ alg: "HS256" })
+				.setSubject("mallory")
+				.setIssuer(env.JWT_ISSUER)
+				.setAudience(env.JWT_AUDIENCE)
+				.setExpirationTime(now + 60)
+				.sign(new TextEncoder().encode(JSON.stringify(await idpPublicJwk("RS256"))));
+			const production = { ...env, JWT_HS256_SECRET: undefined };
+			const { path, init } = route.request(tenantId);
+			const headers = new Headers(init?.headers);
+			headers.set("authorization", `Bearer ${confused}`);
+			const res = await createApp().request(path, { ...init, headers }, production);
+			await expectUnauthenticated(res);
+			// The same app accepts the IdP's real RS256 token.
+			headers.set("authorization", `Bearer ${await idpToken("RS256", { tenantId, scopes: [route.scope] })}`);
+			const ok = await createApp().request(path, { ...init, headers }, production);
+			expect(ok.status).toBe(route.okStatus);
 		});
 
 		it("returns 401 for an unknown, revoked or expired API key", async () => {

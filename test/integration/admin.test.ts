@@ -2,9 +2,9 @@
 import { env } from "cloudflare:workers";
 import { and, eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { apiKeys, auditLog, database } from "../../src/db";
+import { apiKeys, auditLog, database, tenants } from "../../src/db";
 import { call, expectProblem } from "../helpers/gateway";
-import { hsToken, seedTenant } from "../helpers/identity";
+import { hsToken, seedKey, seedTenant } from "../helpers/identity";
 
 const OPERATOR = env.OPERATOR_TENANT;
 const json = (method: string, body: unknown): RequestInit => ({
@@ -22,6 +22,32 @@ async function operatorToken() {
 
 async function auditFor(tenantId: string) {
 	return database(env.DB).select().from(auditLog).where(eq(auditLog.tenantId, tenantId)).all();
+}
+
+async function tenantRow(id: string) {
+	return database(env.DB).select().from(tenants).where(eq(tenants.id, id)).get();
+}
+
+/**
+ * Runs `fn` while the database refuses every audit insert (a temporary trigger, like the append-only
+ * ones of migrations/0001), so a handler's audit write fails after its mutation statement succeeded.
+ */
+async function whileAuditRefused<T>(fn: () => Promise<T>): Promise<T> {
+	await env.DB.prepare(
+		"CREATE TRIGGER test_audit_log_refuse_insert BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log refuses inserts in this test'); END",
+	).run();
+	try {
+		return await fn();
+	} finally {
+		await env.DB.prepare("DROP TRIGGER test_audit_log_refuse_insert").run();
+	}
+}
+
+/** The generic 500 problem, which says nothing of the database's message. */
+async function expectInternalProblem(res: Response) {
+	const problem = await expectProblem(res, 500, "internal");
+	expect(problem.detail).toBe("An unexpected error occurred.");
+	expect(JSON.stringify(problem)).not.toContain("audit_log");
 }
 
 describe("admin: tenants", () => {
@@ -79,12 +105,18 @@ describe("admin: tenants", () => {
 
 	it("answers 409 for an existing id and 400 with field paths for a bad body", async () => {
 		const token = await operatorToken();
-		await call("/v1/admin/tenants", { ...json("POST", { id: "dup-1", name: "Dup", tier: "free" }), token });
+		const first = await call("/v1/admin/tenants", {
+			...json("POST", { id: "dup-1", name: "Dup", tier: "free" }),
+			token,
+		});
+		expect(first.status).toBe(201);
 		await expectProblem(
-			await call("/v1/admin/tenants", { ...json("POST", { id: "dup-1", name: "Dup", tier: "free" }), token }),
+			await call("/v1/admin/tenants", { ...json("POST", { id: "dup-1", name: "Other", tier: "pro" }), token }),
 			409,
 			"conflict",
 		);
+		expect(await tenantRow("dup-1")).toMatchObject({ name: "Dup", tier: "free" });
+		expect((await auditFor("dup-1")).map((r) => r.action)).toEqual(["tenant.create"]);
 		const bad = await expectProblem(
 			await call("/v1/admin/tenants", {
 				...json("POST", { id: "Not Valid!", name: "", tier: "platinum", extra: 1 }),
@@ -116,10 +148,20 @@ describe("admin: tenants", () => {
 			"forbidden",
 		);
 		await expectProblem(
-			await call(`/v1/admin/tenants/${tenantId}`, { ...json("PATCH", { tier: "enterprise" }), token }),
+			await call(`/v1/admin/tenants/${tenantId}`, { ...json("PATCH", { tier: "free" }), token }),
 			403,
 			"forbidden",
 		);
+		// The operator guard runs before the body is looked at: no hint about what a valid request would be.
+		await expectProblem(
+			await call("/v1/admin/tenants", { ...json("POST", { id: "Not Valid!", extra: 1 }), token }),
+			403,
+			"forbidden",
+		);
+		expect(await tenantRow("sneaky")).toBeUndefined();
+		expect(await tenantRow(tenantId)).toMatchObject({ tier: "enterprise", updatedAt: null });
+		expect(await auditFor("sneaky")).toEqual([]);
+		expect(await auditFor(tenantId)).toEqual([]);
 		// Its own tenant record it may read.
 		expect((await call(`/v1/admin/tenants/${tenantId}`, { token })).status).toBe(200);
 	});
@@ -254,6 +296,62 @@ describe("admin: API keys", () => {
 		expect(created.status).toBe(201);
 		const listed = (await (await call(`/v1/admin/tenants/${tenantId}/keys`, { token })).json()) as { keys: unknown[] };
 		expect(listed.keys).toHaveLength(1);
+	});
+});
+
+describe("admin: a mutation and its audit record commit together or not at all", () => {
+	it("does not create a tenant whose creation cannot be audited", async () => {
+		const token = await operatorToken();
+		const res = await whileAuditRefused(() =>
+			call("/v1/admin/tenants", { ...json("POST", { id: "unaudited-1", name: "U", tier: "free" }), token }),
+		);
+		await expectInternalProblem(res);
+		expect(await tenantRow("unaudited-1")).toBeUndefined();
+		expect(await auditFor("unaudited-1")).toEqual([]);
+		// Nothing half-done is left behind: the same request succeeds once audit writes work again.
+		const retried = await call("/v1/admin/tenants", {
+			...json("POST", { id: "unaudited-1", name: "U", tier: "free" }),
+			token,
+		});
+		expect(retried.status).toBe(201);
+		expect((await auditFor("unaudited-1")).map((r) => r.action)).toEqual(["tenant.create"]);
+	});
+
+	it("does not change a tenant when the change cannot be audited", async () => {
+		const token = await operatorToken();
+		const tenantId = await seedTenant({ tier: "free" });
+		const res = await whileAuditRefused(() =>
+			call(`/v1/admin/tenants/${tenantId}`, { ...json("PATCH", { tier: "pro", status: "suspended" }), token }),
+		);
+		await expectInternalProblem(res);
+		expect(await tenantRow(tenantId)).toMatchObject({ tier: "free", status: "active", updatedAt: null });
+		expect(await auditFor(tenantId)).toEqual([]);
+		expect((await call("/v1/me", { token: await hsToken({ tenantId }) })).status).toBe(200);
+	});
+
+	it("does not create a key whose creation cannot be audited, so no secret is lost with a live key", async () => {
+		const tenantId = await seedTenant();
+		const token = await hsToken({ tenantId, scopes: ["admin", "api:read"] });
+		const res = await whileAuditRefused(() =>
+			call(`/v1/admin/tenants/${tenantId}/keys`, { ...json("POST", { name: "ci", scopes: ["api:read"] }), token }),
+		);
+		await expectInternalProblem(res);
+		expect(await database(env.DB).select().from(apiKeys).where(eq(apiKeys.tenantId, tenantId)).all()).toEqual([]);
+		expect(await auditFor(tenantId)).toEqual([]);
+	});
+
+	it("does not revoke a key when the revocation cannot be audited", async () => {
+		const tenantId = await seedTenant();
+		const token = await hsToken({ tenantId, scopes: ["admin", "api:read"] });
+		const key = await seedKey(tenantId);
+		const res = await whileAuditRefused(() =>
+			call(`/v1/admin/tenants/${tenantId}/keys/${key.id}`, { method: "DELETE", token }),
+		);
+		await expectInternalProblem(res);
+		const stored = await database(env.DB).select().from(apiKeys).where(eq(apiKeys.id, key.id)).get();
+		expect(stored?.revokedAt).toBeNull();
+		expect(await auditFor(tenantId)).toEqual([]);
+		expect((await call("/v1/me", { apiKey: key.key })).status).toBe(200);
 	});
 });
 

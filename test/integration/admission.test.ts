@@ -88,24 +88,49 @@ describe("admission through the Worker", () => {
 });
 
 describe("authentication failures in the audit log", () => {
-	it("aggregates a flood of bad tokens into a few records per tenant and window", async () => {
+	const failures = (tenantId: string) =>
+		database(env.DB)
+			.select()
+			.from(auditLog)
+			.where(and(eq(auditLog.tenantId, tenantId), eq(auditLog.action, "auth.failed")))
+			.all();
+	const counted = async (tenantId: string) =>
+		(await failures(tenantId)).reduce((n, r) => n + (r.metadata as { count: number }).count, 0);
+
+	it("aggregates a flood of forged tokens into a few operator records, never into the claimed tenant's log", async () => {
 		const tenantId = await seedTenant();
-		const bad = await hsToken({ tenantId }, "not-the-secret-not-the-secret-not-the-secret");
+		const forged = await hsToken({ tenantId }, "not-the-secret-not-the-secret-not-the-secret");
+		const before = await counted(env.OPERATOR_TENANT);
 		const flood = 150;
-		const responses = await Promise.all(Array.from({ length: flood }, () => call("/v1/me", { token: bad })));
+		const responses = await Promise.all(Array.from({ length: flood }, () => call("/v1/me", { token: forged })));
 		expect(responses.every((r) => r.status === 401)).toBe(true);
-		const rows = () =>
-			database(env.DB)
-				.select()
-				.from(auditLog)
-				.where(and(eq(auditLog.tenantId, tenantId), eq(auditLog.action, "auth.failed")))
-				.all();
 		// The window (0.2 s in tests) closes and is written by the waitUntil that opened it.
-		const total = async () => (await rows()).reduce((n, r) => n + (r.metadata as { count: number }).count, 0);
-		await expect.poll(total, { timeout: 10_000 }).toBe(flood);
-		const written = await rows();
+		await expect.poll(() => counted(env.OPERATOR_TENANT), { timeout: 10_000 }).toBe(before + flood);
+		const written = (await failures(env.OPERATOR_TENANT)).filter(
+			(r) => (r.metadata as { claimedTenants?: Record<string, number> }).claimedTenants?.[tenantId],
+		);
+		expect(written.length).toBeGreaterThan(0);
 		expect(written.length).toBeLessThanOrEqual(3);
+		const claimed = written.reduce(
+			(n, r) => n + ((r.metadata as { claimedTenants: Record<string, number> }).claimedTenants[tenantId] ?? 0),
+			0,
+		);
+		expect(claimed).toBe(flood);
 		expect(written[0]?.metadata).toMatchObject({ reasons: { "bad-signature": expect.any(Number) } });
-		expect(JSON.stringify(written)).not.toContain(bad);
+		expect(await failures(tenantId)).toEqual([]);
+		expect(JSON.stringify(written)).not.toContain(forged);
+	});
+
+	it("records verified failures (a known key with a wrong secret, an expired token) under their own tenant", async () => {
+		const tenants = await Promise.all(Array.from({ length: 20 }, () => seedTenant()));
+		const keys = await Promise.all(tenants.map((t) => seedKey(t)));
+		await Promise.all(keys.map((k) => call("/v1/me", { apiKey: `${k.prefix}_${"0".repeat(64)}` })));
+		const expired = await hsToken({ tenantId: tenants[0] as string, expiresIn: -3600 });
+		expect((await call("/v1/me", { token: expired })).status).toBe(401);
+		// Twenty tenants in one window: more rows than one D1 statement can bind, written in one batch.
+		for (const t of tenants.slice(1)) await expect.poll(() => counted(t), { timeout: 10_000 }).toBe(1);
+		await expect.poll(() => counted(tenants[0] as string), { timeout: 10_000 }).toBe(2);
+		const reasons = (await failures(tenants[0] as string)).map((r) => (r.metadata as { reasons: object }).reasons);
+		expect(Object.assign({}, ...reasons)).toMatchObject({ "bad-secret": 1, expired: 1 });
 	});
 });

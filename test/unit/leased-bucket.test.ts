@@ -4,7 +4,7 @@
  * Asserts the two promises of durable-objects/rate-limiter.ts for every window of every run.
  */
 import { describe, expect, it } from "vitest";
-import { type BucketPolicy, LeasedBucket } from "../../durable-objects/rate-limiter";
+import { type BucketPolicy, LEASE_EXPIRY_GRACE_MS, LeasedBucket } from "../../durable-objects/rate-limiter";
 import { LeaseClient } from "../../src/ratelimit";
 
 /** A small deterministic PRNG (mulberry32) so failures reproduce from the seed. */
@@ -27,10 +27,10 @@ interface Run {
 async function simulate(
 	seed: number,
 	policy: BucketPolicy,
-	options: { isolates: number; requests: number; maxGapMs: number },
+	options: { isolates: number; requests: number; maxGapMs: number; start?: number },
 ): Promise<Run> {
 	const random = rng(seed);
-	const clock = { t: Date.UTC(2026, 10, 10) };
+	const clock = { t: options.start ?? Date.UTC(2026, 10, 10) };
 	const bucket = new LeasedBucket({
 		newId: (() => {
 			let n = 0;
@@ -138,10 +138,10 @@ describe("LeasedBucket with leasing isolates", () => {
 		const t0 = Date.UTC(2026, 10, 10);
 		const first = bucket.acquire({ policy, want: 2, returns: [] }, t0);
 		expect(first.granted).toBe(2);
-		// The lease expires unreported: its tokens are treated as spent.
+		// The lease expires unreported (retired after its expiry plus the grace): its tokens are treated as spent.
 		const later = bucket.acquire(
 			{ policy, want: 1, returns: [{ leaseId: first.leaseId as string, unspent: 2 }] },
-			t0 + 1000,
+			t0 + 100 + LEASE_EXPIRY_GRACE_MS,
 		);
 		expect(later.granted).toBe(1);
 		expect(bucket.state().quotaUsed).toBe(1); // 2 charged, 2 credited back, 1 charged
@@ -195,5 +195,44 @@ describe("LeasedBucket with leasing isolates", () => {
 		expect(b).toMatchObject({ granted: 0, limitedBy: "quota", retryAfterMs: 60_000 - 1 });
 		const c = bucket.acquire({ policy, want: 1, returns: [] }, Date.UTC(2026, 11, 1));
 		expect(c.granted).toBe(1);
+	});
+
+	it("never lets a clock that steps backwards reset the quota or refill the bucket", () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 1, burst: 5 },
+			monthlyQuota: 3,
+			lease: { maxTokens: 1, ttlMs: 1000 },
+		};
+		const bucket = new LeasedBucket();
+		const newMonth = Date.UTC(2026, 11, 1, 0, 0, 1);
+		let returns: Array<{ leaseId: string; unspent: number }> = [];
+		for (let i = 0; i < 3; i++) {
+			const g = bucket.acquire({ policy, want: 1, returns }, newMonth + i);
+			expect(g.granted).toBe(1);
+			returns = [{ leaseId: g.leaseId as string, unspent: 0 }];
+		}
+		expect(bucket.state()).toMatchObject({ quotaUsed: 3, period: "2026-12" });
+		// The object moves to a host whose clock is behind, across the month boundary and back.
+		const behind = bucket.acquire({ policy, want: 1, returns }, newMonth - 5000);
+		expect(behind).toMatchObject({ granted: 0, limitedBy: "quota" });
+		expect(bucket.state()).toMatchObject({ quotaUsed: 3, period: "2026-12" });
+		expect(bucket.acquire({ policy, want: 1, returns: [] }, newMonth + 10).granted).toBe(0);
+	});
+
+	it("keeps each month within its quota when leases straddle the month's end", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 500, burst: 1000 },
+			monthlyQuota: 40,
+			lease: { maxTokens: 10, ttlMs: 1000 },
+		};
+		const start = Date.UTC(2026, 10, 30, 23, 59, 50); // ten seconds before December
+		for (let seed = 1; seed <= 6; seed++) {
+			const run = await simulate(seed, policy, { isolates: 3, requests: 800, maxGapMs: 40, start });
+			const december = Date.UTC(2026, 11, 1);
+			const november = run.admitted.filter((t) => t < december).length;
+			expect(november, `seed ${seed}`).toBeLessThanOrEqual(40);
+			expect(run.admitted.length - november, `seed ${seed}`).toBeLessThanOrEqual(40);
+			expect(run.admitted.length - november, `seed ${seed}`).toBeGreaterThan(0);
+		}
 	});
 });

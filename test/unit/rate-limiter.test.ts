@@ -2,11 +2,11 @@
  * The RateLimiter Durable Object for real (SQLite storage, RPC), driven by several LeaseClients —
  * each one stands for a separate isolate with its own memory — firing concurrently.
  */
-import { runInDurableObject } from "cloudflare:test";
+import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { BucketPolicy, RateLimiter } from "../../durable-objects/rate-limiter";
-import { LeaseClient, type LimiterStub } from "../../src/ratelimit";
+import { type Grant, LeaseClient, type LimiterStub } from "../../src/ratelimit";
 
 const isolates = (n: number, options: Partial<ConstructorParameters<typeof LeaseClient>[0]> = {}) =>
 	Array.from({ length: n }, () => new LeaseClient({ stub: (name) => env.RATE_LIMITER.getByName(name), ...options }));
@@ -142,5 +142,97 @@ describe("RateLimiter with leases across isolates", () => {
 				.one(),
 		);
 		expect(stored).toEqual({ outstanding: grant.granted, quota_used: grant.granted });
+	});
+
+	it("reloads its state from SQLite after the object is evicted", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 0.001, burst: 9 },
+			monthlyQuota: 1000,
+			lease: { maxTokens: 5, ttlMs: 10_000 },
+		};
+		const stub = env.RATE_LIMITER.getByName("tenant:evicted");
+		const first = await stub.acquire({ policy, want: 4, returns: [] });
+		const before = await stub.state();
+		await evictDurableObject(stub);
+		const after = await env.RATE_LIMITER.getByName("tenant:evicted").state();
+		expect(after).toEqual(before);
+		// The reloaded object still honours the lease it granted before eviction.
+		const again = env.RATE_LIMITER.getByName("tenant:evicted");
+		await again.acquire({ policy, want: 1, returns: [{ leaseId: first.leaseId as string, unspent: first.granted }] });
+		expect((await again.state()).quotaUsed).toBe(after.quotaUsed - first.granted + 1);
+	});
+
+	it("abandons a refill that never answers, and hands its tokens back if it answers late", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 1, burst: 50 },
+			monthlyQuota: 1000,
+			lease: { maxTokens: 5, ttlMs: 5000 },
+		};
+		let release: (g: Grant) => void = () => {};
+		const calls: Array<{ returns: unknown[] }> = [];
+		let first = true;
+		const client = new LeaseClient({
+			refillTimeoutMs: 100,
+			unavailableBackoffMs: 150,
+			stub: (name): LimiterStub => ({
+				acquire: (input) => {
+					calls.push({ returns: input.returns });
+					if (first) {
+						first = false;
+						// The request that started this refill was cancelled: its call never settles (until we say so).
+						return new Promise<Grant>((resolve) => {
+							release = resolve;
+						});
+					}
+					return env.RATE_LIMITER.getByName(name).acquire(input);
+				},
+			}),
+		});
+		const stuck = await Promise.all([client.take("tenant:stuck", policy), client.take("tenant:stuck", policy)]);
+		expect(stuck.map((d) => d.kind)).toEqual(["unavailable", "unavailable"]);
+		// After the back-off, the next request starts a fresh refill instead of waiting forever.
+		await new Promise((r) => setTimeout(r, 200));
+		expect((await client.take("tenant:stuck", policy)).kind).toBe("allowed");
+		release({
+			leaseId: "late-lease",
+			granted: 3,
+			ttlMs: 5000,
+			available: 0,
+			quotaRemaining: 0,
+			quotaResetMs: 0,
+			rateResetMs: 0,
+			limitedBy: null,
+			retryAfterMs: 0,
+		});
+		await new Promise((r) => setTimeout(r, 10));
+		// Drain the live lease so the client calls again; the late lease goes back unspent with that call.
+		for (let i = 0; i < 10 && calls.length < 3; i++) await client.take("tenant:stuck", policy);
+		expect(calls[2]?.returns).toEqual(expect.arrayContaining([{ leaseId: "late-lease", unspent: 3 }]));
+	});
+
+	it("counts the object unreachable when its answer arrives after the lease expired", async () => {
+		const policy: BucketPolicy = {
+			rate: { perSecond: 1, burst: 50 },
+			monthlyQuota: 1000,
+			lease: { maxTokens: 5, ttlMs: 100 },
+		};
+		let calls = 0;
+		const client = new LeaseClient({
+			safetyMarginMs: 50,
+			stub: (name): LimiterStub => ({
+				acquire: async (input) => {
+					calls++;
+					const grant = await env.RATE_LIMITER.getByName(name).acquire(input);
+					await new Promise((r) => setTimeout(r, 120)); // slower than the lease lives
+					return grant;
+				},
+			}),
+		});
+		const decision = await client.take("tenant:slow", policy);
+		expect(decision).toMatchObject({
+			kind: "unavailable",
+			reason: expect.stringContaining("after the lease had expired"),
+		});
+		expect(calls).toBe(1); // no storm of retries
 	});
 });
