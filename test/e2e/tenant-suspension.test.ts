@@ -1,0 +1,134 @@
+/**
+ * Suspending and resuming a tenant through the admin API, over real HTTP, with two gateway isolates.
+ * The operator suspends the tenant on isolate A, which forgets its cached copy and refuses the tenant
+ * at once; isolate B, which has just served the tenant (so it holds the tenant in its 5 s cache),
+ * refuses every credential of it with 403 `tenant-suspended` within a bounded poll. Resuming lets the
+ * tenant back in the same way.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Gateway, startGateway } from "../helpers/node/gateway.ts";
+import { eventually, expectProblem } from "../helpers/node/http.ts";
+
+/** How long isolates cache a tenant (src/auth/tenants.ts TENANT_CACHE_MS), plus room for a loaded machine. */
+const STATUS_DEADLINE_MS = 15_000;
+const TENANT = "hooli";
+
+let gw: Gateway;
+let operator: string;
+
+function call(
+	base: URL,
+	path: string,
+	init: { method?: string; headers?: Record<string, string>; body?: unknown } = {},
+) {
+	const headers: Record<string, string> = { ...init.headers };
+	if (init.body !== undefined) headers["content-type"] = "application/json";
+	return fetch(new URL(path, base), {
+		method: init.method ?? "GET",
+		headers,
+		body: init.body === undefined ? undefined : JSON.stringify(init.body),
+	});
+}
+
+beforeAll(async () => {
+	gw = await startGateway({ isolates: 2 });
+	const operatorTenant = String(gw.vars.OPERATOR_TENANT);
+	expect(operatorTenant).toBe("edgeway");
+	await gw.seedTenant({ id: operatorTenant, tier: "enterprise" });
+	operator = await gw.mintJwt({ tenantId: operatorTenant, scopes: ["admin"], sub: "ops" });
+});
+
+afterAll(async () => {
+	await gw?.dispose();
+});
+
+describe("tenant suspension end to end", () => {
+	it("is enforced by every isolate within the tenant cache bound, and so is resumption", async () => {
+		const [a, b] = gw.urls as [URL, URL];
+		const asOperator = { authorization: `Bearer ${operator}` };
+
+		const created = await call(a, "/v1/admin/tenants", {
+			method: "POST",
+			headers: asOperator,
+			body: { id: TENANT, name: "Hooli", tier: "pro" },
+		});
+		expect(created.status).toBe(201);
+		await created.arrayBuffer();
+		const keyRes = await call(a, `/v1/admin/tenants/${TENANT}/keys`, {
+			method: "POST",
+			headers: asOperator,
+			body: { name: "ci", scopes: ["api:read"] },
+		});
+		expect(keyRes.status).toBe(201);
+		const { key } = (await keyRes.json()) as { key: string };
+		const jwt = await gw.mintJwt({ tenantId: TENANT, scopes: ["api:read"], sub: "gavin" });
+
+		/** Every credential form the tenant has. */
+		const credentials: Record<string, string>[] = [{ authorization: `Bearer ${jwt}` }, { "x-api-key": key }];
+
+		/** Status of `/v1/me` for every credential on `base`: all 200, or all 403 `tenant-suspended`. */
+		async function statusOn(base: URL): Promise<"active" | "suspended" | "mixed"> {
+			const seen = new Set<string>();
+			for (const headers of credentials) {
+				const res = await call(base, "/v1/me", { headers });
+				if (res.status === 200) {
+					expect(((await res.json()) as { tenantId: string }).tenantId).toBe(TENANT);
+					seen.add("active");
+				} else {
+					await expectProblem(res, 403, "tenant-suspended");
+					seen.add("suspended");
+				}
+			}
+			return seen.size === 1 ? ([...seen][0] as "active" | "suspended") : "mixed";
+		}
+
+		async function setStatus(status: "active" | "suspended") {
+			const res = await call(a, `/v1/admin/tenants/${TENANT}`, {
+				method: "PATCH",
+				headers: asOperator,
+				body: { status },
+			});
+			expect(res.status).toBe(200);
+			expect(await res.json()).toMatchObject({ id: TENANT, status });
+		}
+
+		/** Polls isolate B until every credential sees `status`; bounded. Anything but 200 / 403 fails the test. */
+		async function untilB(status: "active" | "suspended") {
+			const start = Date.now();
+			const reached = await eventually(async () => (await statusOn(b)) === status, STATUS_DEADLINE_MS);
+			expect(reached, `isolate B did not see the tenant ${status} within ${Date.now() - start} ms`).toBe(true);
+		}
+
+		// Both isolates serve the tenant, so both now hold it in their tenant cache.
+		expect(await statusOn(a)).toBe("active");
+		expect(await statusOn(b)).toBe("active");
+
+		// Suspend through isolate A: A forgot its cached copy and refuses at once.
+		await setStatus("suspended");
+		expect(await statusOn(a)).toBe("suspended");
+		// B refuses once its cached copy expires (≤ 5 s).
+		await untilB("suspended");
+		// And from then on, in both isolates.
+		expect(await statusOn(a)).toBe("suspended");
+		expect(await statusOn(b)).toBe("suspended");
+
+		// The operator still reads the tenant, through either isolate.
+		const read = await call(b, `/v1/admin/tenants/${TENANT}`, { headers: asOperator });
+		expect(read.status).toBe(200);
+		expect(await read.json()).toMatchObject({ id: TENANT, status: "suspended" });
+
+		// Resume through isolate A: A lets the tenant in at once, B within the same bound.
+		await setStatus("active");
+		expect(await statusOn(a)).toBe("active");
+		await untilB("active");
+		expect(await statusOn(a)).toBe("active");
+		expect(await statusOn(b)).toBe("active");
+
+		// Each change is in the audit log.
+		const audit = await (await gw.db())
+			.prepare("SELECT action FROM audit_log WHERE tenant_id = ? AND action LIKE 'tenant.%' ORDER BY id")
+			.bind(TENANT)
+			.all<{ action: string }>();
+		expect(audit.results.map((r) => r.action)).toEqual(["tenant.create", "tenant.suspend", "tenant.resume"]);
+	});
+});
