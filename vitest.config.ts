@@ -11,8 +11,11 @@ export default defineConfig(async () => ({
 				bindings: {
 					ENVIRONMENT: "test",
 					JWT_HS256_SECRET: "test-secret-test-secret-test-secret-0123456789",
+					// 32 bytes, base64: the test key that seals webhook secrets at rest.
+					ENCRYPTION_KEY: "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE",
 					JWKS_URL: "https://idp.test/.well-known/jwks.json",
 					AUTH_FAILURE_WINDOW_S: "0.2",
+					FORWARD_RETRY_SCALE: "0",
 					TEST_MIGRATIONS: await readD1Migrations("./migrations"),
 				},
 			},

@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { constants } from "node:os";
 import {
 	ensureDevSecret,
+	ensureEncryptionKey,
 	jwtVars,
 	killTree,
 	running,
@@ -173,6 +174,7 @@ async function main() {
 	if (secret.secret.startsWith("replace-me")) {
 		step("warning: JWT_HS256_SECRET in .dev.vars is the placeholder from .dev.vars.example; put a random one there");
 	}
+	if (ensureEncryptionKey() === "added") step("added a random ENCRYPTION_KEY to .dev.vars (seals webhook secrets)");
 	const { issuer, audience, operatorTenant } = jwtVars();
 	if (!TENANT_ID.test(operatorTenant)) {
 		throw new ScriptError(`wrangler.toml: OPERATOR_TENANT "${operatorTenant}" is not a valid tenant id`);

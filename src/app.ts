@@ -3,6 +3,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import { adminRoutes } from "./admin";
+import { auditRoutes } from "./audit";
 import { type AuthVariables, requireAuth, requirePlane, requireScope } from "./auth";
 import { config, tierPolicy } from "./config";
 import {
@@ -23,6 +24,7 @@ import {
 } from "./http";
 import { type AdmitOptions, admit } from "./ratelimit";
 import { DOCS_HTML, systemRoutes } from "./system";
+import { ingestRoutes, webhookRoutes } from "./webhooks";
 
 export type AppEnv = { Bindings: Env; Variables: AuthVariables };
 
@@ -62,11 +64,15 @@ const me = createRoute({
  * The guards a protected route group mounts, in order: authenticate → scope → tier plane →
  * body limit of the tier → JSON content type → admission.
  */
-function protect(scope: Parameters<typeof requireScope>[0], options: AppOptions): MiddlewareHandler<AppEnv>[] {
+function protect(
+	scope: Parameters<typeof requireScope>[0],
+	options: AppOptions,
+	plane: Parameters<typeof requirePlane>[0] = "api",
+): MiddlewareHandler<AppEnv>[] {
 	return [
 		requireAuth(),
 		requireScope(scope),
-		requirePlane("api"),
+		requirePlane(plane),
 		limitBody((c) => tierPolicy((c.var as AuthVariables).principal.tier).maxBodyBytes),
 		requireJsonBody(),
 		admit({ admission: options.admission }),
@@ -92,6 +98,8 @@ export function createApp(options: AppOptions = {}) {
 	app.use(headerLimit({ maxBytes: MAX_HEADER_BYTES }));
 
 	app.route("/", systemRoutes());
+	// Public: deliveries are authenticated by the endpoint's signature scheme, not by a tenant credential.
+	app.route("/", ingestRoutes());
 
 	// Protected route groups: the guards are attached where the group is mounted, never route by route.
 	const v1 = createRouter<AppEnv>();
@@ -102,6 +110,10 @@ export function createApp(options: AppOptions = {}) {
 	});
 	v1.use("/admin/*", ...protect("admin", options));
 	v1.route("/admin", adminRoutes());
+	v1.use("/webhooks/*", ...protect("webhooks:manage", options, "webhooks"));
+	v1.route("/webhooks", webhookRoutes());
+	v1.use("/audit/*", ...protect("admin", options));
+	v1.route("/audit", auditRoutes());
 	app.route("/v1", v1);
 
 	app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {

@@ -149,6 +149,19 @@ export function ensureDevSecret() {
 	return { secret: current, action: "kept" };
 }
 
+/**
+ * Makes sure .dev.vars holds an ENCRYPTION_KEY (32 random bytes, base64url), which seals webhook
+ * secrets at rest; adds it when missing and never replaces one. Call after {@link ensureDevSecret}.
+ */
+export function ensureEncryptionKey() {
+	if (readDevVars()?.ENCRYPTION_KEY !== undefined) return "kept";
+	const text = existsSync(DEV_VARS) ? readFileSync(DEV_VARS, "utf8") : DEV_VARS_HEADER;
+	const key = randomBytes(32).toString("base64url");
+	if (!existsSync(DEV_VARS)) writeFileSync(DEV_VARS, text, { mode: 0o600 });
+	appendFileSync(DEV_VARS, `${text === "" || text.endsWith("\n") ? "" : "\n"}ENCRYPTION_KEY=${key}\n`);
+	return "added";
+}
+
 // ---------------------------------------------------------------- running wrangler
 
 /** The Node binary for tools: the `node` devDependency (Node 24) when installed, else this one. */

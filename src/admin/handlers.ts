@@ -2,7 +2,7 @@
 import type { createRoute, RouteHandler } from "@hono/zod-openapi";
 import { and, desc, eq } from "drizzle-orm";
 import type { Context } from "hono";
-import { type AuditEntry, auditInsert } from "../audit";
+import { type AuditEntry, commitWithAudit } from "../audit";
 import { type AuthVariables, forgetKey, forgetTenant, generateApiKey, parseLimits } from "../auth";
 import { config, parseScopes, type Scope, TierNameSchema } from "../config";
 import { type ApiKey, apiKeys, database, type Tenant, tenants } from "../db";
@@ -51,7 +51,11 @@ function keyBody(k: ApiKey) {
 	};
 }
 
-/** The audit record of a mutation by the caller; written in the same batch as the mutation. */
+/**
+ * The audit record of a mutation by the caller; committed in the same batch as the mutation by
+ * commitWithAudit, which runs the batch again if the record lost its seq to a concurrent writer (the
+ * mutation having rolled back with it).
+ */
 function auditOf(
 	c: Context<AdminEnv>,
 	tenantId: string,
@@ -92,20 +96,21 @@ async function loadTenant(c: Context<AdminEnv>, id: string): Promise<Tenant> {
 // Operator only: the route declares requireOperator().
 export const createTenant: H<typeof routes.createTenant> = async (c) => {
 	const body = c.req.valid("json");
-	const db = database(c.env.DB);
 	// A plain insert, so that an existing id fails the whole batch and no audit record is written for it.
-	const [[inserted]] = await db
-		.batch([
+	// It comes first in the batch: an existing id is reported as such, never retried as a lost seq race.
+	const [[inserted]] = await commitWithAudit(
+		c.env.DB,
+		auditOf(c, body.id, "tenant.create", `tenant:${body.id}`, { tier: body.tier }),
+		(db) => [
 			db
 				.insert(tenants)
 				.values({ id: body.id, name: body.name, tier: body.tier, limits: body.limits ?? null })
 				.returning(),
-			auditInsert(db, auditOf(c, body.id, "tenant.create", `tenant:${body.id}`, { tier: body.tier })),
-		])
-		.catch((err: unknown) => {
-			if (isDuplicateTenantId(err)) throw new ApiError("conflict", `Tenant ${body.id} already exists.`);
-			throw err;
-		});
+		],
+	).catch((err: unknown) => {
+		if (isDuplicateTenantId(err)) throw new ApiError("conflict", `Tenant ${body.id} already exists.`);
+		throw err;
+	});
 	if (!inserted) throw new Error(`tenant ${body.id}: the insert returned no row`);
 	forgetTenant(inserted.id); // an earlier "no such tenant" may be cached in this isolate
 	return c.json(tenantBody(inserted), 201);
@@ -134,16 +139,20 @@ export const updateTenant: H<typeof routes.updateTenant> = async (c) => {
 			: body.tier && body.tier !== before.tier
 				? "tenant.tier.change"
 				: "tenant.update";
-	const db = database(c.env.DB);
+	const updatedAt = Date.now();
 	// Tenants are never deleted, so the row loaded above is still there for the update to match.
-	const [[updated]] = await db.batch([
-		db
-			.update(tenants)
-			.set({ ...body, updatedAt: Date.now() })
-			.where(eq(tenants.id, tenantId))
-			.returning(),
-		auditInsert(db, auditOf(c, tenantId, action, `tenant:${tenantId}`, changes)),
-	]);
+	// Setting the same values again is harmless if the batch is retried.
+	const [[updated]] = await commitWithAudit(
+		c.env.DB,
+		auditOf(c, tenantId, action, `tenant:${tenantId}`, changes),
+		(db) => [
+			db
+				.update(tenants)
+				.set({ ...body, updatedAt })
+				.where(eq(tenants.id, tenantId))
+				.returning(),
+		],
+	);
 	if (!updated) throw new ApiError("not-found", "No such tenant.");
 	forgetTenant(tenantId);
 	return c.json(tenantBody(updated), 200);
@@ -176,9 +185,10 @@ export const createKey: H<typeof routes.createKey> = async (c) => {
 	const secret = await generateApiKey();
 	const id = newKeyId();
 	const scopes = [...new Set(body.scopes)];
-	const db = database(c.env.DB);
 	// If the audit record cannot be written, no key exists either: never a live key whose secret was lost.
-	const [[row]] = await db.batch([
+	// A retried batch inserts the same id again, the first insert having rolled back.
+	const audit = auditOf(c, tenantId, "api_key.create", `api_key:${id}`, { name: body.name, scopes });
+	const [[row]] = await commitWithAudit(c.env.DB, audit, (db) => [
 		db
 			.insert(apiKeys)
 			.values({
@@ -193,7 +203,6 @@ export const createKey: H<typeof routes.createKey> = async (c) => {
 				expiresAt: body.expiresAt ?? null,
 			})
 			.returning(),
-		auditInsert(db, auditOf(c, tenantId, "api_key.create", `api_key:${id}`, { name: body.name, scopes })),
 	]);
 	if (!row) throw new Error(`api key ${id}: the insert returned no row`);
 	return c.json({ ...keyBody(row), key: secret.key }, 201);
@@ -223,15 +232,19 @@ export const revokeKey: H<typeof routes.revokeKey> = async (c) => {
 		.get();
 	if (!existing) throw new ApiError("not-found", "No such key.");
 	if (existing.revokedAt !== null) return c.json(keyBody(existing), 200);
+	const revokedAt = Date.now();
 	// Keys are never deleted, so the row read above is still there for the update to match.
-	const [[revoked]] = await db.batch([
-		db
-			.update(apiKeys)
-			.set({ revokedAt: Date.now() })
-			.where(and(eq(apiKeys.id, keyId), eq(apiKeys.tenantId, tenantId)))
-			.returning(),
-		auditInsert(db, auditOf(c, tenantId, "api_key.revoke", `api_key:${keyId}`)),
-	]);
+	const [[revoked]] = await commitWithAudit(
+		c.env.DB,
+		auditOf(c, tenantId, "api_key.revoke", `api_key:${keyId}`),
+		(db) => [
+			db
+				.update(apiKeys)
+				.set({ revokedAt })
+				.where(and(eq(apiKeys.id, keyId), eq(apiKeys.tenantId, tenantId)))
+				.returning(),
+		],
+	);
 	if (!revoked) throw new ApiError("not-found", "No such key.");
 	forgetKey(revoked.prefix);
 	return c.json(keyBody(revoked), 200);

@@ -1,4 +1,5 @@
 /** The admin API: `/v1/admin/*`, scope `admin`. */
+import { deadLetterRoutes } from "../events";
 import { createRouter } from "../http";
 import type { AdminEnv } from "./handlers";
 import * as handlers from "./handlers";
@@ -11,5 +12,6 @@ export function adminRoutes() {
 		.openapi(routes.updateTenant, handlers.updateTenant)
 		.openapi(routes.createKey, handlers.createKey)
 		.openapi(routes.listKeys, handlers.listKeys)
-		.openapi(routes.revokeKey, handlers.revokeKey);
+		.openapi(routes.revokeKey, handlers.revokeKey)
+		.route("/dead-letters", deadLetterRoutes());
 }

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 const encoder = new TextEncoder();
 
 /** SHA-256, hex, computed synchronously (no promise hop on the hot path). */
-export function sha256Hex(value: string): string {
+export function sha256Hex(value: string | Uint8Array): string {
 	return createHash("sha256").update(value).digest("hex");
 }
 

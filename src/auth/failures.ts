@@ -1,6 +1,6 @@
 /**
- * Authentication failures, counted in the isolate and written to the audit log as one record per
- * tenant per window, so a flood of bad credentials costs a bounded number of D1 writes.
+ * Failures (bad credentials, bad webhook signatures), counted in the isolate and written to the audit
+ * log as one record per tenant per window, so a flood costs a bounded number of D1 writes.
  */
 import type { appendAudit } from "../audit";
 import { log } from "../http";
@@ -8,14 +8,14 @@ import type { AuthFailureReason } from "./principal";
 
 /** Distinct tenants tracked per window; failures beyond are counted under the operator tenant. */
 const MAX_TENANTS_PER_WINDOW = 100;
-/** Distinct claimed (unverified) tenant ids kept in the operator's record per window. */
-const MAX_CLAIMED_PER_WINDOW = 20;
+/** Distinct subjects (claimed tenant ids, endpoint ids) kept per record per window. */
+const MAX_SUBJECTS_PER_WINDOW = 20;
 
 interface Bucket {
 	count: number;
-	reasons: Partial<Record<AuthFailureReason, number>>;
-	/** Unverifiable failures only: the tenant ids the tokens claimed, and how often. */
-	claimed: Record<string, number>;
+	reasons: Partial<Record<string, number>>;
+	/** What the failures were about (e.g. the tenant ids forged tokens claimed), and how often. */
+	subjects: Record<string, number>;
 }
 
 export interface FailureRecorderOptions {
@@ -23,6 +23,10 @@ export interface FailureRecorderOptions {
 	/** Tenant that unattributed failures are recorded under. */
 	fallbackTenant: string;
 	write: (entries: Parameters<typeof appendAudit>[1]) => Promise<void>;
+	/** The audit action written (default `auth.failed`). */
+	action?: string;
+	/** The metadata key the subjects are listed under (default `claimedTenants`). */
+	subjectsKey?: string;
 }
 
 /** One per isolate. `record` counts; the window's records are written when it closes. */
@@ -42,9 +46,9 @@ export class FailureRecorder {
 	 * waits for the window to close and writes it.
 	 */
 	record(
-		reason: AuthFailureReason,
+		reason: AuthFailureReason | (string & {}),
 		tenantId: string | undefined,
-		claimedTenant?: string,
+		subject?: string,
 		now = Date.now(),
 	): Promise<void> | undefined {
 		let scheduled: Promise<void> | undefined;
@@ -60,18 +64,19 @@ export class FailureRecorder {
 			scheduled = scheduled ? Promise.all([scheduled, closing]).then(() => undefined) : closing;
 		}
 		// Only verified tenants get the record; anything else goes to the operator, so a forged token
-		// cannot write into another tenant's audit log.
+		// cannot write into another tenant's audit log. Callers pass a subject for what they know only
+		// unverified (auth: the claimed tenant) or for what the failure concerns (webhooks: the endpoint).
 		let tenant = tenantId ?? this.#options.fallbackTenant;
 		if (!this.#buckets.has(tenant) && this.#buckets.size >= MAX_TENANTS_PER_WINDOW) {
 			tenant = this.#options.fallbackTenant;
 		}
-		const bucket = this.#buckets.get(tenant) ?? { count: 0, reasons: {}, claimed: {} };
+		const bucket = this.#buckets.get(tenant) ?? { count: 0, reasons: {}, subjects: {} };
 		bucket.count++;
 		bucket.reasons[reason] = (bucket.reasons[reason] ?? 0) + 1;
-		if (!tenantId && claimedTenant) {
-			const known = claimedTenant in bucket.claimed || Object.keys(bucket.claimed).length < MAX_CLAIMED_PER_WINDOW;
-			const key = known ? claimedTenant : "(others)";
-			bucket.claimed[key] = (bucket.claimed[key] ?? 0) + 1;
+		if (subject) {
+			const known = subject in bucket.subjects || Object.keys(bucket.subjects).length < MAX_SUBJECTS_PER_WINDOW;
+			const key = known ? subject : "(others)";
+			bucket.subjects[key] = (bucket.subjects[key] ?? 0) + 1;
 		}
 		this.#buckets.set(tenant, bucket);
 		return scheduled;
@@ -86,17 +91,20 @@ export class FailureRecorder {
 		const entries = [...buckets].map(([tenantId, b]) => ({
 			tenantId,
 			actor: "anonymous",
-			action: "auth.failed",
+			action: this.#options.action ?? "auth.failed",
 			metadata: {
 				count: b.count,
 				reasons: b.reasons,
-				...(Object.keys(b.claimed).length > 0 ? { claimedTenants: b.claimed } : {}),
+				...(Object.keys(b.subjects).length > 0 ? { [this.#options.subjectsKey ?? "claimedTenants"]: b.subjects } : {}),
 				windowStart,
 				windowEnd: Date.now(),
 			},
 		}));
 		this.#flushing = this.#options.write(entries).catch((err) => {
-			log("error", "auth failure audit write failed", { error: err instanceof Error ? err.message : String(err) });
+			log("error", "failure audit write failed", {
+				action: this.#options.action ?? "auth.failed",
+				error: err instanceof Error ? err.message : String(err),
+			});
 		});
 		await this.#flushing;
 	}

@@ -51,7 +51,8 @@ function refuse(c: Context<AuthEnv>, failure: Omit<AuthFailure, "ok">): never {
 		requestId: c.var.requestId,
 		traceId: c.var.trace?.traceId,
 	});
-	if (reason !== "missing") waitUntil(c, failureRecorder(c.env).record(reason, tenantId, claimedTenant));
+	if (reason !== "missing")
+		waitUntil(c, failureRecorder(c.env).record(reason, tenantId, tenantId ? undefined : claimedTenant));
 	const challenge = reason === "missing" ? 'Bearer realm="edgeway"' : 'Bearer realm="edgeway", error="invalid_token"';
 	throw new ApiError(
 		"invalid-token",

@@ -15,6 +15,10 @@ export const ConfigSchema = z.object({
 	JWT_HS256_SECRET: optionalString.pipe(
 		z.string().min(32, "JWT_HS256_SECRET must be at least 32 characters").optional(),
 	),
+	/** Multiplies the webhook forwarder's Standard Webhooks retry schedule (1 in production; 0 in tests). */
+	FORWARD_RETRY_SCALE: z.coerce.number().min(0).max(10).default(1),
+	/** 32 random bytes, base64: seals webhook secrets and tenant provider keys at rest. */
+	ENCRYPTION_KEY: optionalString,
 	CORS_ORIGINS: z.string().default(""),
 	OPERATOR_TENANT: z.string().min(1),
 	// Written from waitUntil, which ends ~30 s after the response: the window must close well before.

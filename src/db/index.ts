@@ -1,2 +1,17 @@
 export { type Database, database } from "./client";
-export { type ApiKey, type AuditRecord, apiKeys, auditLog, type Tenant, tenants } from "./schema";
+export {
+	type ApiKey,
+	type AuditRecord,
+	apiKeys,
+	auditLog,
+	type DeadLetter,
+	deadLetters,
+	eventFailures,
+	processedEvents,
+	type Tenant,
+	tenants,
+	type WebhookDelivery,
+	type WebhookEndpoint,
+	webhookDeliveries,
+	webhookEndpoints,
+} from "./schema";

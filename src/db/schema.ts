@@ -1,6 +1,6 @@
 /** The D1 schema. Migrations in `migrations/` are generated from this file by drizzle-kit. */
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** Milliseconds since the epoch, set by the database when the row is written. */
 const createdAt = () => integer("created_at").notNull().default(sql`(cast(unixepoch('subsec') * 1000 as integer))`);
@@ -56,10 +56,130 @@ export const auditLog = sqliteTable(
 		/** Extra facts, JSON. Never a secret. */
 		metadata: text("metadata", { mode: "json" }),
 		createdAt: createdAt(),
+		/** Position in the tenant's hash chain (1, 2, …). Records written before the chain existed have none. */
+		seq: integer("seq"),
+		/** Hash of the tenant's previous record (hex; "" for the first). */
+		prevHash: text("prev_hash"),
+		/** SHA-256 over prevHash and this record's canonical fields (hex). */
+		hash: text("hash"),
+		/** The event this record was written for, when it came through the events queue: written once. */
+		eventId: text("event_id"),
 	},
-	(t) => [index("audit_log_tenant_idx").on(t.tenantId, t.id)],
+	(t) => [
+		index("audit_log_tenant_idx").on(t.tenantId, t.id),
+		uniqueIndex("audit_log_tenant_seq_unique").on(t.tenantId, t.seq),
+		uniqueIndex("audit_log_event_unique").on(t.eventId),
+	],
+);
+
+export const webhookEndpoints = sqliteTable(
+	"webhook_endpoints",
+	{
+		id: text("id").primaryKey(),
+		tenantId: text("tenant_id")
+			.notNull()
+			.references(() => tenants.id),
+		name: text("name").notNull(),
+		source: text("source", { enum: ["github", "stripe", "slack", "standard", "hmac"] }).notNull(),
+		/** The 1–2 active signing secrets, sealed with AES-GCM (src/storage). Never returned. */
+		secrets: text("secrets").notNull(),
+		/** Source options (tolerance; header, algorithm and encoding for generic HMAC), JSON. */
+		config: text("config", { mode: "json" }),
+		/** Where verified events are forwarded, signed with Standard Webhooks. */
+		destinationUrl: text("destination_url"),
+		/** The secret that signs forwarded events, sealed like `secrets`. */
+		destinationSecret: text("destination_secret"),
+		status: text("status", { enum: ["active", "disabled"] })
+			.notNull()
+			.default("active"),
+		createdAt: createdAt(),
+		updatedAt: integer("updated_at"),
+	},
+	(t) => [index("webhook_endpoints_tenant_idx").on(t.tenantId)],
+);
+
+export const webhookDeliveries = sqliteTable(
+	"webhook_deliveries",
+	{
+		id: text("id").primaryKey(),
+		tenantId: text("tenant_id").notNull(),
+		endpointId: text("endpoint_id")
+			.notNull()
+			.references(() => webhookEndpoints.id),
+		/** The sender's delivery id (or a digest of the body when the source has none). */
+		deliveryId: text("delivery_id").notNull(),
+		eventType: text("event_type"),
+		status: text("status", { enum: ["received", "processed", "forwarded", "failed"] })
+			.notNull()
+			.default("received"),
+		attempts: integer("attempts").notNull().default(0),
+		lastError: text("last_error"),
+		/** The raw body, base64, when small; otherwise in R2 under `payloadKey`. */
+		payload: text("payload"),
+		payloadKey: text("payload_key"),
+		payloadBytes: integer("payload_bytes").notNull(),
+		contentType: text("content_type"),
+		/** Set once the delivery's event is on the queue; a sweep re-enqueues rows left without it. */
+		enqueuedAt: integer("enqueued_at"),
+		receivedAt: createdAt(),
+		updatedAt: integer("updated_at"),
+	},
+	(t) => [
+		uniqueIndex("webhook_deliveries_endpoint_delivery_unique").on(t.endpointId, t.deliveryId),
+		index("webhook_deliveries_tenant_idx").on(t.tenantId, t.receivedAt),
+	],
+);
+
+/** (event, handler) pairs whose effect is done: a redelivered or replayed event skips them. */
+export const processedEvents = sqliteTable(
+	"processed_events",
+	{
+		eventId: text("event_id").notNull(),
+		handler: text("handler").notNull(),
+		processedAt: createdAt(),
+	},
+	(t) => [primaryKey({ columns: [t.eventId, t.handler] })],
+);
+
+/** The last failure of each (event, handler), read when an event is dead-lettered. */
+export const eventFailures = sqliteTable(
+	"event_failures",
+	{
+		eventId: text("event_id").notNull(),
+		handler: text("handler").notNull(),
+		attempts: integer("attempts").notNull(),
+		lastError: text("last_error").notNull(),
+		updatedAt: integer("updated_at").notNull(),
+	},
+	(t) => [primaryKey({ columns: [t.eventId, t.handler] })],
+);
+
+export const deadLetters = sqliteTable(
+	"dead_letters",
+	{
+		id: text("id").primaryKey(),
+		eventId: text("event_id").notNull(),
+		tenantId: text("tenant_id").notNull(),
+		type: text("type").notNull(),
+		/** The whole event envelope, JSON. */
+		event: text("event", { mode: "json" }).notNull(),
+		error: text("error"),
+		attempts: integer("attempts").notNull(),
+		status: text("status", { enum: ["dead", "replayed"] })
+			.notNull()
+			.default("dead"),
+		createdAt: createdAt(),
+		replayedAt: integer("replayed_at"),
+	},
+	(t) => [
+		uniqueIndex("dead_letters_event_unique").on(t.eventId),
+		index("dead_letters_tenant_idx").on(t.tenantId, t.createdAt),
+	],
 );
 
 export type Tenant = typeof tenants.$inferSelect;
 export type ApiKey = typeof apiKeys.$inferSelect;
 export type AuditRecord = typeof auditLog.$inferSelect;
+export type WebhookEndpoint = typeof webhookEndpoints.$inferSelect;
+export type WebhookDelivery = typeof webhookDeliveries.$inferSelect;
+export type DeadLetter = typeof deadLetters.$inferSelect;

@@ -1,7 +1,8 @@
 /** The admin API: happy paths, errors and tenant separation; every mutation audited. */
 import { env } from "cloudflare:workers";
-import { and, eq } from "drizzle-orm";
+import { and, asc, eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
+import { verifyAudit } from "../../src/audit";
 import { apiKeys, auditLog, database, tenants } from "../../src/db";
 import { call, expectProblem } from "../helpers/gateway";
 import { hsToken, seedKey, seedTenant } from "../helpers/identity";
@@ -21,7 +22,12 @@ async function operatorToken() {
 }
 
 async function auditFor(tenantId: string) {
-	return database(env.DB).select().from(auditLog).where(eq(auditLog.tenantId, tenantId)).all();
+	return database(env.DB)
+		.select()
+		.from(auditLog)
+		.where(eq(auditLog.tenantId, tenantId))
+		.orderBy(asc(auditLog.id))
+		.all();
 }
 
 async function tenantRow(id: string) {
@@ -92,6 +98,10 @@ describe("admin: tenants", () => {
 			expect(r.requestId).toMatch(/.{8,}/);
 		}
 		expect(records[1]?.metadata).toEqual({ tier: { from: "free", to: "pro" } });
+		// Chained: seq 1..4, each record pointing at the previous one's hash.
+		expect(records.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+		expect(records.map((r) => r.prevHash)).toEqual(["", ...records.slice(0, 3).map((r) => r.hash)]);
+		expect(await verifyAudit(env.DB, "acme-1")).toMatchObject({ ok: true, records: 4 });
 	});
 
 	it("takes a suspension into account on the tenant's next request", async () => {
@@ -314,7 +324,10 @@ describe("admin: a mutation and its audit record commit together or not at all",
 			token,
 		});
 		expect(retried.status).toBe(201);
-		expect((await auditFor("unaudited-1")).map((r) => r.action)).toEqual(["tenant.create"]);
+		const records = await auditFor("unaudited-1");
+		expect(records.map((r) => r.action)).toEqual(["tenant.create"]);
+		// The refused attempt took no place in the chain.
+		expect(records[0]).toMatchObject({ seq: 1, prevHash: "" });
 	});
 
 	it("does not change a tenant when the change cannot be audited", async () => {
@@ -338,6 +351,29 @@ describe("admin: a mutation and its audit record commit together or not at all",
 		await expectInternalProblem(res);
 		expect(await database(env.DB).select().from(apiKeys).where(eq(apiKeys.tenantId, tenantId)).all()).toEqual([]);
 		expect(await auditFor(tenantId)).toEqual([]);
+	});
+
+	it("keeps one unbroken chain when a tenant's admins create and revoke keys concurrently", async () => {
+		const tenantId = await seedTenant();
+		const token = await hsToken({ tenantId, scopes: ["admin", "api:read"] });
+		const created = await Promise.all(
+			Array.from({ length: 12 }, (_, i) =>
+				call(`/v1/admin/tenants/${tenantId}/keys`, { ...json("POST", { name: `k${i}`, scopes: ["api:read"] }), token }),
+			),
+		);
+		expect(created.map((r) => r.status)).toEqual(Array(12).fill(201));
+		const ids = await Promise.all(created.map(async (r) => ((await r.json()) as { id: string }).id));
+		const revoked = await Promise.all(
+			ids.slice(0, 6).map((id) => call(`/v1/admin/tenants/${tenantId}/keys/${id}`, { method: "DELETE", token })),
+		);
+		expect(revoked.map((r) => r.status)).toEqual(Array(6).fill(200));
+		const records = await auditFor(tenantId);
+		expect(records.filter((r) => r.action === "api_key.create")).toHaveLength(12);
+		expect(records.filter((r) => r.action === "api_key.revoke")).toHaveLength(6);
+		expect(records.map((r) => r.seq).sort((x, y) => (x ?? 0) - (y ?? 0))).toEqual(
+			Array.from({ length: 18 }, (_, i) => i + 1),
+		);
+		expect(await verifyAudit(env.DB, tenantId)).toMatchObject({ ok: true, records: 18 });
 	});
 
 	it("does not revoke a key when the revocation cannot be audited", async () => {

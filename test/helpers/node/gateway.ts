@@ -33,6 +33,8 @@ export type D1Database = Awaited<ReturnType<Miniflare["getD1Database"]>>;
 
 /** A test value of the development HS256 secret (the Worker wants ≥ 32 characters). */
 export const TEST_JWT_SECRET = "e2e-test-secret-e2e-test-secret-0123456789abcdef";
+/** 32 bytes, base64url: seals webhook secrets at rest in the e2e gateway. */
+export const TEST_ENCRYPTION_KEY = "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE";
 
 export type TierName = "free" | "pro" | "enterprise";
 
@@ -314,7 +316,12 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 export async function startGateway(options: GatewayOptions = {}): Promise<Gateway> {
 	const bundle = await buildWorker(options.build);
 	const { name, vars: configVars, worker } = configuredWorker();
-	const vars: Record<string, unknown> = { ...configVars, JWT_HS256_SECRET: TEST_JWT_SECRET, ...options.bindings };
+	const vars: Record<string, unknown> = {
+		...configVars,
+		JWT_HS256_SECRET: TEST_JWT_SECRET,
+		ENCRYPTION_KEY: TEST_ENCRYPTION_KEY,
+		...options.bindings,
+	};
 
 	const kept: WorkerdLog[] = [];
 	const echo = process.env.EDGEWAY_E2E_LOGS === "1";

@@ -1,0 +1,282 @@
+/**
+ * The isolate's side of the circuit breakers (design at the top of durable-objects/circuit-breaker.ts).
+ * An open breaker is refused from memory until its cooldown ends, so it costs no Durable Object round
+ * trip; everything else asks the object, which alone decides who probes a half-open target.
+ *
+ * When the object cannot be reached (an error, or no answer within `timeoutMs`), the breaker fails
+ * OPEN: the call is allowed, a warning is logged once, and for `unavailableBackoffMs` this isolate
+ * neither asks nor records for that breaker. A breaker protects an upstream; it must never become the
+ * outage itself. Records made meanwhile are lost, which can only delay a trip, never cause one.
+ */
+import { log } from "../http";
+import {
+	type AdmitRequest,
+	type AdmitResult,
+	type BreakerDecision,
+	type BreakerOutcome,
+	type BreakerPolicy,
+	type BreakerPolicyInput,
+	BreakerPolicySchema,
+	type BreakerSnapshot,
+	type Breakers,
+	type RecordRequest,
+	type RecordResult,
+} from "./interface";
+
+/** What the client needs of a CircuitBreaker stub. */
+export interface BreakerStub {
+	admit(input: AdmitRequest): Promise<AdmitResult>;
+	record(input: RecordRequest): Promise<BreakerSnapshot>;
+}
+
+export interface BreakerClientOptions {
+	/** Makes a stub for one call. A stub belongs to the request that made it: never cache one across requests. */
+	stub: (name: string) => BreakerStub;
+	now?: () => number;
+	/** Most breakers remembered; the least recently used is forgotten (it is asked again next time). */
+	maxBreakers?: number;
+	/** A call to the object that has not answered after this long counts as unreachable. */
+	timeoutMs?: number;
+	/** After the object could not be reached, fail open without asking it for this long. */
+	unavailableBackoffMs?: number;
+	/** An open breaker is refused locally for at most this long at a time, so a `reset` reaches every isolate. */
+	maxOpenCacheMs?: number;
+	/** A half-open refusal (all probe slots taken) is repeated locally for at most this long. */
+	maxDenyCacheMs?: number;
+	/**
+	 * A closed answer is trusted locally for this long, saving the `admit` round trip; meanwhile a trip
+	 * made through another isolate is learned only from this isolate's next `record`. 0 = always ask.
+	 */
+	closedTrustMs?: number;
+}
+
+interface Local {
+	/** Refuse locally until this (isolate clock): the object said open. */
+	openUntil: number;
+	/** The object's `openUntil`, reported with local refusals. */
+	objectOpenUntil: number;
+	/** Refuse locally until this: every probe slot was taken. */
+	deniedUntil: number;
+	/** Admit locally until this: the object said closed (only with `closedTrustMs`). */
+	closedUntil: number;
+	unavailableUntil: number;
+	unavailableReason: string;
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+/** Waits for `promise`, or `ms` on a timer of the caller's own, whichever comes first. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+	let timer: ReturnType<typeof setTimeout> | undefined;
+	const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+		timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
+	});
+	try {
+		return await Promise.race([promise, timeout]);
+	} finally {
+		clearTimeout(timer);
+	}
+}
+
+/** Circuit breakers for one isolate. Create one per isolate (module scope); see {@link breakerClientFor}. */
+export class BreakerClient implements Breakers {
+	readonly #breakers = new Map<string, Local>();
+	readonly #policies = new WeakMap<object, BreakerPolicy>();
+	readonly #stub: (name: string) => BreakerStub;
+	readonly #now: () => number;
+	readonly #max: number;
+	readonly #timeout: number;
+	readonly #backoff: number;
+	readonly #maxOpen: number;
+	readonly #maxDeny: number;
+	readonly #closedTrust: number;
+
+	constructor(options: BreakerClientOptions) {
+		this.#stub = options.stub;
+		this.#now = options.now ?? Date.now;
+		this.#max = options.maxBreakers ?? 10_000;
+		this.#timeout = options.timeoutMs ?? 1000;
+		this.#backoff = options.unavailableBackoffMs ?? 1000;
+		this.#maxOpen = options.maxOpenCacheMs ?? 5000;
+		this.#maxDeny = options.maxDenyCacheMs ?? 250;
+		this.#closedTrust = options.closedTrustMs ?? 0;
+		if (
+			!(this.#max >= 1) ||
+			!(this.#timeout > 0) ||
+			!(this.#backoff >= 0) ||
+			!(this.#maxOpen >= 0) ||
+			!(this.#maxDeny >= 0) ||
+			!(this.#closedTrust >= 0)
+		) {
+			throw new Error("BreakerClient: invalid options");
+		}
+	}
+
+	/** Validates a policy once per policy object; a bad policy is a programming error and throws. */
+	#policy(input: BreakerPolicyInput): BreakerPolicy {
+		let policy = this.#policies.get(input);
+		if (!policy) {
+			policy = BreakerPolicySchema.parse(input);
+			this.#policies.set(input, policy);
+		}
+		return policy;
+	}
+
+	#local(name: string): Local {
+		let local = this.#breakers.get(name);
+		if (local) {
+			// Refresh recency for the LRU.
+			this.#breakers.delete(name);
+			this.#breakers.set(name, local);
+			return local;
+		}
+		local = {
+			openUntil: 0,
+			objectOpenUntil: 0,
+			deniedUntil: 0,
+			closedUntil: 0,
+			unavailableUntil: 0,
+			unavailableReason: "",
+		};
+		this.#breakers.set(name, local);
+		if (this.#breakers.size > this.#max) {
+			const oldest = this.#breakers.keys().next().value;
+			if (oldest !== undefined) this.#breakers.delete(oldest);
+		}
+		return local;
+	}
+
+	/** Remembers what the object said, measured from when the question was sent (so never for too long). */
+	#learn(
+		local: Local,
+		answer: { state: string; allowed?: boolean; openUntil?: number; retryAfterMs?: number },
+		sentAt: number,
+	) {
+		local.openUntil = 0;
+		local.deniedUntil = 0;
+		local.closedUntil = 0;
+		if (answer.state === "open") {
+			local.openUntil = sentAt + Math.min(Math.max(0, answer.retryAfterMs ?? 0), this.#maxOpen);
+			local.objectOpenUntil = answer.openUntil ?? 0;
+		} else if (answer.state === "half_open" && answer.allowed === false) {
+			local.deniedUntil = sentAt + Math.min(Math.max(0, answer.retryAfterMs ?? 0), this.#maxDeny);
+		} else if (answer.state === "closed") {
+			local.closedUntil = sentAt + this.#closedTrust;
+		}
+	}
+
+	#unavailable(name: string, local: Local, reason: string): void {
+		local.unavailableUntil = this.#now() + this.#backoff;
+		local.unavailableReason = reason;
+		log("warn", "circuit breaker unreachable; failing open", {
+			breaker: name,
+			reason,
+			backoffMs: this.#backoff,
+		});
+	}
+
+	/** Runs one call on the object, bounded by the timeout; `null` (and the breaker marked unreachable) on failure. */
+	async #call<T>(name: string, local: Local, call: (stub: BreakerStub) => Promise<T>): Promise<T | null> {
+		try {
+			// A stub belongs to the request that made it: make one per call, never cache it across requests.
+			const answer = await within(call(this.#stub(name)), this.#timeout);
+			if (answer !== TIMED_OUT) return answer;
+			this.#unavailable(name, local, `the circuit breaker did not answer within ${this.#timeout} ms`);
+		} catch (err) {
+			this.#unavailable(name, local, err instanceof Error ? err.message : String(err));
+		}
+		return null;
+	}
+
+	/**
+	 * Whether to make a call. An open breaker (or a half-open one with every probe slot taken) is
+	 * refused from memory; otherwise the object decides, and may make this call a probe. Fails open.
+	 */
+	async admit(
+		name: string,
+		policyInput: BreakerPolicyInput,
+		context: { traceparent?: string } = {},
+	): Promise<BreakerDecision> {
+		const policy = this.#policy(policyInput);
+		const local = this.#local(name);
+		const now = this.#now();
+		if (now < local.openUntil) {
+			return {
+				allowed: false,
+				state: "open",
+				probe: false,
+				openUntil: local.objectOpenUntil,
+				retryAfterMs: local.openUntil - now,
+				source: "local",
+			};
+		}
+		if (now < local.deniedUntil) {
+			return {
+				allowed: false,
+				state: "half_open",
+				probe: false,
+				retryAfterMs: local.deniedUntil - now,
+				source: "local",
+			};
+		}
+		if (now < local.unavailableUntil) {
+			return {
+				allowed: true,
+				state: "unknown",
+				probe: false,
+				source: "unavailable",
+				unavailable: local.unavailableReason,
+			};
+		}
+		if (now < local.closedUntil) return { allowed: true, state: "closed", probe: false, source: "local" };
+
+		const request: AdmitRequest = { policy, ...(context.traceparent ? { traceparent: context.traceparent } : {}) };
+		const answer = await this.#call(name, local, (stub) => stub.admit(request));
+		if (!answer) {
+			return {
+				allowed: true,
+				state: "unknown",
+				probe: false,
+				source: "unavailable",
+				unavailable: local.unavailableReason,
+			};
+		}
+		this.#learn(local, answer, now);
+		return { ...answer, source: "object" };
+	}
+
+	/**
+	 * Reports an admitted call's outcome (pass the decision's `probe` and `probeId`). Callers that do not
+	 * need the answer may hand the promise to `waitUntil`. Never throws for an unreachable object.
+	 */
+	async record(name: string, policyInput: BreakerPolicyInput, outcome: BreakerOutcome): Promise<RecordResult> {
+		const policy = this.#policy(policyInput);
+		const local = this.#local(name);
+		const now = this.#now();
+		if (now < local.unavailableUntil) return { state: "unknown", unavailable: local.unavailableReason };
+		const request: RecordRequest = {
+			policy,
+			success: outcome.success,
+			probe: outcome.probe ?? false,
+			...(outcome.probeId ? { probeId: outcome.probeId } : {}),
+			...(outcome.traceparent ? { traceparent: outcome.traceparent } : {}),
+		};
+		const snapshot = await this.#call(name, local, (stub) => stub.record(request));
+		if (!snapshot) return { state: "unknown", unavailable: local.unavailableReason };
+		this.#learn(local, snapshot, now);
+		return { state: snapshot.state, ...(snapshot.openUntil !== undefined ? { openUntil: snapshot.openUntil } : {}) };
+	}
+}
+
+const clients = new WeakMap<object, BreakerClient>();
+
+/** The isolate's breaker client over the CIRCUIT_BREAKER namespace. */
+export function breakerClientFor(env: Pick<Env, "CIRCUIT_BREAKER">): BreakerClient {
+	let client = clients.get(env.CIRCUIT_BREAKER);
+	if (!client) {
+		const ns = env.CIRCUIT_BREAKER;
+		client = new BreakerClient({ stub: (name) => ns.getByName(name) });
+		clients.set(env.CIRCUIT_BREAKER, client);
+	}
+	return client;
+}

@@ -1,0 +1,28 @@
+/** The webhooks plane: endpoints API (`/v1/webhooks`, scope webhooks:manage), the public ingest door, processing. */
+
+import type { AuthVariables } from "../auth";
+import { createRouter } from "../http";
+import * as handlers from "./handlers";
+import * as routes from "./routes";
+
+export { ENDPOINT_CACHE_MS, endpointCacheForget } from "./endpoints";
+export { deliveryEventId, INLINE_PAYLOAD_MAX_BYTES, ingestRoutes } from "./ingest";
+export {
+	deliveryStatusUpdater,
+	forwarder,
+	forwardRetryDelay,
+	STANDARD_WEBHOOKS_SCHEDULE_S,
+	SWEEP_AFTER_MS,
+	sweepWebhookDeliveries,
+} from "./processing";
+
+export function webhookRoutes() {
+	return createRouter<{ Bindings: Env; Variables: AuthVariables }>()
+		.openapi(routes.createEndpoint, handlers.createEndpoint)
+		.openapi(routes.listEndpoints, handlers.listEndpoints)
+		.openapi(routes.getEndpoint, handlers.getEndpoint)
+		.openapi(routes.updateEndpoint, handlers.updateEndpoint)
+		.openapi(routes.listDeliveries, handlers.listDeliveries)
+		.openapi(routes.getDelivery, handlers.getDelivery)
+		.openapi(routes.replayDelivery, handlers.replayDelivery);
+}

@@ -1,0 +1,251 @@
+/**
+ * `POST /webhooks/{endpointId}`: the public door for deliveries. Verify the signature on the raw
+ * bytes, store the delivery (D1, the body in R2 above a threshold) and put its event on the queue —
+ * only then answer 2xx. A repeated delivery id answers 200 with the original delivery's id.
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import { and, eq } from "drizzle-orm";
+import type { Context, MiddlewareHandler } from "hono";
+import { appendAudit } from "../audit";
+import { FailureRecorder, sha256Hex } from "../auth";
+import { config } from "../config";
+import { database, webhookDeliveries } from "../db";
+import { newEvent, publish } from "../events";
+import {
+	ApiError,
+	createRouter,
+	formatTraceparent,
+	limitBody,
+	log,
+	problems,
+	type RequestContextVariables,
+} from "../http";
+import { type EndpointView, endpointView } from "./endpoints";
+import { verifyWebhook } from "./signatures";
+
+/** Bodies up to this size are kept in the D1 row; larger ones go to R2. */
+export const INLINE_PAYLOAD_MAX_BYTES = 16 * 1024;
+
+type IngestEnv = { Bindings: Env; Variables: RequestContextVariables & { endpoint: EndpointView } };
+
+const recorders = new WeakMap<object, FailureRecorder>();
+
+/** Signature failures, one audit record per tenant per window with counts per endpoint. */
+function signatureFailures(env: Env): FailureRecorder {
+	let recorder = recorders.get(env);
+	if (!recorder) {
+		const cfg = config(env);
+		recorder = new FailureRecorder({
+			windowMs: cfg.AUTH_FAILURE_WINDOW_S * 1000,
+			fallbackTenant: cfg.OPERATOR_TENANT,
+			write: (entries) => appendAudit(env.DB, entries),
+			action: "webhook.signature_failed",
+			subjectsKey: "endpoints",
+		});
+		recorders.set(env, recorder);
+	}
+	return recorder;
+}
+
+function waitUntil(c: Context, promise: Promise<unknown> | undefined): void {
+	if (!promise) return;
+	try {
+		c.executionCtx.waitUntil(promise);
+	} catch {
+		// No execution context (app.request in tests): let it run.
+	}
+}
+
+/** The event id of a delivery is fixed, so enqueueing it twice can never have two effects. */
+export function deliveryEventId(deliveryRowId: string, replay = 0): string {
+	return replay === 0 ? `ev_${deliveryRowId}` : `ev_${deliveryRowId}_r${replay}`;
+}
+
+function toBase64(bytes: Uint8Array): string {
+	let bin = "";
+	for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+	return btoa(bin);
+}
+
+const EndpointParams = z.object({
+	endpointId: z.string().regex(/^we_[a-z0-9]{16}$/, "an endpoint id such as we_0123456789abcdef"),
+});
+
+const ingest = createRoute({
+	method: "post",
+	path: "/webhooks/{endpointId}",
+	summary: "Receive a webhook delivery (public; verified by the endpoint's signature scheme)",
+	request: {
+		params: EndpointParams,
+		body: { description: "The sender's payload, verified byte for byte", content: { "*/*": { schema: z.any() } } },
+	},
+	responses: {
+		200: {
+			description: "Already received: the original delivery (or a Slack url_verification challenge)",
+			content: {
+				"application/json": {
+					schema: z.object({
+						id: z.string().optional(),
+						duplicate: z.boolean().optional(),
+						challenge: z.string().optional(),
+					}),
+				},
+			},
+		},
+		202: {
+			description: "Stored and queued",
+			content: { "application/json": { schema: z.object({ id: z.string(), duplicate: z.literal(false) }) } },
+		},
+		...problems(400, 401, 403, 404, 410, 413, 503),
+	},
+});
+
+/** Finds the endpoint: 404 unknown, 410 disabled, 403 suspended tenant. */
+function loadEndpoint(): MiddlewareHandler<IngestEnv> {
+	return async function loadEndpoint(c, next) {
+		const parsed = EndpointParams.safeParse({ endpointId: c.req.param("endpointId") });
+		const endpoint = parsed.success ? await endpointView(c.env, parsed.data.endpointId) : null;
+		if (!endpoint) throw new ApiError("not-found", "No such webhook endpoint.");
+		if (endpoint.status !== "active") throw new ApiError("gone", "This webhook endpoint is disabled.");
+		if (endpoint.tenantStatus !== "active") throw new ApiError("tenant-suspended", "This tenant is suspended.");
+		c.set("endpoint", endpoint);
+		await next();
+	};
+}
+
+async function enqueue(
+	c: Context<IngestEnv>,
+	endpoint: EndpointView,
+	rowId: string,
+	eventType: string | null,
+	sourceId: string,
+) {
+	await publish(
+		c.env,
+		newEvent({
+			id: deliveryEventId(rowId),
+			type: "webhook.received",
+			tenantId: endpoint.tenantId,
+			source: `webhooks/${endpoint.id}`,
+			traceparent: formatTraceparent(c.var.trace),
+			data: {
+				deliveryId: rowId,
+				endpointId: endpoint.id,
+				eventType,
+				sourceDeliveryId: sourceId,
+				forward: endpoint.destinationUrl !== null,
+			},
+		}),
+	);
+}
+
+/** Rows whose event may still be on its way from the request that stored them are left to it (and to the sweep). */
+const REQUEUE_AFTER_MS = 10_000;
+
+export function ingestRoutes() {
+	const router = createRouter<IngestEnv>();
+	router.use(
+		"/webhooks/:endpointId",
+		loadEndpoint(),
+		limitBody((c) => (c.var as IngestEnv["Variables"]).endpoint.maxBodyBytes),
+	);
+	router.openapi(ingest, async (c) => {
+		const endpoint = c.var.endpoint;
+		const body = new Uint8Array(await c.req.arrayBuffer());
+		const verified = await verifyWebhook({
+			source: endpoint.source,
+			config: endpoint.config,
+			secrets: endpoint.secrets,
+			headers: c.req.raw.headers,
+			body,
+			now: Date.now(),
+		});
+		if (!verified.ok) {
+			log("warn", "webhook signature refused", {
+				endpointId: endpoint.id,
+				tenantId: endpoint.tenantId,
+				reason: verified.reason,
+				requestId: c.var.requestId,
+			});
+			waitUntil(c, signatureFailures(c.env).record(verified.reason, endpoint.tenantId, endpoint.id));
+			throw new ApiError(
+				"invalid-signature",
+				verified.reason === "stale-timestamp"
+					? "The signature's timestamp is outside the tolerance."
+					: "The signature does not verify.",
+				{ reason: verified.reason },
+			);
+		}
+		if (verified.challenge !== undefined) return c.json({ challenge: verified.challenge }, 200);
+
+		const db = database(c.env.DB);
+		const sourceId = verified.deliveryId ?? `sha256:${sha256Hex(body)}`;
+		const rowId = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
+		const contentType = c.req.header("content-type") ?? null;
+		let payload: string | null = null;
+		let payloadKey: string | null = null;
+		if (body.byteLength > INLINE_PAYLOAD_MAX_BYTES) {
+			// Keyed by the sender's id, so a concurrent duplicate writes the same object, not a second one.
+			payloadKey = `webhooks/${endpoint.tenantId}/${endpoint.id}/${sha256Hex(sourceId)}`;
+			await c.env.FILES.put(payloadKey, body, contentType ? { httpMetadata: { contentType } } : undefined);
+		} else {
+			payload = toBase64(body);
+		}
+		const inserted = await db
+			.insert(webhookDeliveries)
+			.values({
+				id: rowId,
+				tenantId: endpoint.tenantId,
+				endpointId: endpoint.id,
+				deliveryId: sourceId,
+				eventType: verified.eventType,
+				payload,
+				payloadKey,
+				payloadBytes: body.byteLength,
+				contentType,
+			})
+			.onConflictDoNothing({ target: [webhookDeliveries.endpointId, webhookDeliveries.deliveryId] })
+			.returning({ id: webhookDeliveries.id })
+			.get();
+
+		if (!inserted) {
+			const original = await db
+				.select({
+					id: webhookDeliveries.id,
+					enqueuedAt: webhookDeliveries.enqueuedAt,
+					receivedAt: webhookDeliveries.receivedAt,
+					status: webhookDeliveries.status,
+					eventType: webhookDeliveries.eventType,
+				})
+				.from(webhookDeliveries)
+				.where(and(eq(webhookDeliveries.endpointId, endpoint.id), eq(webhookDeliveries.deliveryId, sourceId)))
+				.get();
+			if (!original) throw new ApiError("dependency-unavailable", "The delivery could not be stored; retry.");
+			// The first attempt stored it but may have failed to enqueue (and answered 5xx): enqueue now.
+			if (
+				original.enqueuedAt === null &&
+				original.status === "received" &&
+				Date.now() - original.receivedAt > REQUEUE_AFTER_MS
+			) {
+				await enqueue(c, endpoint, original.id, original.eventType, sourceId);
+				waitUntil(
+					c,
+					db
+						.update(webhookDeliveries)
+						.set({ enqueuedAt: Date.now() })
+						.where(eq(webhookDeliveries.id, original.id))
+						.run(),
+				);
+			}
+			return c.json({ id: original.id, duplicate: true }, 200);
+		}
+
+		await enqueue(c, endpoint, rowId, verified.eventType, sourceId);
+		waitUntil(
+			c,
+			db.update(webhookDeliveries).set({ enqueuedAt: Date.now() }).where(eq(webhookDeliveries.id, rowId)).run(),
+		);
+		return c.json({ id: rowId, duplicate: false as const }, 202);
+	});
+	return router;
+}

@@ -1,0 +1,236 @@
+/**
+ * What happens to a delivery after it is acknowledged: the status updater, the forwarder (Standard
+ * Webhooks signing, timeout, retries on the Standard Webhooks schedule, a circuit breaker per
+ * tenant × destination), and the sweep that re-enqueues deliveries whose event never reached the queue.
+ */
+import { and, eq, isNull, lt, sql } from "drizzle-orm";
+import { type Breakers, breakerName, DEFAULT_BREAKER_POLICY } from "../breaker";
+import { database, webhookDeliveries, webhookEndpoints } from "../db";
+import { type EventEnvelope, type EventHandler, newEvent, publish } from "../events";
+import { log } from "../http";
+import { unseal } from "../storage";
+import { encryptionKey } from "./endpoints";
+import { deliveryEventId } from "./ingest";
+import { signStandardWebhook } from "./signatures";
+
+/**
+ * Standard Webhooks' retry schedule (seconds after the previous attempt): 5 s, 5 min, 30 min, 2 h,
+ * 5 h, 10 h, 10 h. `scale` shrinks it (tests use 0).
+ */
+export const STANDARD_WEBHOOKS_SCHEDULE_S = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+
+export function forwardRetryDelay(attempts: number, scale = 1): number {
+	const step =
+		STANDARD_WEBHOOKS_SCHEDULE_S[Math.min(Math.max(attempts - 1, 0), STANDARD_WEBHOOKS_SCHEDULE_S.length - 1)] ?? 5;
+	return Math.round(step * scale);
+}
+
+interface DeliveryEventData {
+	deliveryId: string;
+	endpointId: string;
+	forward?: boolean;
+}
+
+function dataOf(event: EventEnvelope): DeliveryEventData {
+	const d = event.data as Partial<DeliveryEventData>;
+	if (typeof d.deliveryId !== "string" || typeof d.endpointId !== "string") {
+		throw new Error(`event ${event.id} has no delivery`);
+	}
+	return { deliveryId: d.deliveryId, endpointId: d.endpointId, forward: d.forward === true };
+}
+
+/** Marks a delivery processed once its event has been consumed (forwarded deliveries are the forwarder's). */
+export const deliveryStatusUpdater: EventHandler = {
+	name: "webhook-delivery-status",
+	handles: (event) => event.type === "webhook.received",
+	async handle(event, env) {
+		const { deliveryId, forward } = dataOf(event);
+		await database(env.DB)
+			.update(webhookDeliveries)
+			.set({
+				enqueuedAt: sql`coalesce(${webhookDeliveries.enqueuedAt}, ${Date.now()})`,
+				...(forward ? {} : { status: "processed" as const }),
+				updatedAt: Date.now(),
+			})
+			.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
+			.run();
+	},
+};
+
+export interface ForwarderOptions {
+	breakers: (env: Env) => Breakers;
+	timeoutMs?: number;
+	/** Multiplies the retry schedule (1 in production), read from the environment. */
+	retryScale?: (env: Env) => number;
+}
+
+function fromBase64(text: string): Uint8Array {
+	const bin = atob(text);
+	const out = new Uint8Array(bin.length);
+	for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+	return out;
+}
+
+/** POSTs the verified payload to the endpoint's destination, signed with Standard Webhooks. */
+export function forwarder(options: ForwarderOptions): EventHandler {
+	const timeoutMs = options.timeoutMs ?? 10_000;
+	return {
+		name: "webhook-forwarder",
+		handles: (event) => event.type === "webhook.received" && (event.data as { forward?: unknown }).forward === true,
+		retryDelaySeconds: (attempts, env) => forwardRetryDelay(attempts, options.retryScale?.(env) ?? 1),
+		async handle(event, env) {
+			const { deliveryId, endpointId } = dataOf(event);
+			const db = database(env.DB);
+			const endpoint = await db
+				.select()
+				.from(webhookEndpoints)
+				.where(and(eq(webhookEndpoints.id, endpointId), eq(webhookEndpoints.tenantId, event.tenantId)))
+				.get();
+			if (!endpoint?.destinationUrl || !endpoint.destinationSecret) return; // destination removed since
+			const delivery = await db
+				.select()
+				.from(webhookDeliveries)
+				.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
+				.get();
+			if (!delivery) throw new Error(`delivery ${deliveryId} not found`);
+
+			const target = new URL(endpoint.destinationUrl).origin;
+			const name = breakerName({ tenantId: event.tenantId, target });
+			const breakers = options.breakers(env);
+			const trace: { traceparent?: string } = event.traceparent ? { traceparent: event.traceparent } : {};
+			const fail = async (error: string): Promise<never> => {
+				await db
+					.update(webhookDeliveries)
+					.set({
+						status: "failed",
+						attempts: sql`${webhookDeliveries.attempts} + 1`,
+						lastError: error.slice(0, 500),
+						updatedAt: Date.now(),
+					})
+					.where(eq(webhookDeliveries.id, deliveryId))
+					.run();
+				throw new Error(error);
+			};
+			const admitted = await breakers.admit(name, DEFAULT_BREAKER_POLICY, trace);
+			if (!admitted.allowed) return fail(`circuit open for ${target}`);
+
+			// From here every path records an outcome, so a probe slot is never left taken.
+			let error = "";
+			let status = 0;
+			try {
+				let body: Uint8Array;
+				if (delivery.payloadKey) {
+					const object = await env.FILES.get(delivery.payloadKey);
+					if (!object) throw new Error(`payload ${delivery.payloadKey} missing from R2`);
+					body = new Uint8Array(await object.arrayBuffer());
+				} else {
+					body = fromBase64(delivery.payload ?? "");
+				}
+				const [secret] = JSON.parse(
+					await unseal(encryptionKey(env), event.tenantId, endpoint.destinationSecret),
+				) as string[];
+				const timestamp = Math.floor(Date.now() / 1000);
+				const signature = await signStandardWebhook({ id: event.id, timestamp, body, secret: secret ?? "" });
+				try {
+					const res = await fetch(endpoint.destinationUrl, {
+						method: "POST",
+						headers: {
+							"content-type": delivery.contentType ?? "application/octet-stream",
+							"webhook-id": event.id,
+							"webhook-timestamp": String(timestamp),
+							"webhook-signature": signature,
+							...(event.traceparent ? { traceparent: event.traceparent } : {}),
+						},
+						body,
+						signal: AbortSignal.timeout(timeoutMs),
+					});
+					status = res.status;
+					await res.body?.cancel();
+					if (!res.ok) error = `destination answered ${res.status}`;
+				} catch (err) {
+					error =
+						err instanceof Error && err.name === "TimeoutError"
+							? `timed out after ${timeoutMs} ms`
+							: "connection failed";
+				}
+			} catch (err) {
+				error = err instanceof Error ? err.message : String(err);
+			}
+			await breakers.record(name, DEFAULT_BREAKER_POLICY, {
+				success: !error,
+				probe: admitted.probe,
+				...(admitted.probeId ? { probeId: admitted.probeId } : {}),
+				...trace,
+			});
+			if (error) {
+				log("warn", "webhook forward failed", { deliveryId, endpointId, tenantId: event.tenantId, status, error });
+				return fail(error);
+			}
+			await db
+				.update(webhookDeliveries)
+				.set({
+					status: "forwarded",
+					attempts: sql`${webhookDeliveries.attempts} + 1`,
+					lastError: null,
+					updatedAt: Date.now(),
+				})
+				.where(eq(webhookDeliveries.id, deliveryId))
+				.run();
+		},
+	};
+}
+
+/** Deliveries stored longer ago than this without their event on the queue are re-enqueued. */
+export const SWEEP_AFTER_MS = 60_000;
+
+/**
+ * Re-enqueues deliveries that were stored but whose event never made it onto the queue (the request
+ * failed between the two). Same event id as the first attempt, so nothing can happen twice.
+ */
+export async function sweepWebhookDeliveries(env: Env, now = Date.now()): Promise<number> {
+	const db = database(env.DB);
+	const stranded = await db
+		.select({
+			id: webhookDeliveries.id,
+			tenantId: webhookDeliveries.tenantId,
+			endpointId: webhookDeliveries.endpointId,
+			eventType: webhookDeliveries.eventType,
+			deliveryId: webhookDeliveries.deliveryId,
+			destinationUrl: webhookEndpoints.destinationUrl,
+		})
+		.from(webhookDeliveries)
+		.innerJoin(webhookEndpoints, eq(webhookEndpoints.id, webhookDeliveries.endpointId))
+		.where(
+			and(
+				eq(webhookDeliveries.status, "received"),
+				isNull(webhookDeliveries.enqueuedAt),
+				lt(webhookDeliveries.receivedAt, now - SWEEP_AFTER_MS),
+			),
+		)
+		.limit(100)
+		.all();
+	if (stranded.length === 0) return 0;
+	await publish(
+		env,
+		stranded.map((d) =>
+			newEvent({
+				id: deliveryEventId(d.id),
+				type: "webhook.received",
+				tenantId: d.tenantId,
+				source: `webhooks/${d.endpointId}`,
+				data: {
+					deliveryId: d.id,
+					endpointId: d.endpointId,
+					eventType: d.eventType,
+					sourceDeliveryId: d.deliveryId,
+					forward: d.destinationUrl !== null,
+				},
+			}),
+		),
+	);
+	for (const d of stranded) {
+		await db.update(webhookDeliveries).set({ enqueuedAt: now }).where(eq(webhookDeliveries.id, d.id)).run();
+	}
+	log("warn", "re-enqueued stranded webhook deliveries", { count: stranded.length });
+	return stranded.length;
+}

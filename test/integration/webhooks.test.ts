@@ -1,0 +1,285 @@
+/**
+ * The webhooks plane end to end inside workerd: endpoints API, the public ingest door, durable storage
+ * (D1 + R2), the real local queue and consumer, forwarding signed with Standard Webhooks, replay.
+ */
+import { env } from "cloudflare:workers";
+import { sign as githubSign } from "@octokit/webhooks-methods";
+import { and, eq } from "drizzle-orm";
+import { Webhook } from "standardwebhooks";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { auditLog, database, processedEvents, webhookDeliveries, webhookEndpoints } from "../../src/db";
+import { call, expectProblem } from "../helpers/gateway";
+import { hsToken, seedTenant } from "../helpers/identity";
+
+const SECRET = "gh-secret-0123456789";
+const json = (method: string, body: unknown): RequestInit => ({
+	method,
+	headers: { "content-type": "application/json" },
+	body: JSON.stringify(body),
+});
+
+async function tenantWithToken(tier: "free" | "pro" | "enterprise" = "pro") {
+	const tenantId = await seedTenant({ tier });
+	return { tenantId, token: await hsToken({ tenantId, scopes: ["webhooks:manage"] }) };
+}
+
+async function createEndpoint(token: string, body: Record<string, unknown>) {
+	const res = await call("/v1/webhooks/endpoints", { ...json("POST", body), token });
+	expect(res.status).toBe(201);
+	return (await res.json()) as { id: string; ingestPath: string; destinationSecret?: string; activeSecrets: number };
+}
+
+async function deliverGithub(endpointId: string, payload: string, deliveryId: string, secret = SECRET) {
+	return call(`/webhooks/${endpointId}`, {
+		method: "POST",
+		headers: {
+			"content-type": "application/json",
+			"x-github-event": "push",
+			"x-github-delivery": deliveryId,
+			"x-hub-signature-256": await githubSign(secret, payload),
+		},
+		body: payload,
+	});
+}
+
+const deliveryRow = (id: string) =>
+	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)).get();
+
+afterEach(() => vi.restoreAllMocks());
+
+describe("webhook endpoints API", () => {
+	it("registers an endpoint, never returns or stores its secrets in the clear, and audits it", async () => {
+		const { tenantId, token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		expect(endpoint).toMatchObject({ ingestPath: `/webhooks/${endpoint.id}`, activeSecrets: 1 });
+		expect(JSON.stringify(endpoint)).not.toContain(SECRET);
+		const row = await database(env.DB).select().from(webhookEndpoints).where(eq(webhookEndpoints.id, endpoint.id)).get();
+		expect(row?.secrets).toMatch(/^v1\./);
+		expect(row?.secrets).not.toContain(SECRET);
+		const listed = await (await call("/v1/webhooks/endpoints", { token })).text();
+		expect(listed).not.toContain(SECRET);
+		expect(listed).not.toContain(row?.secrets ?? "x");
+		const actions = await database(env.DB).select().from(auditLog).where(eq(auditLog.tenantId, tenantId)).all();
+		expect(actions.map((a) => a.action)).toContain("webhook_endpoint.create");
+	});
+
+	it("refuses a free-tier tenant without the webhooks plane scope and validates bodies", async () => {
+		const { token } = await tenantWithToken();
+		const bad = await call("/v1/webhooks/endpoints", { ...json("POST", { name: "x", source: "carrier-pigeon", secrets: [] }), token });
+		const problem = await expectProblem(bad, 400, "validation-failed");
+		expect(problem.errors?.map((e) => e.path)).toEqual(expect.arrayContaining(["json.source", "json.secrets"]));
+		const noScope = await hsToken({ tenantId: (await tenantWithToken()).tenantId, scopes: ["api:read"] });
+		await expectProblem(await call("/v1/webhooks/endpoints", { token: noScope }), 403, "insufficient-scope");
+	});
+});
+
+describe("ingest", () => {
+	it("acknowledges a verified delivery only after storing and enqueueing it, and the consumer processes it", async () => {
+		const { token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const payload = JSON.stringify({ ref: "refs/heads/main", commits: [1, 2] });
+		const res = await deliverGithub(endpoint.id, payload, "d-1");
+		expect(res.status).toBe(202);
+		const { id, duplicate } = (await res.json()) as { id: string; duplicate: boolean };
+		expect(duplicate).toBe(false);
+		const row = await deliveryRow(id);
+		expect(row).toMatchObject({ deliveryId: "d-1", eventType: "push", payloadBytes: payload.length });
+		expect(atob(row?.payload ?? "")).toBe(payload);
+		// The real local queue delivers the event to the consumer, which marks the delivery processed.
+		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
+		expect((await deliveryRow(id))?.enqueuedAt).toEqual(expect.any(Number));
+	});
+
+	it("answers a repeated delivery id with the original id and no second event, also when concurrent", async () => {
+		const { token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const payload = JSON.stringify({ action: "opened" });
+		const responses = await Promise.all(Array.from({ length: 20 }, () => deliverGithub(endpoint.id, payload, "dup-1")));
+		const bodies = (await Promise.all(responses.map((r) => r.json()))) as Array<{ id: string; duplicate: boolean }>;
+		expect(responses.filter((r) => r.status === 202)).toHaveLength(1);
+		expect(responses.filter((r) => r.status === 200)).toHaveLength(19);
+		expect(new Set(bodies.map((b) => b.id)).size).toBe(1);
+		const rows = await database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpoint.id)).all();
+		expect(rows).toHaveLength(1);
+		const id = rows[0]?.id ?? "";
+		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
+		const handled = await database(env.DB)
+			.select()
+			.from(processedEvents)
+			.where(eq(processedEvents.eventId, `ev_${id}`))
+			.all();
+		expect(handled.map((h) => h.handler)).toEqual(["webhook-delivery-status"]);
+		// Later duplicates still answer with the original.
+		const again = await deliverGithub(endpoint.id, payload, "dup-1");
+		expect(await again.json()).toEqual({ id, duplicate: true });
+	});
+
+	it("refuses bad signatures with 401, counted per endpoint in the audit log, never stored", async () => {
+		const { tenantId, token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const payload = JSON.stringify({ x: 1 });
+		for (let i = 0; i < 5; i++) {
+			const res = await deliverGithub(endpoint.id, payload, `bad-${i}`, "wrong-secret-0000");
+			await expectProblem(res, 401, "invalid-signature");
+		}
+		const tampered = await call(`/webhooks/${endpoint.id}`, {
+			method: "POST",
+			headers: { "x-github-delivery": "t-1", "x-hub-signature-256": await githubSign(SECRET, payload) },
+			body: `${payload} `,
+		});
+		await expectProblem(tampered, 401, "invalid-signature");
+		const stored = await database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpoint.id)).all();
+		expect(stored).toEqual([]);
+		const counted = async () =>
+			(
+				await database(env.DB)
+					.select()
+					.from(auditLog)
+					.where(and(eq(auditLog.tenantId, tenantId), eq(auditLog.action, "webhook.signature_failed")))
+					.all()
+			).reduce((n, r) => n + ((r.metadata as { endpoints: Record<string, number> }).endpoints[endpoint.id] ?? 0), 0);
+		await expect.poll(counted, { timeout: 10_000 }).toBe(6);
+	});
+
+	it("accepts the second secret during a rotation", async () => {
+		const { token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const rotated = await call(`/v1/webhooks/endpoints/${endpoint.id}`, {
+			...json("PATCH", { secrets: ["gh-new-secret-9876543210", SECRET] }),
+			token,
+		});
+		expect(await rotated.json()).toMatchObject({ activeSecrets: 2 });
+		expect((await deliverGithub(endpoint.id, "{}", "old", SECRET)).status).toBe(202);
+		expect((await deliverGithub(endpoint.id, "{}", "new", "gh-new-secret-9876543210")).status).toBe(202);
+	});
+
+	it("answers 404 for an unknown endpoint, 410 for a disabled one and 413 for an oversized body", async () => {
+		const { token } = await tenantWithToken("free"); // 64 KiB bodies
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		await expectProblem(await deliverGithub("we_0000000000000000", "{}", "x"), 404, "not-found");
+		await expectProblem(await call("/webhooks/not-an-id", { method: "POST", body: "{}" }), 404, "not-found");
+		const big = JSON.stringify({ blob: "x".repeat(70 * 1024) });
+		await expectProblem(await deliverGithub(endpoint.id, big, "big"), 413, "payload-too-large");
+		await call(`/v1/webhooks/endpoints/${endpoint.id}`, { ...json("PATCH", { status: "disabled" }), token });
+		await expectProblem(await deliverGithub(endpoint.id, "{}", "late"), 410, "gone");
+	});
+
+	it("keeps a large payload in R2 and the row in D1", async () => {
+		const { token } = await tenantWithToken("enterprise");
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const payload = JSON.stringify({ blob: "y".repeat(40 * 1024) });
+		const res = await deliverGithub(endpoint.id, payload, "large-1");
+		expect(res.status).toBe(202);
+		const { id } = (await res.json()) as { id: string };
+		const row = await deliveryRow(id);
+		expect(row?.payload).toBeNull();
+		const object = await env.FILES.get(row?.payloadKey ?? "");
+		expect(await object?.text()).toBe(payload);
+	});
+
+	it("answers Slack's url_verification challenge after verifying it", async () => {
+		const { token } = await tenantWithToken();
+		const secret = "slack-signing-secret-123";
+		const endpoint = await createEndpoint(token, { name: "slack", source: "slack", secrets: [secret] });
+		const body = JSON.stringify({ type: "url_verification", challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" });
+		const ts = String(Math.floor(Date.now() / 1000));
+		const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+		const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`v0:${ts}:${body}`)));
+		const signature = `v0=${[...mac].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+		const res = await call(`/webhooks/${endpoint.id}`, {
+			method: "POST",
+			headers: { "content-type": "application/json", "x-slack-request-timestamp": ts, "x-slack-signature": signature },
+			body,
+		});
+		expect(res.status).toBe(200);
+		expect(await res.json()).toEqual({ challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" });
+	});
+});
+
+describe("forwarding", () => {
+	it("forwards the verified payload signed with Standard Webhooks, and replays it on request", async () => {
+		const { token } = await tenantWithToken();
+		const received: Array<{ body: string; headers: Record<string, string> }> = [];
+		const original = globalThis.fetch;
+		vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
+			const request = new Request(input, init);
+			if (request.url.startsWith("https://hooks.destination.test/")) {
+				received.push({ body: await request.text(), headers: Object.fromEntries(request.headers) });
+				return new Response("ok");
+			}
+			return original(input, init);
+		});
+		const endpoint = await createEndpoint(token, {
+			name: "gh",
+			source: "github",
+			secrets: [SECRET],
+			destination: { url: "https://hooks.destination.test/in" },
+		});
+		expect(endpoint.destinationSecret).toMatch(/^whsec_/);
+		const payload = JSON.stringify({ zen: "Keep it logically awesome." });
+		const { id } = (await (await deliverGithub(endpoint.id, payload, "fwd-1")).json()) as { id: string };
+		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("forwarded");
+		expect(received).toHaveLength(1);
+		const first = received[0] as { body: string; headers: Record<string, string> };
+		expect(first.body).toBe(payload);
+		// The receiver verifies it with the official Standard Webhooks library.
+		expect(new Webhook(endpoint.destinationSecret ?? "").verify(first.body, first.headers)).toEqual(JSON.parse(payload));
+
+		const replay = await call(`/v1/webhooks/deliveries/${id}/replay`, { method: "POST", token });
+		expect(replay.status).toBe(202);
+		await expect.poll(() => received.length, { timeout: 15_000 }).toBe(2);
+		expect(received[1]?.headers["webhook-id"]).not.toBe(first.headers["webhook-id"]);
+		await expect.poll(async () => (await deliveryRow(id))?.attempts, { timeout: 15_000 }).toBe(2);
+	});
+
+	it("records a failing destination on the delivery and retries it", async () => {
+		const { token } = await tenantWithToken();
+		let calls = 0;
+		const original = globalThis.fetch;
+		vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
+			const request = new Request(input, init);
+			if (request.url.startsWith("https://flaky.destination.test/")) {
+				calls++;
+				return calls < 3 ? new Response("down", { status: 503 }) : new Response("ok");
+			}
+			return original(input, init);
+		});
+		const endpoint = await createEndpoint(token, {
+			name: "gh",
+			source: "github",
+			secrets: [SECRET],
+			destination: { url: "https://flaky.destination.test/in" },
+		});
+		const { id } = (await (await deliverGithub(endpoint.id, "{}", "flaky-1")).json()) as { id: string };
+		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 30_000 }).toBe("forwarded");
+		const row = await deliveryRow(id);
+		expect(row?.attempts).toBe(3);
+		expect(calls).toBe(3);
+	});
+});
+
+describe("tenant separation", () => {
+	it("never lets tenant A see, change or replay tenant B's endpoints or deliveries", async () => {
+		const a = await tenantWithToken();
+		const b = await tenantWithToken();
+		const endpointB = await createEndpoint(b.token, { name: "b", source: "github", secrets: [SECRET] });
+		const { id: deliveryB } = (await (await deliverGithub(endpointB.id, "{}", "b-1")).json()) as { id: string };
+		await expectProblem(await call(`/v1/webhooks/endpoints/${endpointB.id}`, { token: a.token }), 404, "not-found");
+		await expectProblem(
+			await call(`/v1/webhooks/endpoints/${endpointB.id}`, { ...json("PATCH", { status: "disabled" }), token: a.token }),
+			404,
+			"not-found",
+		);
+		await expectProblem(await call(`/v1/webhooks/deliveries/${deliveryB}`, { token: a.token }), 404, "not-found");
+		await expectProblem(await call(`/v1/webhooks/deliveries/${deliveryB}/replay`, { method: "POST", token: a.token }), 404, "not-found");
+		const listA = (await (await call("/v1/webhooks/deliveries", { token: a.token })).json()) as { deliveries: unknown[] };
+		expect(listA.deliveries).toEqual([]);
+		const listEndpointsA = (await (await call("/v1/webhooks/endpoints", { token: a.token })).json()) as { endpoints: unknown[] };
+		expect(listEndpointsA.endpoints).toEqual([]);
+		// B sees its own.
+		const listB = (await (await call(`/v1/webhooks/deliveries?endpointId=${endpointB.id}`, { token: b.token })).json()) as {
+			deliveries: Array<{ id: string }>;
+		};
+		expect(listB.deliveries.map((d) => d.id)).toEqual([deliveryB]);
+	});
+});
