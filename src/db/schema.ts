@@ -127,6 +127,8 @@ export const webhookDeliveries = sqliteTable(
 	(t) => [
 		uniqueIndex("webhook_deliveries_endpoint_delivery_unique").on(t.endpointId, t.deliveryId),
 		index("webhook_deliveries_tenant_idx").on(t.tenantId, t.receivedAt),
+		// The sweep's query: received, never enqueued, oldest first.
+		index("webhook_deliveries_sweep_idx").on(t.status, t.enqueuedAt, t.receivedAt),
 	],
 );
 

@@ -23,7 +23,8 @@ export interface ConsumerOptions {
 export interface MessageOutcome {
 	messageId: string;
 	eventId?: string;
-	outcome: "acked" | "retried" | "dead-lettered";
+	/** `duplicate`: another copy of the same event is in this batch; it alone runs the handlers. */
+	outcome: "acked" | "retried" | "dead-lettered" | "duplicate";
 	/** Handlers that ran and succeeded in this delivery. */
 	ran: string[];
 	/** Handlers that failed in this delivery (they run again on redelivery). */
@@ -64,6 +65,11 @@ export async function handleEventBatch(
 	const timeoutMs = options.handlerTimeoutMs ?? HANDLER_TIMEOUT_MS;
 
 	const parsed = batch.messages.map((message) => ({ message, result: EventEnvelopeSchema.safeParse(message.body) }));
+	// Two copies of one event (a sweep, a re-enqueue, a replay) in one batch must not run handlers twice.
+	const firstCopy = new Map<string, string>();
+	for (const { message, result } of parsed) {
+		if (result.success && !firstCopy.has(result.data.id)) firstCopy.set(result.data.id, message.id);
+	}
 	const eventIds = parsed.flatMap((p) => (p.result.success ? [p.result.data.id] : []));
 	let done: Map<string, Set<string>> | undefined;
 	let lookupError: string | undefined;
@@ -85,6 +91,10 @@ export async function handleEventBatch(
 					message.ack();
 					log("warn", "invalid event dead-lettered", { queue: batch.queue, messageId: message.id });
 					return { messageId: message.id, outcome: "dead-lettered", ran: [], failed: [] };
+				}
+				if (firstCopy.get(result.data.id) !== message.id) {
+					message.ack();
+					return { messageId: message.id, eventId: result.data.id, outcome: "duplicate", ran: [], failed: [] };
 				}
 				if (!done) throw new Error(`processed_events lookup failed: ${lookupError}`);
 				return await consume(message, result.data, env, db, handlers, done.get(result.data.id), policy, timeoutMs);

@@ -2,8 +2,9 @@
 import type { createRoute, RouteHandler } from "@hono/zod-openapi";
 import { and, desc, eq, lt, or } from "drizzle-orm";
 import type { Context } from "hono";
-import { type AuditEntry, appendAudit, commitWithAudit } from "../audit";
+import { type AuditEntry, commitWithAudit } from "../audit";
 import type { AuthVariables } from "../auth";
+import { sha256Hex } from "../auth";
 import { database, type WebhookDelivery, type WebhookEndpoint, webhookDeliveries, webhookEndpoints } from "../db";
 import { newEvent, publish } from "../events";
 import { ApiError, formatTraceparent } from "../http";
@@ -124,7 +125,7 @@ export const createEndpoint: H<typeof routes.createEndpoint> = async (c) => {
 		c.env.DB,
 		auditOf(c, "webhook_endpoint.create", `webhook_endpoint:${id}`, {
 			source: body.source,
-			destination: body.destination?.url ?? null,
+			destination: body.destination ? new URL(body.destination.url).origin : null,
 		}),
 		(db) => [db.insert(webhookEndpoints).values(values).returning()],
 	);
@@ -247,31 +248,44 @@ export const getDelivery: H<typeof routes.getDelivery> = async (c) => {
 export const replayDelivery: H<typeof routes.replayDelivery> = async (c) => {
 	const delivery = await ownDelivery(c, c.req.valid("param").deliveryId);
 	const endpoint = await ownEndpoint(c, delivery.endpointId);
-	// A replay is a deliberate second run: it gets its own event id, so handlers do their work again.
-	const eventId = deliveryEventId(delivery.id, Date.now());
-	await publish(
-		c.env,
-		newEvent({
-			id: eventId,
-			type: "webhook.received",
-			tenantId: delivery.tenantId,
-			source: `webhooks/${delivery.endpointId}`,
-			traceparent: formatTraceparent(c.var.trace),
-			data: {
-				deliveryId: delivery.id,
-				endpointId: delivery.endpointId,
-				eventType: delivery.eventType,
-				sourceDeliveryId: delivery.deliveryId,
-				forward: endpoint.destinationUrl !== null,
-				replay: true,
-			},
-		}),
+	const key = c.req.valid("header")["idempotency-key"];
+	// A replay is a deliberate second run with its own event id, so handlers do their work again. The
+	// same Idempotency-Key gives the same event id, so a retried call has its effect once.
+	const eventId = key
+		? `ev_${delivery.id}_k${sha256Hex(`${delivery.id}:${key}`).slice(0, 24)}`
+		: deliveryEventId(delivery.id, Date.now());
+	// Status and audit record first, atomically; then the event (a queue refusal is a 503 to retry).
+	await commitWithAudit(
+		c.env.DB,
+		auditOf(c, "webhook_delivery.replay", `webhook_delivery:${delivery.id}`, { eventId }),
+		(db) => [
+			db
+				.update(webhookDeliveries)
+				.set({ status: "received", lastError: null, updatedAt: Date.now() })
+				.where(and(eq(webhookDeliveries.id, delivery.id), eq(webhookDeliveries.tenantId, delivery.tenantId))),
+		],
 	);
-	await database(c.env.DB)
-		.update(webhookDeliveries)
-		.set({ status: "received", updatedAt: Date.now() })
-		.where(eq(webhookDeliveries.id, delivery.id))
-		.run();
-	await appendAudit(c.env.DB, auditOf(c, "webhook_delivery.replay", `webhook_delivery:${delivery.id}`, { eventId }));
+	try {
+		await publish(
+			c.env,
+			newEvent({
+				id: eventId,
+				type: "webhook.received",
+				tenantId: delivery.tenantId,
+				source: `webhooks/${delivery.endpointId}`,
+				traceparent: formatTraceparent(c.var.trace),
+				data: {
+					deliveryId: delivery.id,
+					endpointId: delivery.endpointId,
+					eventType: delivery.eventType,
+					sourceDeliveryId: delivery.deliveryId,
+					forward: endpoint.destinationUrl !== null,
+					replay: true,
+				},
+			}),
+		);
+	} catch {
+		throw new ApiError("dependency-unavailable", "The replay could not be queued; retry.");
+	}
 	return c.json({ id: delivery.id, eventId }, 202);
 };

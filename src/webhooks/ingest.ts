@@ -113,6 +113,7 @@ function loadEndpoint(): MiddlewareHandler<IngestEnv> {
 	};
 }
 
+/** Puts the delivery's event on the queue; a refusal is a 503 so the sender retries (the row waits for the sweep). */
 async function enqueue(
 	c: Context<IngestEnv>,
 	endpoint: EndpointView,
@@ -120,7 +121,28 @@ async function enqueue(
 	eventType: string | null,
 	sourceId: string,
 ) {
-	await publish(
+	try {
+		await publishDelivery(c, endpoint, rowId, eventType, sourceId);
+	} catch (err) {
+		log("error", "webhook event could not be enqueued", {
+			deliveryId: rowId,
+			endpointId: endpoint.id,
+			tenantId: endpoint.tenantId,
+			requestId: c.var.requestId,
+			error: err instanceof Error ? err.name : "unknown",
+		});
+		throw new ApiError("dependency-unavailable", "The delivery is stored but could not be queued; retry later.");
+	}
+}
+
+function publishDelivery(
+	c: Context<IngestEnv>,
+	endpoint: EndpointView,
+	rowId: string,
+	eventType: string | null,
+	sourceId: string,
+) {
+	return publish(
 		c.env,
 		newEvent({
 			id: deliveryEventId(rowId),
@@ -185,8 +207,9 @@ export function ingestRoutes() {
 		let payload: string | null = null;
 		let payloadKey: string | null = null;
 		if (body.byteLength > INLINE_PAYLOAD_MAX_BYTES) {
-			// Keyed by the sender's id, so a concurrent duplicate writes the same object, not a second one.
-			payloadKey = `webhooks/${endpoint.tenantId}/${endpoint.id}/${sha256Hex(sourceId)}`;
+			// Keyed by this attempt's row id: a duplicate (whose id is only a header for some sources)
+			// can never overwrite the original's bytes; a losing duplicate's object is deleted below.
+			payloadKey = `webhooks/${endpoint.tenantId}/${endpoint.id}/${rowId}`;
 			await c.env.FILES.put(payloadKey, body, contentType ? { httpMetadata: { contentType } } : undefined);
 		} else {
 			payload = toBase64(body);
@@ -209,6 +232,7 @@ export function ingestRoutes() {
 			.get();
 
 		if (!inserted) {
+			if (payloadKey) waitUntil(c, c.env.FILES.delete(payloadKey));
 			const original = await db
 				.select({
 					id: webhookDeliveries.id,

@@ -6,7 +6,7 @@
 import { and, eq, isNull, lt, sql } from "drizzle-orm";
 import { type Breakers, breakerName, DEFAULT_BREAKER_POLICY } from "../breaker";
 import { database, webhookDeliveries, webhookEndpoints } from "../db";
-import { type EventEnvelope, type EventHandler, newEvent, publish } from "../events";
+import { type EventEnvelope, type EventHandler, errorText, newEvent, publish } from "../events";
 import { log } from "../http";
 import { unseal } from "../storage";
 import { encryptionKey } from "./endpoints";
@@ -86,7 +86,15 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 				.from(webhookEndpoints)
 				.where(and(eq(webhookEndpoints.id, endpointId), eq(webhookEndpoints.tenantId, event.tenantId)))
 				.get();
-			if (!endpoint?.destinationUrl || !endpoint.destinationSecret) return; // destination removed since
+			if (!endpoint?.destinationUrl || !endpoint.destinationSecret) {
+				// The destination was removed after the delivery arrived: nothing to forward any more.
+				await db
+					.update(webhookDeliveries)
+					.set({ status: "processed", lastError: "destination removed before forwarding", updatedAt: Date.now() })
+					.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
+					.run();
+				return;
+			}
 			const delivery = await db
 				.select()
 				.from(webhookDeliveries)
@@ -154,7 +162,7 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 							: "connection failed";
 				}
 			} catch (err) {
-				error = err instanceof Error ? err.message : String(err);
+				error = errorText(err);
 			}
 			await breakers.record(name, DEFAULT_BREAKER_POLICY, {
 				success: !error,
@@ -207,30 +215,36 @@ export async function sweepWebhookDeliveries(env: Env, now = Date.now()): Promis
 				lt(webhookDeliveries.receivedAt, now - SWEEP_AFTER_MS),
 			),
 		)
+		.orderBy(webhookDeliveries.receivedAt)
 		.limit(100)
 		.all();
-	if (stranded.length === 0) return 0;
-	await publish(
-		env,
-		stranded.map((d) =>
-			newEvent({
-				id: deliveryEventId(d.id),
-				type: "webhook.received",
-				tenantId: d.tenantId,
-				source: `webhooks/${d.endpointId}`,
-				data: {
-					deliveryId: d.id,
-					endpointId: d.endpointId,
-					eventType: d.eventType,
-					sourceDeliveryId: d.deliveryId,
-					forward: d.destinationUrl !== null,
-				},
-			}),
-		),
-	);
+	let requeued = 0;
+	// One at a time: a row whose event cannot be sent must not hold back the others.
 	for (const d of stranded) {
-		await db.update(webhookDeliveries).set({ enqueuedAt: now }).where(eq(webhookDeliveries.id, d.id)).run();
+		try {
+			await publish(
+				env,
+				newEvent({
+					id: deliveryEventId(d.id),
+					type: "webhook.received",
+					tenantId: d.tenantId,
+					source: `webhooks/${d.endpointId}`,
+					data: {
+						deliveryId: d.id,
+						endpointId: d.endpointId,
+						eventType: d.eventType,
+						sourceDeliveryId: d.deliveryId,
+						forward: d.destinationUrl !== null,
+					},
+				}),
+			);
+			await db.update(webhookDeliveries).set({ enqueuedAt: now }).where(eq(webhookDeliveries.id, d.id)).run();
+			requeued++;
+		} catch (err) {
+			log("error", "could not re-enqueue a stranded webhook delivery", { deliveryId: d.id, error: errorText(err) });
+		}
 	}
-	log("warn", "re-enqueued stranded webhook deliveries", { count: stranded.length });
-	return stranded.length;
+	if (requeued === 0) return 0;
+	log("warn", "re-enqueued stranded webhook deliveries", { count: requeued });
+	return requeued;
 }

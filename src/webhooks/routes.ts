@@ -161,8 +161,12 @@ export const getDelivery = createRoute({
 export const replayDelivery = createRoute({
 	method: "post",
 	path: "/deliveries/{deliveryId}/replay",
-	summary: "Process a delivery again (forwarding it again if the endpoint has a destination)",
+	summary:
+		"Process a delivery again (forwarding it again if the endpoint has a destination). With an Idempotency-Key, repeating the call queues nothing new.",
 	security,
-	request: { params: z.object({ deliveryId: DeliveryId }) },
+	request: {
+		params: z.object({ deliveryId: DeliveryId }),
+		headers: z.object({ "idempotency-key": z.string().min(1).max(200).optional() }),
+	},
 	responses: { 202: json(z.object({ id: DeliveryId, eventId: z.string() }), "Queued again"), ...errors },
 });

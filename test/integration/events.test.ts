@@ -134,6 +134,16 @@ async function deadLetter(event: EventEnvelope, handlers: EventHandler[]) {
 }
 
 describe("events consumer", () => {
+	it("runs handlers once when two copies of one event arrive in the same batch", async () => {
+		const tenantId = await seedTenant();
+		const handler = new CountingHandler("copies", ["test.thing"]);
+		const event = testEvent(tenantId);
+		const { outcomes, result, ids } = await deliver([event, event], [handler]);
+		expect(handler.effects).toBe(1);
+		expect(outcomes.map((o) => o.outcome).sort()).toEqual(["acked", "duplicate"]);
+		expect(result.explicitAcks.sort()).toEqual([...ids].sort());
+	});
+
 	it("fans an event out to every handler that wants it, records each, and acks", async () => {
 		const tenantId = await seedTenant();
 		const audit = new CountingHandler("audit-like", ["test.thing"]);

@@ -8,6 +8,7 @@ import { and, eq } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { auditLog, database, processedEvents, webhookDeliveries, webhookEndpoints } from "../../src/db";
+import { SWEEP_AFTER_MS, sweepWebhookDeliveries } from "../../src/webhooks";
 import { call, expectProblem } from "../helpers/gateway";
 import { hsToken, seedTenant } from "../helpers/identity";
 
@@ -53,7 +54,11 @@ describe("webhook endpoints API", () => {
 		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
 		expect(endpoint).toMatchObject({ ingestPath: `/webhooks/${endpoint.id}`, activeSecrets: 1 });
 		expect(JSON.stringify(endpoint)).not.toContain(SECRET);
-		const row = await database(env.DB).select().from(webhookEndpoints).where(eq(webhookEndpoints.id, endpoint.id)).get();
+		const row = await database(env.DB)
+			.select()
+			.from(webhookEndpoints)
+			.where(eq(webhookEndpoints.id, endpoint.id))
+			.get();
 		expect(row?.secrets).toMatch(/^v1\./);
 		expect(row?.secrets).not.toContain(SECRET);
 		const listed = await (await call("/v1/webhooks/endpoints", { token })).text();
@@ -65,7 +70,10 @@ describe("webhook endpoints API", () => {
 
 	it("refuses a free-tier tenant without the webhooks plane scope and validates bodies", async () => {
 		const { token } = await tenantWithToken();
-		const bad = await call("/v1/webhooks/endpoints", { ...json("POST", { name: "x", source: "carrier-pigeon", secrets: [] }), token });
+		const bad = await call("/v1/webhooks/endpoints", {
+			...json("POST", { name: "x", source: "carrier-pigeon", secrets: [] }),
+			token,
+		});
 		const problem = await expectProblem(bad, 400, "validation-failed");
 		expect(problem.errors?.map((e) => e.path)).toEqual(expect.arrayContaining(["json.source", "json.secrets"]));
 		const noScope = await hsToken({ tenantId: (await tenantWithToken()).tenantId, scopes: ["api:read"] });
@@ -94,12 +102,22 @@ describe("ingest", () => {
 		const { token } = await tenantWithToken();
 		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
 		const payload = JSON.stringify({ action: "opened" });
+		const sends = vi.spyOn(env.EVENTS, "send");
 		const responses = await Promise.all(Array.from({ length: 20 }, () => deliverGithub(endpoint.id, payload, "dup-1")));
+		// Exactly one event went onto the queue for the twenty attempts.
+		const ownEvents = sends.mock.calls.filter(
+			(call) => (call[0] as { data?: { endpointId?: string } }).data?.endpointId === endpoint.id,
+		);
+		expect(ownEvents).toHaveLength(1);
 		const bodies = (await Promise.all(responses.map((r) => r.json()))) as Array<{ id: string; duplicate: boolean }>;
 		expect(responses.filter((r) => r.status === 202)).toHaveLength(1);
 		expect(responses.filter((r) => r.status === 200)).toHaveLength(19);
 		expect(new Set(bodies.map((b) => b.id)).size).toBe(1);
-		const rows = await database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpoint.id)).all();
+		const rows = await database(env.DB)
+			.select()
+			.from(webhookDeliveries)
+			.where(eq(webhookDeliveries.endpointId, endpoint.id))
+			.all();
 		expect(rows).toHaveLength(1);
 		const id = rows[0]?.id ?? "";
 		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
@@ -128,7 +146,11 @@ describe("ingest", () => {
 			body: `${payload} `,
 		});
 		await expectProblem(tampered, 401, "invalid-signature");
-		const stored = await database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpoint.id)).all();
+		const stored = await database(env.DB)
+			.select()
+			.from(webhookDeliveries)
+			.where(eq(webhookDeliveries.endpointId, endpoint.id))
+			.all();
 		expect(stored).toEqual([]);
 		const counted = async () =>
 			(
@@ -181,9 +203,18 @@ describe("ingest", () => {
 		const { token } = await tenantWithToken();
 		const secret = "slack-signing-secret-123";
 		const endpoint = await createEndpoint(token, { name: "slack", source: "slack", secrets: [secret] });
-		const body = JSON.stringify({ type: "url_verification", challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" });
+		const body = JSON.stringify({
+			type: "url_verification",
+			challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+		});
 		const ts = String(Math.floor(Date.now() / 1000));
-		const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+		const key = await crypto.subtle.importKey(
+			"raw",
+			new TextEncoder().encode(secret),
+			{ name: "HMAC", hash: "SHA-256" },
+			false,
+			["sign"],
+		);
 		const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`v0:${ts}:${body}`)));
 		const signature = `v0=${[...mac].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
 		const res = await call(`/webhooks/${endpoint.id}`, {
@@ -193,6 +224,43 @@ describe("ingest", () => {
 		});
 		expect(res.status).toBe(200);
 		expect(await res.json()).toEqual({ challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" });
+	});
+});
+
+describe("nothing acknowledged is lost", () => {
+	it("answers 503 when the queue refuses, keeps the row, and the sweep enqueues it later", async () => {
+		const { token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		vi.spyOn(env.EVENTS, "send").mockRejectedValueOnce(new Error("queue unavailable"));
+		const res = await deliverGithub(endpoint.id, JSON.stringify({ n: 1 }), "q-down-1");
+		await expectProblem(res, 503, "dependency-unavailable");
+		const rows = await database(env.DB)
+			.select()
+			.from(webhookDeliveries)
+			.where(eq(webhookDeliveries.endpointId, endpoint.id))
+			.all();
+		expect(rows).toHaveLength(1);
+		const id = rows[0]?.id ?? "";
+		expect(rows[0]).toMatchObject({ status: "received", enqueuedAt: null });
+		// An immediate retry by the sender is a duplicate: it answers with the stored delivery.
+		expect(await (await deliverGithub(endpoint.id, JSON.stringify({ n: 1 }), "q-down-1")).json()).toEqual({
+			id,
+			duplicate: true,
+		});
+		// The cron sweep finds the stranded row (as if a minute had passed) and the consumer processes it.
+		expect(await sweepWebhookDeliveries(env, Date.now() + SWEEP_AFTER_MS + 1000)).toBeGreaterThanOrEqual(1);
+		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
+	});
+
+	it("keeps the original payload when a duplicate id arrives with different bytes", async () => {
+		const { token } = await tenantWithToken("enterprise");
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const original = JSON.stringify({ blob: "a".repeat(20 * 1024) });
+		const { id } = (await (await deliverGithub(endpoint.id, original, "same-id")).json()) as { id: string };
+		const other = JSON.stringify({ blob: "b".repeat(20 * 1024) });
+		expect(await (await deliverGithub(endpoint.id, other, "same-id")).json()).toEqual({ id, duplicate: true });
+		const row = await deliveryRow(id);
+		expect(await (await env.FILES.get(row?.payloadKey ?? ""))?.text()).toBe(original);
 	});
 });
 
@@ -220,16 +288,32 @@ describe("forwarding", () => {
 		const { id } = (await (await deliverGithub(endpoint.id, payload, "fwd-1")).json()) as { id: string };
 		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("forwarded");
 		expect(received).toHaveLength(1);
-		const first = received[0] as { body: string; headers: Record<string, string> };
-		expect(first.body).toBe(payload);
+		const forwarded = received[0] as { body: string; headers: Record<string, string> };
+		expect(forwarded.body).toBe(payload);
 		// The receiver verifies it with the official Standard Webhooks library.
-		expect(new Webhook(endpoint.destinationSecret ?? "").verify(first.body, first.headers)).toEqual(JSON.parse(payload));
+		expect(new Webhook(endpoint.destinationSecret ?? "").verify(forwarded.body, forwarded.headers)).toEqual(
+			JSON.parse(payload),
+		);
 
-		const replay = await call(`/v1/webhooks/deliveries/${id}/replay`, { method: "POST", token });
-		expect(replay.status).toBe(202);
+		const replay = () =>
+			call(`/v1/webhooks/deliveries/${id}/replay`, {
+				method: "POST",
+				token,
+				headers: { "idempotency-key": "retry-1" },
+			});
+		const first = await replay();
+		expect(first.status).toBe(202);
+		// The client retries the same replay: the same event id, so it is forwarded once.
+		const second = await replay();
+		expect(((await second.json()) as { eventId: string }).eventId).toBe(
+			((await first.json()) as { eventId: string }).eventId,
+		);
 		await expect.poll(() => received.length, { timeout: 15_000 }).toBe(2);
-		expect(received[1]?.headers["webhook-id"]).not.toBe(first.headers["webhook-id"]);
+		expect(received[1]?.headers["webhook-id"]).not.toBe(forwarded.headers["webhook-id"]);
 		await expect.poll(async () => (await deliveryRow(id))?.attempts, { timeout: 15_000 }).toBe(2);
+		// Give a duplicate replay time to show up if it had been queued; still two forwards.
+		await new Promise((r) => setTimeout(r, 1500));
+		expect(received).toHaveLength(2);
 	});
 
 	it("records a failing destination on the delivery and retries it", async () => {
@@ -266,18 +350,31 @@ describe("tenant separation", () => {
 		const { id: deliveryB } = (await (await deliverGithub(endpointB.id, "{}", "b-1")).json()) as { id: string };
 		await expectProblem(await call(`/v1/webhooks/endpoints/${endpointB.id}`, { token: a.token }), 404, "not-found");
 		await expectProblem(
-			await call(`/v1/webhooks/endpoints/${endpointB.id}`, { ...json("PATCH", { status: "disabled" }), token: a.token }),
+			await call(`/v1/webhooks/endpoints/${endpointB.id}`, {
+				...json("PATCH", { status: "disabled" }),
+				token: a.token,
+			}),
 			404,
 			"not-found",
 		);
 		await expectProblem(await call(`/v1/webhooks/deliveries/${deliveryB}`, { token: a.token }), 404, "not-found");
-		await expectProblem(await call(`/v1/webhooks/deliveries/${deliveryB}/replay`, { method: "POST", token: a.token }), 404, "not-found");
-		const listA = (await (await call("/v1/webhooks/deliveries", { token: a.token })).json()) as { deliveries: unknown[] };
+		await expectProblem(
+			await call(`/v1/webhooks/deliveries/${deliveryB}/replay`, { method: "POST", token: a.token }),
+			404,
+			"not-found",
+		);
+		const listA = (await (await call("/v1/webhooks/deliveries", { token: a.token })).json()) as {
+			deliveries: unknown[];
+		};
 		expect(listA.deliveries).toEqual([]);
-		const listEndpointsA = (await (await call("/v1/webhooks/endpoints", { token: a.token })).json()) as { endpoints: unknown[] };
+		const listEndpointsA = (await (await call("/v1/webhooks/endpoints", { token: a.token })).json()) as {
+			endpoints: unknown[];
+		};
 		expect(listEndpointsA.endpoints).toEqual([]);
 		// B sees its own.
-		const listB = (await (await call(`/v1/webhooks/deliveries?endpointId=${endpointB.id}`, { token: b.token })).json()) as {
+		const listB = (await (
+			await call(`/v1/webhooks/deliveries?endpointId=${endpointB.id}`, { token: b.token })
+		).json()) as {
 			deliveries: Array<{ id: string }>;
 		};
 		expect(listB.deliveries.map((d) => d.id)).toEqual([deliveryB]);

@@ -629,3 +629,14 @@ describe("configuration", () => {
 		expect(isValidWebhookSecret("github", "")).toBe(false);
 	});
 });
+
+describe("forwarding retry schedule", () => {
+	it("follows Standard Webhooks' schedule and scales it", async () => {
+		const { forwardRetryDelay } = await import("../../src/webhooks");
+		expect([1, 2, 3, 4, 5, 6, 7, 8].map((a) => forwardRetryDelay(a))).toEqual([
+			5, 300, 1800, 7200, 18000, 36000, 36000, 36000,
+		]);
+		expect(forwardRetryDelay(3, 0.01)).toBe(18);
+		expect(forwardRetryDelay(3, 0)).toBe(0);
+	});
+});

@@ -1,0 +1,1 @@
+CREATE INDEX `webhook_deliveries_sweep_idx` ON `webhook_deliveries` (`status`,`enqueued_at`,`created_at`);
