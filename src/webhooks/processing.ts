@@ -19,10 +19,14 @@ import { signStandardWebhook } from "./signatures";
  */
 export const STANDARD_WEBHOOKS_SCHEDULE_S = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
 
+/** Queues delay a retry by at most 12 hours. */
+const MAX_QUEUE_DELAY_S = 12 * 3600;
+
+/** Seconds to wait after the `attempts`-th failed forward. */
 export function forwardRetryDelay(attempts: number, scale = 1): number {
 	const step =
 		STANDARD_WEBHOOKS_SCHEDULE_S[Math.min(Math.max(attempts - 1, 0), STANDARD_WEBHOOKS_SCHEDULE_S.length - 1)] ?? 5;
-	return Math.round(step * scale);
+	return Math.min(MAX_QUEUE_DELAY_S, Math.round(step * scale));
 }
 
 interface DeliveryEventData {

@@ -638,5 +638,6 @@ describe("forwarding retry schedule", () => {
 		]);
 		expect(forwardRetryDelay(3, 0.01)).toBe(18);
 		expect(forwardRetryDelay(3, 0)).toBe(0);
+		expect(forwardRetryDelay(7, 10)).toBe(12 * 3600); // never past the queue's longest delay
 	});
 });
