@@ -119,7 +119,7 @@ export const webhookDeliveries = sqliteTable(
 		payloadKey: text("payload_key"),
 		payloadBytes: integer("payload_bytes").notNull(),
 		contentType: text("content_type"),
-		/** Set once the delivery's event is on the queue; a sweep re-enqueues rows left without it. */
+		/** Set when the consumer first handles the delivery's event; the sweep re-enqueues rows left without it. */
 		enqueuedAt: integer("enqueued_at"),
 		receivedAt: createdAt(),
 		updatedAt: integer("updated_at"),

@@ -161,7 +161,10 @@ function publishDelivery(
 	);
 }
 
-/** Rows whose event may still be on its way from the request that stored them are left to it (and to the sweep). */
+/**
+ * A duplicate re-enqueues a stored delivery that no consumer has handled after this long (its first
+ * request may have failed to enqueue it). The event id is fixed, so a copy of a live event is harmless.
+ */
 const REQUEUE_AFTER_MS = 10_000;
 
 export function ingestRoutes() {
@@ -252,23 +255,12 @@ export function ingestRoutes() {
 				Date.now() - original.receivedAt > REQUEUE_AFTER_MS
 			) {
 				await enqueue(c, endpoint, original.id, original.eventType, sourceId);
-				waitUntil(
-					c,
-					db
-						.update(webhookDeliveries)
-						.set({ enqueuedAt: Date.now() })
-						.where(eq(webhookDeliveries.id, original.id))
-						.run(),
-				);
 			}
 			return c.json({ id: original.id, duplicate: true }, 200);
 		}
 
+		// `enqueued_at` is set by the consumer's status updater, not here: one D1 write fewer per delivery.
 		await enqueue(c, endpoint, rowId, verified.eventType, sourceId);
-		waitUntil(
-			c,
-			db.update(webhookDeliveries).set({ enqueuedAt: Date.now() }).where(eq(webhookDeliveries.id, rowId)).run(),
-		);
 		return c.json({ id: rowId, duplicate: false as const }, 202);
 	});
 	return router;

@@ -10,6 +10,7 @@
  * queue and — through `scriptName` — its RateLimiter Durable Object namespace, as two edge isolates do.
  */
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, dirname, join, resolve } from "node:path";
@@ -410,4 +411,73 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
 		await dispose().catch(() => undefined);
 		throw err;
 	}
+}
+
+// ---------------------------------------------------------------- webhooks
+
+export type WebhookSourceName = "github" | "stripe" | "slack" | "standard" | "hmac";
+
+export interface RegisterWebhookEndpoint {
+	name: string;
+	source: WebhookSourceName;
+	/** One, or two during a rotation (Standard Webhooks: `whsec_<base64>`). */
+	secrets: readonly string[];
+	config?: Record<string, unknown>;
+	destination?: { url: string };
+}
+
+/** What `POST /v1/webhooks/endpoints` answers (the secrets are never returned). */
+export interface WebhookEndpointCreated {
+	id: string;
+	tenantId: string;
+	name: string;
+	source: WebhookSourceName;
+	activeSecrets: number;
+	status: "active" | "disabled";
+	ingestPath: string;
+	destinationSecret?: string;
+}
+
+/**
+ * Registers a webhook endpoint through the tenant API, as a tenant would: `POST /v1/webhooks/endpoints`
+ * with a bearer credential holding scope `webhooks:manage` (no admin). Throws unless it answers 201.
+ */
+export async function registerWebhookEndpoint(
+	base: URL,
+	token: string,
+	endpoint: RegisterWebhookEndpoint,
+): Promise<WebhookEndpointCreated> {
+	const res = await fetch(new URL("/v1/webhooks/endpoints", base), {
+		method: "POST",
+		headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+		body: JSON.stringify(endpoint),
+	});
+	const text = await res.text();
+	if (res.status !== 201) throw new Error(`POST /v1/webhooks/endpoints answered ${res.status}: ${text}`);
+	return JSON.parse(text) as WebhookEndpointCreated;
+}
+
+/**
+ * GitHub's `X-Hub-Signature-256` value for a raw body: `sha256=` and the hex HMAC-SHA256 keyed with the
+ * secret's UTF-8 bytes. Synchronous (node:crypto), for signing many bodies up front; the e2e tests check
+ * it against `@octokit/webhooks-methods`' `sign`.
+ */
+export function githubSignature(secret: string, body: string | Uint8Array): string {
+	return `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
+}
+
+/** The headers GitHub sends with a delivery, signed for `body`. */
+export function githubDeliveryHeaders(options: {
+	secret: string;
+	body: string | Uint8Array;
+	deliveryId: string;
+	event?: string;
+}): Record<string, string> {
+	return {
+		"content-type": "application/json",
+		"user-agent": "GitHub-Hookshot/5f1c3a2",
+		"x-github-event": options.event ?? "push",
+		"x-github-delivery": options.deliveryId,
+		"x-hub-signature-256": githubSignature(options.secret, options.body),
+	};
 }
