@@ -2,7 +2,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { appendAudit } from "../audit";
 import { config, narrowerTier, type Plane, type Scope, tierPolicy } from "../config";
-import { ApiError, log, type RequestContextVariables } from "../http";
+import { ApiError, log, type RequestContextVariables, waitUntil } from "../http";
 import { looksLikeApiKey, touchKey, verifyApiKey } from "./api-keys";
 import { FailureRecorder } from "./failures";
 import { verifyJwt } from "./jwt";
@@ -31,15 +31,6 @@ export function failureRecorder(env: Env): FailureRecorder {
 		recorders.set(env, recorder);
 	}
 	return recorder;
-}
-
-function waitUntil(c: Context, promise: Promise<unknown> | undefined): void {
-	if (!promise) return;
-	try {
-		c.executionCtx.waitUntil(promise);
-	} catch {
-		// No execution context (app.request in unit tests): let it run.
-	}
 }
 
 function refuse(c: Context<AuthEnv>, failure: Omit<AuthFailure, "ok">): never {

@@ -8,7 +8,7 @@
  * neither asks nor records for that breaker. A breaker protects an upstream; it must never become the
  * outage itself. Records made meanwhile are lost, which can only delay a trip, never cause one.
  */
-import { log } from "../http";
+import { log, TIMED_OUT, within } from "../http";
 import {
 	type AdmitRequest,
 	type AdmitResult,
@@ -61,21 +61,6 @@ interface Local {
 	closedUntil: number;
 	unavailableUntil: number;
 	unavailableReason: string;
-}
-
-const TIMED_OUT = Symbol("timed out");
-
-/** Waits for `promise`, or `ms` on a timer of the caller's own, whichever comes first. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-	let timer: ReturnType<typeof setTimeout> | undefined;
-	const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-		timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
-	});
-	try {
-		return await Promise.race([promise, timeout]);
-	} finally {
-		clearTimeout(timer);
-	}
 }
 
 /** Circuit breakers for one isolate. Create one per isolate (module scope); see {@link breakerClientFor}. */

@@ -1,3 +1,4 @@
+export { TIMED_OUT, waitUntil, within } from "./async";
 export { limitBody, requireJsonBody } from "./body";
 export {
 	ApiError,

@@ -9,6 +9,7 @@
  * and a refill older than `refillTimeoutMs` is abandoned: the next request starts a fresh one, and
  * if the old one answers after all, its tokens are handed back unspent.
  */
+import { TIMED_OUT, within } from "../http";
 import type { Admission, BucketPolicy, Decision, Grant, LeaseReturn } from "./interface";
 
 /** What the client needs of a RateLimiter stub. */
@@ -58,21 +59,6 @@ interface Local {
 	deniedUntil: number;
 	unavailableUntil: number;
 	unavailableReason: string;
-}
-
-const TIMED_OUT = Symbol("timed out");
-
-/** Waits for `promise`, or `ms` on a timer of the caller's own, whichever comes first. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-	let timer: ReturnType<typeof setTimeout> | undefined;
-	const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-		timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
-	});
-	try {
-		return await Promise.race([promise, timeout]);
-	} finally {
-		clearTimeout(timer);
-	}
 }
 
 /** Leased admission for one isolate. Create one per isolate (module scope). */

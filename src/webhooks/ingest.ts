@@ -19,6 +19,7 @@ import {
 	log,
 	problems,
 	type RequestContextVariables,
+	waitUntil,
 } from "../http";
 import { type EndpointView, endpointView } from "./endpoints";
 import { verifyWebhook } from "./signatures";
@@ -45,15 +46,6 @@ function signatureFailures(env: Env): FailureRecorder {
 		recorders.set(env, recorder);
 	}
 	return recorder;
-}
-
-function waitUntil(c: Context, promise: Promise<unknown> | undefined): void {
-	if (!promise) return;
-	try {
-		c.executionCtx.waitUntil(promise);
-	} catch {
-		// No execution context (app.request in tests): let it run.
-	}
 }
 
 /** The event id of a delivery is fixed, so enqueueing it twice can never have two effects. */
