@@ -5,7 +5,7 @@ import type { Context } from "hono";
 import { type AuditEntry, commitWithAudit } from "../audit";
 import { type AuthVariables, forgetKey, forgetTenant, generateApiKey, parseLimits } from "../auth";
 import { config, parseScopes, type Scope, TierNameSchema } from "../config";
-import { type ApiKey, apiKeys, database, type Tenant, tenants } from "../db";
+import { type ApiKey, apiKeys, database, newId, type Tenant, tenants } from "../db";
 import { ApiError } from "../http";
 import type * as routes from "./routes";
 
@@ -158,13 +158,6 @@ export const updateTenant: H<typeof routes.updateTenant> = async (c) => {
 	return c.json(tenantBody(updated), 200);
 };
 
-function newKeyId(): string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-	let id = "key_";
-	for (const b of crypto.getRandomValues(new Uint8Array(16))) id += alphabet[b % alphabet.length];
-	return id;
-}
-
 export const createKey: H<typeof routes.createKey> = async (c) => {
 	const { tenantId } = c.req.valid("param");
 	assertTenantAccess(c, tenantId);
@@ -183,7 +176,7 @@ export const createKey: H<typeof routes.createKey> = async (c) => {
 	}
 	await loadTenant(c, tenantId);
 	const secret = await generateApiKey();
-	const id = newKeyId();
+	const id = newId("key", 16);
 	const scopes = [...new Set(body.scopes)];
 	// If the audit record cannot be written, no key exists either: never a live key whose secret was lost.
 	// A retried batch inserts the same id again, the first insert having rolled back.

@@ -2,7 +2,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { requireOperator } from "../auth";
 import { LimitsSchema, ScopeSchema, TierNameSchema } from "../config";
-import { problems } from "../http";
+import { BEARER, jsonResponse, problems } from "../http";
 
 const TenantId = z
 	.string()
@@ -39,17 +39,12 @@ export const ApiKeySchema = z
 	.openapi("ApiKey");
 
 const errors = problems(400, 401, 403, 404, 415, 429);
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-	description,
-	content: { "application/json": { schema } },
-});
-const security = [{ bearer: [] }];
 
 export const createTenant = createRoute({
 	method: "post",
 	path: "/tenants",
 	summary: "Create a tenant (operator only)",
-	security,
+	security: BEARER,
 	// Runs before the request is validated, after the admin group's guards (src/app.ts) set the principal.
 	middleware: [requireOperator()],
 	request: {
@@ -69,7 +64,7 @@ export const createTenant = createRoute({
 			},
 		},
 	},
-	responses: { 201: json(TenantSchema, "The tenant"), ...errors, ...problems(409) },
+	responses: { 201: jsonResponse(TenantSchema, "The tenant"), ...errors, ...problems(409) },
 });
 
 const TenantParams = z.object({ tenantId: TenantId });
@@ -78,16 +73,16 @@ export const getTenant = createRoute({
 	method: "get",
 	path: "/tenants/{tenantId}",
 	summary: "Read a tenant (its own admins, or the operator)",
-	security,
+	security: BEARER,
 	request: { params: TenantParams },
-	responses: { 200: json(TenantSchema, "The tenant"), ...errors },
+	responses: { 200: jsonResponse(TenantSchema, "The tenant"), ...errors },
 });
 
 export const updateTenant = createRoute({
 	method: "patch",
 	path: "/tenants/{tenantId}",
 	summary: "Change a tenant's name, tier, status or limits (operator only)",
-	security,
+	security: BEARER,
 	middleware: [requireOperator()],
 	request: {
 		params: TenantParams,
@@ -108,14 +103,14 @@ export const updateTenant = createRoute({
 			},
 		},
 	},
-	responses: { 200: json(TenantSchema, "The tenant"), ...errors },
+	responses: { 200: jsonResponse(TenantSchema, "The tenant"), ...errors },
 });
 
 export const createKey = createRoute({
 	method: "post",
 	path: "/tenants/{tenantId}/keys",
 	summary: "Create an API key; the secret is in this response only",
-	security,
+	security: BEARER,
 	request: {
 		params: TenantParams,
 		body: {
@@ -136,7 +131,10 @@ export const createKey = createRoute({
 		},
 	},
 	responses: {
-		201: json(ApiKeySchema.extend({ key: z.string() }).openapi("NewApiKey"), "The key, with its secret shown once"),
+		201: jsonResponse(
+			ApiKeySchema.extend({ key: z.string() }).openapi("NewApiKey"),
+			"The key, with its secret shown once",
+		),
 		...errors,
 	},
 });
@@ -145,16 +143,16 @@ export const listKeys = createRoute({
 	method: "get",
 	path: "/tenants/{tenantId}/keys",
 	summary: "List a tenant's API keys (never their secrets)",
-	security,
+	security: BEARER,
 	request: { params: TenantParams },
-	responses: { 200: json(z.object({ keys: z.array(ApiKeySchema) }), "The keys"), ...errors },
+	responses: { 200: jsonResponse(z.object({ keys: z.array(ApiKeySchema) }), "The keys"), ...errors },
 });
 
 export const revokeKey = createRoute({
 	method: "delete",
 	path: "/tenants/{tenantId}/keys/{keyId}",
 	summary: "Revoke an API key (takes effect everywhere within seconds)",
-	security,
+	security: BEARER,
 	request: { params: TenantParams.extend({ keyId: KeyId }) },
-	responses: { 200: json(ApiKeySchema, "The revoked key"), ...errors },
+	responses: { 200: jsonResponse(ApiKeySchema, "The revoked key"), ...errors },
 });

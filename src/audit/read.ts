@@ -2,6 +2,7 @@
 import { and, desc, eq, gte, isNotNull, isNull, lt, type SQL, sql } from "drizzle-orm";
 import { auditLog, database } from "../db";
 import { type ChainReport, ChainVerifier, type StoredRecord } from "./chain";
+import type { PendingRecord } from "./store";
 
 /** A page position: `s<seq>` within the chain, `l<id>` among the records written before the chain existed. */
 export const AUDIT_CURSOR_PATTERN = /^[sl]\d{1,15}$/;
@@ -19,20 +20,13 @@ export interface AuditListOptions {
 	until?: number;
 }
 
-export interface AuditListItem {
+/** A record as listed: its fields plus its place in the chain. */
+export interface AuditListItem extends PendingRecord {
 	id: number;
 	/** Null for records written before the chain existed: listed, never verified. */
 	seq: number | null;
 	prevHash: string | null;
 	hash: string | null;
-	tenantId: string;
-	actor: string;
-	action: string;
-	target: string | null;
-	requestId: string | null;
-	metadata: Record<string, unknown> | null;
-	createdAt: number;
-	eventId: string | null;
 }
 
 export interface AuditPage {

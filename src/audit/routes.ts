@@ -1,6 +1,6 @@
 /** Audit API route definitions: the caller's tenant's records, and the check of its chain. Handlers are in handlers.ts. */
 import { createRoute, z } from "@hono/zod-openapi";
-import { problems } from "../http";
+import { BEARER, jsonResponse, problems } from "../http";
 import { AUDIT_CURSOR_PATTERN } from "./read";
 
 /** Largest page of `GET /v1/audit`. */
@@ -47,13 +47,12 @@ export const AuditVerificationSchema = z
 	.openapi("AuditVerification");
 
 const errors = problems(400, 401, 403, 415, 429);
-const security = [{ bearer: [] }];
 
 export const listAudit = createRoute({
 	method: "get",
 	path: "/",
 	summary: "The caller's tenant's audit records, newest first",
-	security,
+	security: BEARER,
 	request: {
 		query: z.object({
 			action: z.string().min(1).max(128).optional(),
@@ -69,14 +68,10 @@ export const listAudit = createRoute({
 		}),
 	},
 	responses: {
-		200: {
-			description: "A page of records",
-			content: {
-				"application/json": {
-					schema: z.object({ records: z.array(AuditRecordSchema), nextCursor: z.string().nullable() }),
-				},
-			},
-		},
+		200: jsonResponse(
+			z.object({ records: z.array(AuditRecordSchema), nextCursor: z.string().nullable() }),
+			"A page of records",
+		),
 		...errors,
 	},
 });
@@ -85,12 +80,9 @@ export const verifyAudit = createRoute({
 	method: "get",
 	path: "/verify",
 	summary: "Check the caller's tenant's audit chain and report the first broken link",
-	security,
+	security: BEARER,
 	responses: {
-		200: {
-			description: "The result of the check",
-			content: { "application/json": { schema: AuditVerificationSchema } },
-		},
+		200: jsonResponse(AuditVerificationSchema, "The result of the check"),
 		...errors,
 	},
 });

@@ -21,7 +21,7 @@ export interface AuditEntry {
 }
 
 /** A record ready to be chained: every hashed field fixed, so a retry writes the same content. */
-interface PendingRecord {
+export interface PendingRecord {
 	tenantId: string;
 	actor: string;
 	action: string;

@@ -4,14 +4,13 @@
  */
 import { eq, sql } from "drizzle-orm";
 import { type Limits, parseScopes, type Scope, type TierName, TierNameSchema } from "../config";
-import { apiKeys, database } from "../db";
+import { apiKeys, database, newId } from "../db";
 import { sha256Hex, timingSafeEqualStrings, toHex } from "./crypto";
 import { TtlLru } from "./lru";
 import type { AuthResult } from "./principal";
 import { parseLimits } from "./tenants";
 
 const KEY_PATTERN = /^(ew_[a-z0-9]{12})_([0-9a-f]{64})$/;
-const PREFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
 
 /** A revocation is seen by every isolate within this long. */
 export const KEY_CACHE_MS = 5000;
@@ -36,10 +35,7 @@ export function looksLikeApiKey(value: string): boolean {
 
 /** Makes a new key. Returns the secret once; store only `prefix` and `hash`. */
 export async function generateApiKey(): Promise<{ key: string; prefix: string; hash: string }> {
-	const random = crypto.getRandomValues(new Uint8Array(12));
-	let id = "";
-	for (const b of random) id += PREFIX_ALPHABET[b % PREFIX_ALPHABET.length];
-	const prefix = `ew_${id}`;
+	const prefix = newId("ew", 12);
 	const key = `${prefix}_${toHex(crypto.getRandomValues(new Uint8Array(32)))}`;
 	return { key, prefix, hash: sha256Hex(key) };
 }

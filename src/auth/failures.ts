@@ -2,7 +2,8 @@
  * Failures (bad credentials, bad webhook signatures), counted in the isolate and written to the audit
  * log as one record per tenant per window, so a flood costs a bounded number of D1 writes.
  */
-import type { appendAudit } from "../audit";
+import { appendAudit } from "../audit";
+import { config } from "../config";
 import { log } from "../http";
 import type { AuthFailureReason } from "./principal";
 
@@ -108,4 +109,33 @@ export class FailureRecorder {
 		});
 		await this.#flushing;
 	}
+}
+
+const recorders = new WeakMap<object, Map<string, FailureRecorder>>();
+
+/**
+ * The isolate's recorder for `action` in this environment: windows of AUTH_FAILURE_WINDOW_S, written to
+ * the audit log, unattributed failures under the operator tenant.
+ */
+export function failureRecorderFor(
+	env: Env,
+	options: { action: string; subjectsKey: string } = { action: "auth.failed", subjectsKey: "claimedTenants" },
+): FailureRecorder {
+	let byAction = recorders.get(env);
+	if (!byAction) {
+		byAction = new Map();
+		recorders.set(env, byAction);
+	}
+	let recorder = byAction.get(options.action);
+	if (!recorder) {
+		const cfg = config(env);
+		recorder = new FailureRecorder({
+			windowMs: cfg.AUTH_FAILURE_WINDOW_S * 1000,
+			fallbackTenant: cfg.OPERATOR_TENANT,
+			write: (entries) => appendAudit(env.DB, entries),
+			...options,
+		});
+		byAction.set(options.action, recorder);
+	}
+	return recorder;
 }

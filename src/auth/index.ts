@@ -7,12 +7,11 @@ export {
 	verifyApiKey,
 } from "./api-keys";
 export { sha256Hex } from "./crypto";
-export { FailureRecorder } from "./failures";
+export { FailureRecorder, failureRecorderFor } from "./failures";
 export { clearJwtCache, HMAC_ALGORITHMS, JWKS_ALGORITHMS, type JwtConfig, type VerifiedClaims, verifyJwt } from "./jwt";
 export { TtlLru } from "./lru";
 export {
 	type AuthVariables,
-	failureRecorder,
 	requireAuth,
 	requireOperator,
 	requirePlane,

@@ -1,10 +1,9 @@
 /** `requireAuth`, `requireScope`, `requirePlane`, `requireOperator`: the checks every protected route group mounts. */
 import type { Context, MiddlewareHandler } from "hono";
-import { appendAudit } from "../audit";
 import { config, narrowerTier, type Plane, type Scope, tierPolicy } from "../config";
 import { ApiError, log, type RequestContextVariables, waitUntil } from "../http";
 import { looksLikeApiKey, touchKey, verifyApiKey } from "./api-keys";
-import { FailureRecorder } from "./failures";
+import { failureRecorderFor } from "./failures";
 import { verifyJwt } from "./jwt";
 import type { AuthFailure, Principal } from "./principal";
 import { tenantView } from "./tenants";
@@ -16,23 +15,6 @@ export interface AuthVariables extends RequestContextVariables {
 
 type AuthEnv = { Bindings: Env; Variables: AuthVariables };
 
-const recorders = new WeakMap<object, FailureRecorder>();
-
-/** The isolate's failure recorder for this environment. */
-export function failureRecorder(env: Env): FailureRecorder {
-	let recorder = recorders.get(env);
-	if (!recorder) {
-		const cfg = config(env);
-		recorder = new FailureRecorder({
-			windowMs: cfg.AUTH_FAILURE_WINDOW_S * 1000,
-			fallbackTenant: cfg.OPERATOR_TENANT,
-			write: (entries) => appendAudit(env.DB, entries),
-		});
-		recorders.set(env, recorder);
-	}
-	return recorder;
-}
-
 function refuse(c: Context<AuthEnv>, failure: Omit<AuthFailure, "ok">): never {
 	const { reason, tenantId, claimedTenant } = failure;
 	log("warn", "authentication failed", {
@@ -42,8 +24,7 @@ function refuse(c: Context<AuthEnv>, failure: Omit<AuthFailure, "ok">): never {
 		requestId: c.var.requestId,
 		traceId: c.var.trace?.traceId,
 	});
-	if (reason !== "missing")
-		waitUntil(c, failureRecorder(c.env).record(reason, tenantId, tenantId ? undefined : claimedTenant));
+	if (reason !== "missing") waitUntil(c, failureRecorderFor(c.env).record(reason, tenantId, claimedTenant));
 	const challenge = reason === "missing" ? 'Bearer realm="edgeway"' : 'Bearer realm="edgeway", error="invalid_token"';
 	throw new ApiError(
 		"invalid-token",

@@ -1,4 +1,5 @@
 export { type Database, database } from "./client";
+export { newId } from "./ids";
 export {
 	type ApiKey,
 	type AuditRecord,

@@ -1,6 +1,6 @@
 /** Dead-letter admin route definitions (`/v1/admin/dead-letters…`). Handlers are in dead-letter-handlers.ts. */
 import { createRoute, z } from "@hono/zod-openapi";
-import { problems } from "../http";
+import { BEARER, jsonResponse, problems } from "../http";
 import { MAX_REPLAY_BATCH } from "./dead-letters";
 
 const DeadLetterId = z
@@ -33,18 +33,13 @@ export const DeadLetterDetailSchema = DeadLetterSchema.extend({
 }).openapi("DeadLetterDetail");
 
 const errors = problems(400, 401, 403, 404, 415, 429);
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-	description,
-	content: { "application/json": { schema } },
-});
-const security = [{ bearer: [] }];
 const IdParams = z.object({ id: DeadLetterId });
 
 export const listDeadLetters = createRoute({
 	method: "get",
 	path: "/",
 	summary: "List the caller's dead letters, newest first",
-	security,
+	security: BEARER,
 	request: {
 		query: z.object({
 			status: Status.optional(),
@@ -53,7 +48,7 @@ export const listDeadLetters = createRoute({
 		}),
 	},
 	responses: {
-		200: json(
+		200: jsonResponse(
 			z.object({ deadLetters: z.array(DeadLetterSchema), nextCursor: z.string().nullable() }),
 			"A page of dead letters",
 		),
@@ -65,19 +60,19 @@ export const getDeadLetter = createRoute({
 	method: "get",
 	path: "/{id}",
 	summary: "Inspect a dead letter, with its event",
-	security,
+	security: BEARER,
 	request: { params: IdParams },
-	responses: { 200: json(DeadLetterDetailSchema, "The dead letter"), ...errors },
+	responses: { 200: jsonResponse(DeadLetterDetailSchema, "The dead letter"), ...errors },
 });
 
 export const replayDeadLetter = createRoute({
 	method: "post",
 	path: "/{id}/replay",
 	summary: "Publish a dead letter's event again (idempotent: a replayed one is not published twice)",
-	security,
+	security: BEARER,
 	request: { params: IdParams },
 	responses: {
-		200: json(
+		200: jsonResponse(
 			z.object({
 				/** False when it had already been replayed and this call changed nothing. */
 				replayed: z.boolean(),
@@ -94,7 +89,7 @@ export const replayDeadLetters = createRoute({
 	method: "post",
 	path: "/replay",
 	summary: `Replay dead letters in bulk: by id, or the oldest "dead" ones (at most ${MAX_REPLAY_BATCH} per call)`,
-	security,
+	security: BEARER,
 	request: {
 		body: {
 			required: true,
@@ -114,7 +109,7 @@ export const replayDeadLetters = createRoute({
 		},
 	},
 	responses: {
-		200: json(
+		200: jsonResponse(
 			z.object({
 				replayed: z.array(DeadLetterId),
 				skipped: z.array(

@@ -14,7 +14,7 @@ export {
 export { corsPolicy, headerLimit, securityHeaders } from "./headers";
 export { accessLog, type LogFields, log } from "./logger";
 export { allowedMethods } from "./method-not-allowed";
-export { createRouter, ProblemSchema, problems } from "./openapi";
+export { BEARER, createRouter, jsonResponse, ProblemSchema, problems } from "./openapi";
 export {
 	formatTraceparent,
 	parseTraceparent,

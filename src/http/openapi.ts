@@ -38,3 +38,11 @@ export function problems(...statuses: number[]) {
 		]),
 	);
 }
+
+/** A JSON response, for `createRoute({ responses })`. */
+export function jsonResponse<T extends z.ZodType>(schema: T, description: string) {
+	return { description, content: { "application/json": { schema } } };
+}
+
+/** Routes that take a tenant credential (a JWT or an API key) as a bearer token. */
+export const BEARER = [{ bearer: [] }];

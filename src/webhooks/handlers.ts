@@ -5,7 +5,14 @@ import type { Context } from "hono";
 import { type AuditEntry, commitWithAudit } from "../audit";
 import type { AuthVariables } from "../auth";
 import { sha256Hex } from "../auth";
-import { database, type WebhookDelivery, type WebhookEndpoint, webhookDeliveries, webhookEndpoints } from "../db";
+import {
+	database,
+	newId,
+	type WebhookDelivery,
+	type WebhookEndpoint,
+	webhookDeliveries,
+	webhookEndpoints,
+} from "../db";
 import { newEvent, publish } from "../events";
 import { ApiError, formatTraceparent } from "../http";
 import { unseal } from "../storage";
@@ -21,13 +28,6 @@ import {
 
 type WebhooksEnv = { Bindings: Env; Variables: AuthVariables };
 type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, WebhooksEnv>;
-
-function newId(prefix: string, length: number): string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-	let id = `${prefix}_`;
-	for (const b of crypto.getRandomValues(new Uint8Array(length))) id += alphabet[b % alphabet.length];
-	return id;
-}
 
 function endpointBody(e: WebhookEndpoint, activeSecrets: number) {
 	return {

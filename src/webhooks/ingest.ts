@@ -6,9 +6,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import type { Context, MiddlewareHandler } from "hono";
-import { appendAudit } from "../audit";
-import { FailureRecorder, sha256Hex } from "../auth";
-import { config } from "../config";
+import { failureRecorderFor, sha256Hex } from "../auth";
 import { database, webhookDeliveries } from "../db";
 import { newEvent, publish } from "../events";
 import {
@@ -27,26 +25,10 @@ import { verifyWebhook } from "./signatures";
 /** Bodies up to this size are kept in the D1 row; larger ones go to R2. */
 export const INLINE_PAYLOAD_MAX_BYTES = 16 * 1024;
 
+/** Signature failures: one audit record per tenant per window, with counts per endpoint. */
+const SIGNATURE_FAILURES = { action: "webhook.signature_failed", subjectsKey: "endpoints" };
+
 type IngestEnv = { Bindings: Env; Variables: RequestContextVariables & { endpoint: EndpointView } };
-
-const recorders = new WeakMap<object, FailureRecorder>();
-
-/** Signature failures, one audit record per tenant per window with counts per endpoint. */
-function signatureFailures(env: Env): FailureRecorder {
-	let recorder = recorders.get(env);
-	if (!recorder) {
-		const cfg = config(env);
-		recorder = new FailureRecorder({
-			windowMs: cfg.AUTH_FAILURE_WINDOW_S * 1000,
-			fallbackTenant: cfg.OPERATOR_TENANT,
-			write: (entries) => appendAudit(env.DB, entries),
-			action: "webhook.signature_failed",
-			subjectsKey: "endpoints",
-		});
-		recorders.set(env, recorder);
-	}
-	return recorder;
-}
 
 /** The event id of a delivery is fixed, so enqueueing it twice can never have two effects. */
 export function deliveryEventId(deliveryRowId: string, replay = 0): string {
@@ -69,7 +51,10 @@ const ingest = createRoute({
 	summary: "Receive a webhook delivery (public; verified by the endpoint's signature scheme)",
 	request: {
 		params: EndpointParams,
-		body: { description: "The sender's payload, verified byte for byte", content: { "*/*": { schema: z.any() } } },
+		body: {
+			description: "The sender's payload, verified byte for byte",
+			content: { "*/*": { schema: z.string().openapi({ format: "binary" }) } },
+		},
 	},
 	responses: {
 		200: {
@@ -184,7 +169,10 @@ export function ingestRoutes() {
 				reason: verified.reason,
 				requestId: c.var.requestId,
 			});
-			waitUntil(c, signatureFailures(c.env).record(verified.reason, endpoint.tenantId, endpoint.id));
+			waitUntil(
+				c,
+				failureRecorderFor(c.env, SIGNATURE_FAILURES).record(verified.reason, endpoint.tenantId, endpoint.id),
+			);
 			throw new ApiError(
 				"invalid-signature",
 				verified.reason === "stale-timestamp"

@@ -1,6 +1,6 @@
 /** Webhook API route definitions: endpoints (scope webhooks:manage) and deliveries. */
 import { createRoute, z } from "@hono/zod-openapi";
-import { problems } from "../http";
+import { BEARER, jsonResponse, problems } from "../http";
 import { SourceConfigSchema } from "./signatures";
 
 const EndpointId = z.string().regex(/^we_[a-z0-9]{16}$/, "an endpoint id such as we_0123456789abcdef");
@@ -43,18 +43,13 @@ export const DeliverySchema = z
 	})
 	.openapi("WebhookDelivery");
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-	description,
-	content: { "application/json": { schema } },
-});
-const security = [{ bearer: [] }];
 const errors = problems(400, 401, 403, 404, 415, 429);
 
 export const createEndpoint = createRoute({
 	method: "post",
 	path: "/endpoints",
 	summary: "Register a webhook endpoint; the secret for forwarded events is shown once",
-	security,
+	security: BEARER,
 	request: {
 		body: {
 			required: true,
@@ -74,7 +69,7 @@ export const createEndpoint = createRoute({
 		},
 	},
 	responses: {
-		201: json(EndpointSchema.extend({ destinationSecret: z.string().optional() }), "The endpoint"),
+		201: jsonResponse(EndpointSchema.extend({ destinationSecret: z.string().optional() }), "The endpoint"),
 		...errors,
 	},
 });
@@ -83,24 +78,24 @@ export const listEndpoints = createRoute({
 	method: "get",
 	path: "/endpoints",
 	summary: "List the tenant's webhook endpoints",
-	security,
-	responses: { 200: json(z.object({ endpoints: z.array(EndpointSchema) }), "The endpoints"), ...errors },
+	security: BEARER,
+	responses: { 200: jsonResponse(z.object({ endpoints: z.array(EndpointSchema) }), "The endpoints"), ...errors },
 });
 
 export const getEndpoint = createRoute({
 	method: "get",
 	path: "/endpoints/{endpointId}",
 	summary: "Read a webhook endpoint",
-	security,
+	security: BEARER,
 	request: { params: z.object({ endpointId: EndpointId }) },
-	responses: { 200: json(EndpointSchema, "The endpoint"), ...errors },
+	responses: { 200: jsonResponse(EndpointSchema, "The endpoint"), ...errors },
 });
 
 export const updateEndpoint = createRoute({
 	method: "patch",
 	path: "/endpoints/{endpointId}",
 	summary: "Rename, rotate secrets (give the new and the old), change the destination, disable or enable",
-	security,
+	security: BEARER,
 	request: {
 		params: z.object({ endpointId: EndpointId }),
 		body: {
@@ -122,7 +117,7 @@ export const updateEndpoint = createRoute({
 		},
 	},
 	responses: {
-		200: json(EndpointSchema.extend({ destinationSecret: z.string().optional() }), "The endpoint"),
+		200: jsonResponse(EndpointSchema.extend({ destinationSecret: z.string().optional() }), "The endpoint"),
 		...errors,
 	},
 });
@@ -131,7 +126,7 @@ export const listDeliveries = createRoute({
 	method: "get",
 	path: "/deliveries",
 	summary: "List the tenant's deliveries, newest first",
-	security,
+	security: BEARER,
 	request: {
 		query: z.object({
 			endpointId: EndpointId.optional(),
@@ -144,7 +139,10 @@ export const listDeliveries = createRoute({
 		}),
 	},
 	responses: {
-		200: json(z.object({ deliveries: z.array(DeliverySchema), nextCursor: z.string().nullable() }), "The deliveries"),
+		200: jsonResponse(
+			z.object({ deliveries: z.array(DeliverySchema), nextCursor: z.string().nullable() }),
+			"The deliveries",
+		),
 		...errors,
 	},
 });
@@ -153,9 +151,9 @@ export const getDelivery = createRoute({
 	method: "get",
 	path: "/deliveries/{deliveryId}",
 	summary: "Inspect a delivery: status, attempts, last error",
-	security,
+	security: BEARER,
 	request: { params: z.object({ deliveryId: DeliveryId }) },
-	responses: { 200: json(DeliverySchema, "The delivery"), ...errors },
+	responses: { 200: jsonResponse(DeliverySchema, "The delivery"), ...errors },
 });
 
 export const replayDelivery = createRoute({
@@ -163,10 +161,10 @@ export const replayDelivery = createRoute({
 	path: "/deliveries/{deliveryId}/replay",
 	summary:
 		"Process a delivery again (forwarding it again if the endpoint has a destination). With an Idempotency-Key, repeating the call queues nothing new.",
-	security,
+	security: BEARER,
 	request: {
 		params: z.object({ deliveryId: DeliveryId }),
 		headers: z.object({ "idempotency-key": z.string().min(1).max(200).optional() }),
 	},
-	responses: { 202: json(z.object({ id: DeliveryId, eventId: z.string() }), "Queued again"), ...errors },
+	responses: { 202: jsonResponse(z.object({ id: DeliveryId, eventId: z.string() }), "Queued again"), ...errors },
 });
