@@ -20,6 +20,8 @@ export const ConfigSchema = z.object({
 	/** 32 random bytes, base64: seals webhook secrets and tenant provider keys at rest. */
 	ENCRYPTION_KEY: optionalString,
 	CORS_ORIGINS: z.string().default(""),
+	/** The LLM plane's configuration as JSON (src/llm/config.ts); empty = the built-in default. */
+	LLM_CONFIG: optionalString,
 	OPERATOR_TENANT: z.string().min(1),
 	// Written from waitUntil, which ends ~30 s after the response: the window must close well before.
 	AUTH_FAILURE_WINDOW_S: z.coerce.number().min(0.05).max(25).default(10),

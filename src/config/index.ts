@@ -3,6 +3,8 @@ export { parseScopes, SCOPES, type Scope, ScopeSchema } from "./scopes";
 export {
 	type Limits,
 	LimitsSchema,
+	type LlmBudget,
+	LlmBudgetSchema,
 	narrowerTier,
 	PLANES,
 	type Plane,

@@ -11,11 +11,22 @@ export const RateSchema = z.object({
 	burst: z.number().int().positive(),
 });
 
+/** A monthly LLM budget: tokens (prompt + completion) and cost in micro-dollars; null = unlimited. */
+export const LlmBudgetSchema = z
+	.object({
+		monthlyTokens: z.number().int().positive().nullable().default(null),
+		monthlyMicroUsd: z.number().int().positive().nullable().default(null),
+	})
+	.strict();
+export type LlmBudget = z.infer<typeof LlmBudgetSchema>;
+
 /** Limits a tenant or key may carry to override its tier's (set by the operator). */
 export const LimitsSchema = z
 	.object({
 		rate: RateSchema.optional(),
 		monthlyQuota: z.number().int().positive().optional(),
+		/** Monthly LLM budget overriding the tier's (null = unlimited). */
+		llmBudget: LlmBudgetSchema.partial().optional(),
 	})
 	.strict();
 export type Limits = z.infer<typeof LimitsSchema>;
@@ -28,7 +39,19 @@ export const TierPolicySchema = z
 		monthlyQuota: z.number().int().positive(),
 		maxBodyBytes: z.number().int().positive(),
 		planes: z.array(z.enum(PLANES)),
+		/** LLM aliases (and `provider/model` targets) this tier may use; `*` = any configured target. */
 		models: z.array(z.string()),
+		llm: z
+			.object({
+				/** How long a cached LLM answer is served (0 = this tier is never cached). */
+				cacheTtlS: z
+					.number()
+					.int()
+					.min(0)
+					.max(30 * 86_400),
+				budget: LlmBudgetSchema,
+			})
+			.strict(),
 		features: z.array(z.string()),
 		/**
 		 * What admission does when the RateLimiter object cannot be reached. Rate and quota live in the
@@ -54,7 +77,8 @@ export const TIERS: Record<TierName, TierPolicy> = z.record(TierNameSchema, Tier
 		monthlyQuota: 10_000,
 		maxBodyBytes: 64 * 1024,
 		planes: ["api", "webhooks"],
-		models: ["fast"],
+		models: ["fast", "embed"],
+		llm: { cacheTtlS: 0, budget: { monthlyTokens: 100_000, monthlyMicroUsd: 1_000_000 } },
 		features: [],
 		limiterUnavailable: { rate: "open", quota: "closed" },
 		lease: { maxTokens: 5, ttlMs: 1000 },
@@ -65,7 +89,8 @@ export const TIERS: Record<TierName, TierPolicy> = z.record(TierNameSchema, Tier
 		monthlyQuota: 1_000_000,
 		maxBodyBytes: 1024 * 1024,
 		planes: ["api", "llm", "webhooks", "files"],
-		models: ["fast", "smart"],
+		models: ["fast", "smart", "embed"],
+		llm: { cacheTtlS: 300, budget: { monthlyTokens: 10_000_000, monthlyMicroUsd: 100_000_000 } },
 		features: ["cache", "byok"],
 		limiterUnavailable: { rate: "open", quota: "closed" },
 		lease: { maxTokens: 25, ttlMs: 1000 },
@@ -76,7 +101,8 @@ export const TIERS: Record<TierName, TierPolicy> = z.record(TierNameSchema, Tier
 		monthlyQuota: 100_000_000,
 		maxBodyBytes: 10 * 1024 * 1024,
 		planes: ["api", "llm", "webhooks", "files"],
-		models: ["fast", "smart", "*"],
+		models: ["fast", "smart", "embed", "*"],
+		llm: { cacheTtlS: 3600, budget: { monthlyTokens: null, monthlyMicroUsd: null } },
 		features: ["cache", "byok", "audit-export"],
 		limiterUnavailable: { rate: "open", quota: "closed" },
 		lease: { maxTokens: 100, ttlMs: 1000 },

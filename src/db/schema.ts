@@ -179,9 +179,83 @@ export const deadLetters = sqliteTable(
 	],
 );
 
+/** One row per LLM request (written by the usage recorder from `llm.usage` events). */
+export const llmUsage = sqliteTable(
+	"llm_usage",
+	{
+		/** The usage event's id: a replayed event writes nothing twice. */
+		id: text("id").primaryKey(),
+		tenantId: text("tenant_id").notNull(),
+		/** `key:<id>` or `jwt:<sub>`. */
+		actor: text("actor").notNull(),
+		keyId: text("key_id"),
+		requestId: text("request_id"),
+		/** `chat` or `embeddings`. */
+		operation: text("operation").notNull(),
+		/** What the caller asked for (alias or provider/model). */
+		requested: text("requested").notNull(),
+		/** Who served it; null when nothing did. */
+		provider: text("provider"),
+		model: text("model"),
+		promptTokens: integer("prompt_tokens").notNull(),
+		completionTokens: integer("completion_tokens").notNull(),
+		/** 1 when the provider reported no usage and the counts are the gateway's estimate. */
+		estimated: integer("estimated").notNull().default(0),
+		costMicroUsd: integer("cost_micro_usd").notNull(),
+		latencyMs: integer("latency_ms").notNull(),
+		/** HTTP status answered to the client. */
+		status: integer("status").notNull(),
+		cacheHit: integer("cache_hit").notNull().default(0),
+		byok: integer("byok").notNull().default(0),
+		attempts: integer("attempts").notNull(),
+		/** UTC day, `YYYY-MM-DD`, for the by-day report. */
+		day: text("day").notNull(),
+		createdAt: integer("created_at").notNull(),
+	},
+	(t) => [index("llm_usage_tenant_day_idx").on(t.tenantId, t.day, t.model)],
+);
+
+/** Tenants' own provider keys (BYOK), sealed with ENCRYPTION_KEY and bound to the tenant. */
+export const providerKeys = sqliteTable(
+	"provider_keys",
+	{
+		tenantId: text("tenant_id")
+			.notNull()
+			.references(() => tenants.id),
+		provider: text("provider").notNull(),
+		sealedKey: text("sealed_key").notNull(),
+		/** Last four characters, to tell keys apart without revealing them. */
+		hint: text("hint").notNull(),
+		createdAt: createdAt(),
+		updatedAt: integer("updated_at"),
+	},
+	(t) => [primaryKey({ columns: [t.tenantId, t.provider] })],
+);
+
+/** The breakers that exist, and their last known state (kept from `breaker.transition` events), for operators. */
+export const breakers = sqliteTable(
+	"breakers",
+	{
+		/** The Durable Object's name (`tenant:<id>:<target>` or `gateway:<target>`). */
+		name: text("name").primaryKey(),
+		/** The owning tenant; the operator tenant for the gateway's own breakers. */
+		tenantId: text("tenant_id").notNull(),
+		target: text("target").notNull(),
+		state: text("state", { enum: ["closed", "open", "half_open"] }).notNull(),
+		/** The transition's sequence number: an older event never overwrites a newer state. */
+		seq: integer("seq").notNull(),
+		reason: text("reason"),
+		updatedAt: integer("updated_at").notNull(),
+	},
+	(t) => [index("breakers_tenant_idx").on(t.tenantId)],
+);
+
 export type Tenant = typeof tenants.$inferSelect;
 export type ApiKey = typeof apiKeys.$inferSelect;
 export type AuditRecord = typeof auditLog.$inferSelect;
 export type WebhookEndpoint = typeof webhookEndpoints.$inferSelect;
 export type WebhookDelivery = typeof webhookDeliveries.$inferSelect;
 export type DeadLetter = typeof deadLetters.$inferSelect;
+export type LlmUsage = typeof llmUsage.$inferSelect;
+export type ProviderKey = typeof providerKeys.$inferSelect;
+export type BreakerRow = typeof breakers.$inferSelect;

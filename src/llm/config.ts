@@ -1,0 +1,220 @@
+/**
+ * The LLM plane's configuration: providers, model aliases and their targets, prices, routing,
+ * breaker policy and guardrails. One typed, zod-validated object. The built-in default below is
+ * what a deployment gets; the `LLM_CONFIG` var (JSON of the same shape) replaces it whole, which is
+ * how tests and local set-ups point the plane at stub or local servers. Adding an OpenAI-compatible
+ * server is configuration only: a provider entry with `kind: "openai-compatible"` and a `baseUrl`.
+ */
+import { z } from "zod";
+import { BreakerPolicySchema } from "../breaker";
+import { PROVIDER_KINDS } from "./providers/interface";
+
+const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+export const ProviderConfigSchema = z
+	.object({
+		kind: z.enum(PROVIDER_KINDS),
+		/** API root, e.g. `https://api.openai.com/v1` (openai, openai-compatible) or `https://api.anthropic.com` (anthropic). */
+		baseUrl: z.url().optional(),
+		/** Name of the Worker secret holding the gateway's key for this provider. No secret → keyless, or BYOK only. */
+		apiKeySecret: z
+			.string()
+			.regex(/^[A-Z][A-Z0-9_]*$/)
+			.optional(),
+		/** Whether calls without any key are made (a local server). Otherwise a target without a key is skipped. */
+		keyless: z.boolean().default(false),
+		/** Extra request headers (never secrets: those go in `apiKeySecret`). */
+		headers: z.record(z.string(), z.string()).default({}),
+	})
+	.strict()
+	.refine((p) => p.kind === "workers-ai" || p.baseUrl, { message: "baseUrl is required for HTTP providers" });
+export type ProviderConfig = z.infer<typeof ProviderConfigSchema>;
+
+export const TargetSchema = z
+	.object({
+		provider: z.string().regex(NAME),
+		/** The upstream's model id. */
+		model: z.string().min(1).max(200),
+		/** Share of traffic among targets of the same priority. */
+		weight: z.number().positive().default(1),
+		/** Lower goes first; higher priorities are fallbacks. */
+		priority: z.number().int().min(0).default(0),
+	})
+	.strict();
+export type Target = z.infer<typeof TargetSchema>;
+
+export const AliasSchema = z
+	.object({
+		kind: z.enum(["chat", "embeddings"]).default("chat"),
+		targets: z.array(TargetSchema).min(1).max(32),
+	})
+	.strict();
+export type Alias = z.infer<typeof AliasSchema>;
+
+/** US dollars per million tokens (which is also micro-dollars per token). */
+export const PriceSchema = z.object({ input: z.number().min(0), output: z.number().min(0) }).strict();
+export type Price = z.infer<typeof PriceSchema>;
+
+export const FALLBACK_CAUSES = ["429", "5xx", "timeout", "connection", "circuit-open"] as const;
+export type FallbackCause = (typeof FALLBACK_CAUSES)[number];
+
+export const RoutingSchema = z
+	.object({
+		/** One upstream attempt (for a stream: until its first chunk). */
+		attemptTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
+		/** The whole request, every attempt included. */
+		deadlineMs: z.number().int().min(1).max(900_000).default(120_000),
+		/** Longest silence allowed inside a started stream before it is cut. */
+		streamIdleTimeoutMs: z.number().int().min(1).max(600_000).default(60_000),
+		/** Extra attempts on the same target before falling back to the next one. */
+		retriesPerTarget: z.number().int().min(0).max(10).default(1),
+		/** Full-jitter backoff: a random delay in [0, min(max, base · 2^attempt)]. */
+		backoffBaseMs: z.number().int().min(0).max(60_000).default(200),
+		backoffMaxMs: z.number().int().min(0).max(60_000).default(5_000),
+		/** An upstream's Retry-After is honoured up to this; longer means move on to the next target. */
+		retryAfterCapMs: z.number().int().min(0).max(60_000).default(10_000),
+		/** Which failures move on to the next target (the others are answered at once). */
+		fallbackOn: z.array(z.enum(FALLBACK_CAUSES)).default([...FALLBACK_CAUSES]),
+	})
+	.strict();
+export type Routing = z.infer<typeof RoutingSchema>;
+
+export const GUARDRAIL_KINDS = ["secrets", "card-numbers", "emails", "phones", "pattern"] as const;
+export type GuardrailKind = (typeof GUARDRAIL_KINDS)[number];
+
+export const GuardrailCheckSchema = z
+	.object({
+		kind: z.enum(GUARDRAIL_KINDS),
+		action: z.enum(["block", "redact"]),
+		/** For `pattern`: a JavaScript regular expression source, matched globally. */
+		pattern: z.string().min(1).max(1000).optional(),
+		/** For `pattern`: the check's name in problems and audit records. */
+		name: z.string().regex(NAME).optional(),
+	})
+	.strict()
+	.refine((c) => c.kind !== "pattern" || (c.pattern && c.name), { message: "a pattern check needs pattern and name" })
+	.refine(
+		(c) => {
+			if (!c.pattern) return true;
+			try {
+				new RegExp(c.pattern, "g");
+				return true;
+			} catch {
+				return false;
+			}
+		},
+		{ message: "pattern is not a valid regular expression" },
+	);
+export type GuardrailCheck = z.infer<typeof GuardrailCheckSchema>;
+
+export const GuardrailsSchema = z
+	.object({
+		/** Largest prompt (characters of message text, all messages) accepted; 0 = no limit. */
+		maxPromptChars: z.number().int().min(0).default(200_000),
+		input: z.array(GuardrailCheckSchema).default([]),
+		output: z.array(GuardrailCheckSchema).default([]),
+	})
+	.strict();
+export type Guardrails = z.infer<typeof GuardrailsSchema>;
+
+export const LlmConfigSchema = z
+	.object({
+		providers: z.record(z.string().regex(NAME), ProviderConfigSchema),
+		aliases: z.record(z.string().regex(NAME), AliasSchema),
+		/** Keyed `provider/model`. A model without a price is charged 0 and logged once. */
+		prices: z.record(z.string(), PriceSchema).default({}),
+		routing: RoutingSchema.default(RoutingSchema.parse({})),
+		/** Policy of every provider breaker (per tenant × target, and the gateway's per provider). */
+		breaker: BreakerPolicySchema.default(BreakerPolicySchema.parse({})),
+		guardrails: GuardrailsSchema.default(GuardrailsSchema.parse({})),
+		/** Output tokens reserved against a budget when the request sets no max_tokens. */
+		defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(4096),
+	})
+	.strict()
+	.superRefine((cfg, ctx) => {
+		for (const [alias, def] of Object.entries(cfg.aliases)) {
+			for (const t of def.targets) {
+				if (!cfg.providers[t.provider]) {
+					ctx.addIssue({ code: "custom", path: ["aliases", alias], message: `unknown provider ${t.provider}` });
+				}
+			}
+		}
+	});
+export type LlmConfig = z.infer<typeof LlmConfigSchema>;
+
+/** What a deployment gets without `LLM_CONFIG`. Keys come from Worker secrets; Workers AI from the `AI` binding. */
+export const DEFAULT_LLM_CONFIG: z.input<typeof LlmConfigSchema> = {
+	providers: {
+		"workers-ai": { kind: "workers-ai" },
+		openai: { kind: "openai", baseUrl: "https://api.openai.com/v1", apiKeySecret: "OPENAI_API_KEY" },
+		anthropic: { kind: "anthropic", baseUrl: "https://api.anthropic.com", apiKeySecret: "ANTHROPIC_API_KEY" },
+	},
+	aliases: {
+		fast: {
+			targets: [
+				{ provider: "workers-ai", model: "@cf/meta/llama-3.1-8b-instruct-fast" },
+				{ provider: "openai", model: "gpt-4o-mini", priority: 1 },
+			],
+		},
+		smart: {
+			targets: [
+				{ provider: "anthropic", model: "claude-sonnet-4-5" },
+				{ provider: "openai", model: "gpt-4.1", priority: 1 },
+			],
+		},
+		embed: {
+			kind: "embeddings",
+			targets: [
+				{ provider: "workers-ai", model: "@cf/baai/bge-base-en-v1.5" },
+				{ provider: "openai", model: "text-embedding-3-small", priority: 1 },
+			],
+		},
+	},
+	prices: {
+		"workers-ai/@cf/meta/llama-3.1-8b-instruct-fast": { input: 0.045, output: 0.384 },
+		"workers-ai/@cf/baai/bge-base-en-v1.5": { input: 0.067, output: 0 },
+		"openai/gpt-4o-mini": { input: 0.15, output: 0.6 },
+		"openai/gpt-4.1": { input: 2, output: 8 },
+		"openai/text-embedding-3-small": { input: 0.02, output: 0 },
+		"anthropic/claude-sonnet-4-5": { input: 3, output: 15 },
+	},
+	guardrails: {
+		input: [
+			{ kind: "secrets", action: "block" },
+			{ kind: "card-numbers", action: "block" },
+		],
+		output: [
+			{ kind: "secrets", action: "redact" },
+			{ kind: "card-numbers", action: "redact" },
+		],
+	},
+};
+
+const parsed = new Map<string, LlmConfig>();
+
+/** The plane's configuration for this env: `LLM_CONFIG` if set, else the default. Parsed once per distinct value. */
+export function llmConfig(env: { LLM_CONFIG?: string }): LlmConfig {
+	const source = env.LLM_CONFIG?.trim() || "";
+	let cfg = parsed.get(source);
+	if (!cfg) {
+		const result = LlmConfigSchema.safeParse(source ? JSON.parse(source) : DEFAULT_LLM_CONFIG);
+		if (!result.success) {
+			const fields = result.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+			throw new Error(`Invalid LLM_CONFIG: ${fields}`);
+		}
+		cfg = result.data;
+		parsed.set(source, cfg);
+	}
+	return cfg;
+}
+
+/** The price of `provider/model`, or null when the table has none. */
+export function priceOf(cfg: LlmConfig, provider: string, model: string): Price | null {
+	return cfg.prices[`${provider}/${model}`] ?? null;
+}
+
+/** Cost in micro-dollars (integer, rounded up so a budget is never undercharged). */
+export function costMicroUsd(price: Price | null, promptTokens: number, completionTokens: number): number {
+	if (!price) return 0;
+	return Math.ceil(promptTokens * price.input + completionTokens * price.output);
+}
