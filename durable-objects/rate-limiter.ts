@@ -54,19 +54,35 @@
  * month). So leases are kept small: an isolate asks for about what it spent from its last lease
  * (src/ratelimit/lease-client.ts), and the object grants at most a quarter of what is left, capped by
  * the tier, and single tokens when fewer than eight remain, so the last tokens go one request at a time.
+ *
+ * ## LLM budgets
+ * A tenant's object also keeps its monthly LLM budget ({@link BudgetLedger}): requests reserve their
+ * estimated tokens and cost before calling a provider and settle their actual usage afterwards
+ * (client and contract in src/ratelimit/budget.ts). Its state lives in its own tables, beside the bucket's.
  */
 import { DurableObject } from "cloudflare:workers";
+import type { LlmBudget } from "../src/config";
 import {
 	type AcquireRequest,
 	AcquireRequestSchema,
 	type BucketPolicy,
+	type BudgetSettlement,
+	type BudgetState,
+	type BudgetStateRequest,
+	BudgetStateRequestSchema,
+	type BudgetTotals,
 	type Grant,
 	type LeaseReturn,
 	type LimiterState,
+	type ReserveBudgetRequest,
+	ReserveBudgetRequestSchema,
+	type ReserveBudgetResult,
 	rateLimiterName,
+	type SettleBudgetRequest,
+	SettleBudgetRequestSchema,
 } from "../src/ratelimit";
 
-export type { BucketPolicy, Grant, LeaseReturn, LimiterState };
+export type { BucketPolicy, BudgetSettlement, BudgetState, Grant, LeaseReturn, LimiterState, ReserveBudgetResult };
 
 /** A lease as the object records it. */
 export interface LeaseRow {
@@ -287,14 +303,213 @@ export class LeasedBucket {
 	}
 }
 
-/** The Durable Object: one {@link LeasedBucket} per limited subject, persisted in SQLite. */
+/** A budget reservation as the object records it. */
+export interface ReservationRow {
+	id: string;
+	tokens: number;
+	microUsd: number;
+	expiresAt: number;
+	/** The month it is charged to, whenever it is settled or expires. */
+	period: string;
+}
+
+/** The budget's scalar state, as persisted. */
+export interface BudgetRow {
+	usedTokens: number;
+	usedMicroUsd: number;
+	period: string;
+	/** The latest time the ledger has seen: its clock never runs backwards. */
+	clock: number;
+}
+
+/** Where a {@link BudgetLedger} writes its changes (the Durable Object's SQLite; nothing in tests). */
+export interface BudgetStore {
+	saveBudget(row: BudgetRow): void;
+	saveReservation(reservation: ReservationRow): void;
+	deleteReservation(id: string): void;
+}
+
+/** Retry hint for a refusal caused only by reservations in flight, which may settle for less. */
+const RESERVED_RETRY_MS = 1000;
+
+/** What is left of `limit` (null = unlimited); negative once settlements have overshot it. */
+function left(limit: number | null, used: number, reserved: number): number | null {
+	return limit === null ? null : limit - used - reserved;
+}
+
+/**
+ * A tenant's monthly LLM budget: tokens and micro-dollars used this month (UTC), and reservations.
+ *
+ * `reserve` admits a request only if usage plus every outstanding reservation of this month plus the
+ * request's estimate stays within each limit, and records the estimate as a reservation in the same
+ * synchronous step, so concurrent reservations never together exceed the budget. `settle` replaces a
+ * reservation by the request's actual usage (charged to the month the reservation was made in; a
+ * closed month's charge is dropped, its budget being over). A reservation not settled by its expiry is
+ * charged its reserved amount — never less than was estimated — and removed; a late or repeated
+ * settlement finds nothing and charges nothing, so each reservation is charged exactly once.
+ *
+ * Hence, in any month, usage + reservations ≤ limit + Σ max(0, actual − reserved) over the settlements
+ * made so far: concurrency alone never overshoots, and the budget is exceeded only by requests that
+ * used more than they reserved, by at most that excess, all of them admitted before it was known.
+ * Checks, expiry and the month rollover run on the object's clock, which is clamped so it never runs
+ * backwards. Pure apart from the store it writes to, with the clock passed in.
+ */
+export class BudgetLedger {
+	readonly #row: BudgetRow = { usedTokens: 0, usedMicroUsd: 0, period: "", clock: 0 };
+	/** Sums over the reservations of the current month. */
+	#reservedTokens = 0;
+	#reservedMicroUsd = 0;
+	/** No reservation expires before this (it may be earlier than the true next expiry, never later). */
+	#nextExpiry = Number.POSITIVE_INFINITY;
+	readonly #reservations = new Map<string, ReservationRow>();
+	readonly #store: BudgetStore | undefined;
+	readonly #newId: () => string;
+
+	constructor(
+		options: { budget?: BudgetRow; reservations?: ReservationRow[]; store?: BudgetStore; newId?: () => string } = {},
+	) {
+		this.#store = options.store;
+		this.#newId = options.newId ?? (() => crypto.randomUUID());
+		if (options.budget) Object.assign(this.#row, options.budget);
+		for (const r of options.reservations ?? []) {
+			this.#reservations.set(r.id, { ...r });
+			this.#nextExpiry = Math.min(this.#nextExpiry, r.expiresAt);
+		}
+		this.#recount();
+	}
+
+	#recount(): void {
+		this.#reservedTokens = 0;
+		this.#reservedMicroUsd = 0;
+		for (const r of this.#reservations.values()) {
+			if (r.period !== this.#row.period) continue;
+			this.#reservedTokens += r.tokens;
+			this.#reservedMicroUsd += r.microUsd;
+		}
+	}
+
+	/** Removes a reservation, charging `tokens` and `microUsd` to its month if that is still the current one. */
+	#close(r: ReservationRow, tokens: number, microUsd: number): void {
+		this.#reservations.delete(r.id);
+		this.#store?.deleteReservation(r.id);
+		if (r.period !== this.#row.period) return;
+		this.#reservedTokens -= r.tokens;
+		this.#reservedMicroUsd -= r.microUsd;
+		this.#row.usedTokens += tokens;
+		this.#row.usedMicroUsd += microUsd;
+	}
+
+	/** Moves the clock forward (never back), rolls the month over and charges expired reservations. */
+	#advance(clock: number): number {
+		const now = Math.max(clock, this.#row.clock);
+		this.#row.clock = now;
+		const period = monthKey(now);
+		if (period !== this.#row.period) {
+			this.#row.period = period;
+			this.#row.usedTokens = 0;
+			this.#row.usedMicroUsd = 0;
+			this.#recount();
+		}
+		if (now >= this.#nextExpiry) {
+			this.#nextExpiry = Number.POSITIVE_INFINITY;
+			for (const r of this.#reservations.values()) {
+				if (r.expiresAt <= now) this.#close(r, r.tokens, r.microUsd);
+				else this.#nextExpiry = Math.min(this.#nextExpiry, r.expiresAt);
+			}
+		}
+		return now;
+	}
+
+	#totals(): BudgetTotals {
+		return {
+			period: this.#row.period,
+			usedTokens: this.#row.usedTokens,
+			usedMicroUsd: this.#row.usedMicroUsd,
+			reservedTokens: this.#reservedTokens,
+			reservedMicroUsd: this.#reservedMicroUsd,
+		};
+	}
+
+	/** Reserves the request's estimate if it fits in what is left of each limit this month. */
+	reserve(
+		request: { budget: LlmBudget; tokens: number; microUsd: number; ttlMs: number },
+		clock: number,
+	): ReserveBudgetResult {
+		const { budget, tokens, microUsd, ttlMs } = request;
+		const now = this.#advance(clock);
+		const resetMs = monthEnd(now) - now;
+		const row = this.#row;
+		const tokensLeft = left(budget.monthlyTokens, row.usedTokens, this.#reservedTokens);
+		const costLeft = left(budget.monthlyMicroUsd, row.usedMicroUsd, this.#reservedMicroUsd);
+		const limitedBy =
+			tokensLeft !== null && tokens > tokensLeft ? "tokens" : costLeft !== null && microUsd > costLeft ? "cost" : null;
+		if (limitedBy) {
+			this.#store?.saveBudget({ ...row });
+			// Spent by usage alone: nothing frees room before the month ends. Otherwise a settlement may.
+			const spent =
+				(budget.monthlyTokens !== null && row.usedTokens + tokens > budget.monthlyTokens) ||
+				(budget.monthlyMicroUsd !== null && row.usedMicroUsd + microUsd > budget.monthlyMicroUsd);
+			return {
+				ok: false,
+				limitedBy,
+				remainingTokens: tokensLeft === null ? null : Math.max(0, tokensLeft),
+				remainingMicroUsd: costLeft === null ? null : Math.max(0, costLeft),
+				resetMs,
+				retryAfterMs: spent ? resetMs : Math.min(resetMs, RESERVED_RETRY_MS),
+			};
+		}
+		const reservation: ReservationRow = {
+			id: this.#newId(),
+			tokens,
+			microUsd,
+			expiresAt: now + ttlMs,
+			period: row.period,
+		};
+		this.#reservations.set(reservation.id, reservation);
+		this.#reservedTokens += tokens;
+		this.#reservedMicroUsd += microUsd;
+		this.#nextExpiry = Math.min(this.#nextExpiry, reservation.expiresAt);
+		this.#store?.saveReservation(reservation);
+		this.#store?.saveBudget({ ...row });
+		return {
+			ok: true,
+			reservationId: reservation.id,
+			remainingTokens: tokensLeft === null ? null : tokensLeft - tokens,
+			remainingMicroUsd: costLeft === null ? null : costLeft - microUsd,
+			resetMs,
+		};
+	}
+
+	/** Replaces a reservation by the actual usage; a reservation already settled or expired is not charged again. */
+	settle(request: { reservationId: string; tokens: number; microUsd: number }, clock: number): BudgetSettlement {
+		this.#advance(clock);
+		const reservation = this.#reservations.get(request.reservationId);
+		if (reservation) this.#close(reservation, request.tokens, request.microUsd);
+		this.#store?.saveBudget({ ...this.#row });
+		return { settled: reservation !== undefined, ...this.#totals() };
+	}
+
+	/** The bookkeeping as of `clock` (expired reservations charged first). */
+	state(clock: number): BudgetState {
+		this.#advance(clock);
+		this.#store?.saveBudget({ ...this.#row });
+		return { ...this.#totals(), reservations: this.#reservations.size };
+	}
+}
+
+/**
+ * The Durable Object: one {@link LeasedBucket} per limited subject and, for tenants, one
+ * {@link BudgetLedger} for the monthly LLM budget, both persisted in SQLite.
+ */
 export class RateLimiter extends DurableObject<Env> {
 	#bucket: LeasedBucket = new LeasedBucket();
+	#budget: BudgetLedger = new BudgetLedger();
 
 	constructor(ctx: DurableObjectState, env: Env) {
 		super(ctx, env);
 		ctx.blockConcurrencyWhile(async () => {
 			this.#bucket = this.#load(ctx.storage.sql);
+			this.#budget = this.#loadBudget(ctx.storage.sql);
 		});
 	}
 
@@ -362,6 +577,55 @@ export class RateLimiter extends DurableObject<Env> {
 		});
 	}
 
+	#loadBudget(sql: SqlStorage): BudgetLedger {
+		sql.exec(`CREATE TABLE IF NOT EXISTS budget (
+			id INTEGER PRIMARY KEY CHECK (id = 1),
+			used_tokens INTEGER NOT NULL, used_micro_usd INTEGER NOT NULL, period TEXT NOT NULL, clock REAL NOT NULL)`);
+		sql.exec(`CREATE TABLE IF NOT EXISTS budget_reservations (
+			id TEXT PRIMARY KEY, tokens INTEGER NOT NULL, micro_usd INTEGER NOT NULL,
+			expires_at REAL NOT NULL, period TEXT NOT NULL)`);
+		const row = sql
+			.exec<{ used_tokens: number; used_micro_usd: number; period: string; clock: number }>(
+				"SELECT used_tokens, used_micro_usd, period, clock FROM budget WHERE id = 1",
+			)
+			.toArray()[0];
+		const reservations = sql
+			.exec<{ id: string; tokens: number; micro_usd: number; expires_at: number; period: string }>(
+				"SELECT id, tokens, micro_usd, expires_at, period FROM budget_reservations",
+			)
+			.toArray()
+			.map((r) => ({ id: r.id, tokens: r.tokens, microUsd: r.micro_usd, expiresAt: r.expires_at, period: r.period }));
+		const store: BudgetStore = {
+			saveBudget: (b) =>
+				sql.exec(
+					`INSERT INTO budget (id, used_tokens, used_micro_usd, period, clock) VALUES (1, ?, ?, ?, ?)
+					 ON CONFLICT(id) DO UPDATE SET used_tokens = excluded.used_tokens,
+					 used_micro_usd = excluded.used_micro_usd, period = excluded.period, clock = excluded.clock`,
+					b.usedTokens,
+					b.usedMicroUsd,
+					b.period,
+					b.clock,
+				),
+			saveReservation: (r) =>
+				sql.exec(
+					"INSERT INTO budget_reservations (id, tokens, micro_usd, expires_at, period) VALUES (?, ?, ?, ?, ?)",
+					r.id,
+					r.tokens,
+					r.microUsd,
+					r.expiresAt,
+					r.period,
+				),
+			deleteReservation: (id) => sql.exec("DELETE FROM budget_reservations WHERE id = ?", id),
+		};
+		return new BudgetLedger({
+			budget: row
+				? { usedTokens: row.used_tokens, usedMicroUsd: row.used_micro_usd, period: row.period, clock: row.clock }
+				: undefined,
+			reservations,
+			store,
+		});
+	}
+
 	/**
 	 * Takes back returned leases, retires expired ones and grants a new lease of up to `want` tokens.
 	 * Synchronous from start to end, so two calls never interleave.
@@ -373,6 +637,27 @@ export class RateLimiter extends DurableObject<Env> {
 	/** The object's bookkeeping, for operators and tests. */
 	state(): LimiterState {
 		return this.#bucket.state();
+	}
+
+	/**
+	 * Reserves an LLM request's estimated tokens and cost against the monthly budget, or refuses.
+	 * Synchronous from start to end, so concurrent reservations can never together exceed the budget.
+	 */
+	reserveBudget(input: ReserveBudgetRequest): ReserveBudgetResult {
+		const request = ReserveBudgetRequestSchema.parse(input);
+		return this.#budget.reserve(request, request.now ?? Date.now());
+	}
+
+	/** Replaces a reservation by the request's actual usage. Idempotent: a reservation is charged once. */
+	settleBudget(input: SettleBudgetRequest): BudgetSettlement {
+		const request = SettleBudgetRequestSchema.parse(input);
+		return this.#budget.settle(request, request.now ?? Date.now());
+	}
+
+	/** The budget's bookkeeping, for operators and tests. */
+	budgetState(input: BudgetStateRequest = {}): BudgetState {
+		const request = BudgetStateRequestSchema.parse(input);
+		return this.#budget.state(request.now ?? Date.now());
 	}
 }
 

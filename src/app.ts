@@ -5,6 +5,7 @@ import type { MiddlewareHandler } from "hono";
 import { adminRoutes } from "./admin";
 import { auditRoutes } from "./audit";
 import { type AuthVariables, requireAuth, requirePlane, requireScope } from "./auth";
+import { breakerRoutes } from "./breaker";
 import { config, tierPolicy } from "./config";
 import {
 	ApiError,
@@ -22,6 +23,7 @@ import {
 	securityHeaders,
 	toApiError,
 } from "./http";
+import { isOpenAiPath, llmRoutes, openAiErrorResponse, providerKeyRoutes, usageRoutes } from "./llm";
 import { type AdmitOptions, admit } from "./ratelimit";
 import { DOCS_HTML, systemRoutes } from "./system";
 import { ingestRoutes, webhookRoutes } from "./webhooks";
@@ -110,10 +112,18 @@ export function createApp(options: AppOptions = {}) {
 	});
 	v1.use("/admin/*", ...protect("admin", options));
 	v1.route("/admin", adminRoutes());
+	v1.route("/admin", providerKeyRoutes());
+	v1.route("/admin", breakerRoutes());
 	v1.use("/webhooks/*", ...protect("webhooks:manage", options, "webhooks"));
 	v1.route("/webhooks", webhookRoutes());
 	v1.use("/audit/*", ...protect("admin", options));
 	v1.route("/audit", auditRoutes());
+	// The OpenAI-compatible LLM routes (errors in OpenAI's shape, see onError) and the caller's usage report.
+	for (const path of ["/chat/*", "/embeddings", "/models", "/usage", "/usage/*"]) {
+		v1.use(path, ...protect("llm", options, "llm"));
+	}
+	v1.route("/", llmRoutes());
+	v1.route("/usage", usageRoutes());
 	app.route("/v1", v1);
 
 	app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
@@ -159,7 +169,7 @@ export function createApp(options: AppOptions = {}) {
 		} else if (error.reason) {
 			log("info", "request refused", { code: error.code, reason: error.reason, requestId: c.var.requestId });
 		}
-		return problemResponse(c, error);
+		return isOpenAiPath(c.req.path) ? openAiErrorResponse(c, error) : problemResponse(c, error);
 	});
 
 	return app;

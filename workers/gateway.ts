@@ -1,7 +1,7 @@
 /** The entry points Cloudflare calls. Thin: parse, call src/, ack or retry. */
 import { createApp } from "../src/app";
 import { auditWriter } from "../src/audit";
-import { breakerClientFor } from "../src/breaker";
+import { breakerClientFor, breakerRegistry } from "../src/breaker";
 import { config } from "../src/config";
 import {
 	type EventHandler,
@@ -10,6 +10,7 @@ import {
 	isDeadLetterQueue,
 	registerHandlers,
 } from "../src/events";
+import { usageRecorder } from "../src/llm";
 import { deliveryStatusUpdater, forwarder, sweepWebhookDeliveries } from "../src/webhooks";
 
 export { CircuitBreaker } from "../durable-objects/circuit-breaker";
@@ -23,12 +24,41 @@ const app = createApp();
  */
 const HANDLERS: readonly EventHandler[] = registerHandlers([
 	auditWriter,
+	breakerRegistry,
+	usageRecorder,
 	deliveryStatusUpdater,
 	forwarder({ breakers: breakerClientFor, retryScale: (env) => config(env).FORWARD_RETRY_SCALE }),
 ]);
 
+/**
+ * Benchmarks only (bench/llm.mjs): with `BENCH_PASSTHROUGH_URL` set, outside production, POST
+ * `/__bench/passthrough` forwards the body to that URL and returns the answer, with no checks at
+ * all — the floor any Worker pays for one subrequest, against which the LLM plane is measured.
+ * No wrangler.toml environment sets it.
+ */
+function benchUpstream(request: Request, env: Env): string | undefined {
+	const upstream = (env as { BENCH_PASSTHROUGH_URL?: string }).BENCH_PASSTHROUGH_URL;
+	if (!upstream || env.ENVIRONMENT === "production" || !request.url.endsWith("/__bench/passthrough")) return undefined;
+	return upstream;
+}
+
+async function benchPassthrough(request: Request, upstream: string): Promise<Response> {
+	const answer = await fetch(upstream, {
+		method: "POST",
+		headers: { "content-type": "application/json", authorization: request.headers.get("x-upstream-authorization") ?? "" },
+		body: request.body,
+	});
+	return new Response(answer.body, {
+		status: answer.status,
+		headers: { "content-type": answer.headers.get("content-type") ?? "application/json" },
+	});
+}
+
 export default {
-	fetch: app.fetch,
+	fetch(request, env, ctx) {
+		const bench = benchUpstream(request, env);
+		return bench ? benchPassthrough(request, bench) : app.fetch(request, env, ctx);
+	},
 
 	async queue(batch, env) {
 		if (isDeadLetterQueue(batch.queue)) await handleDeadLetterBatch(batch, env);

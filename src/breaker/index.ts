@@ -22,3 +22,5 @@ export {
 	type RecordResult,
 	type TransitionReason,
 } from "./interface";
+export { breakerRegistry } from "./registry";
+export { breakerRoutes } from "./routes";

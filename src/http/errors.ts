@@ -8,6 +8,7 @@ import { z } from "zod";
 export const ERROR_STATUS = {
 	"bad-request": 400,
 	"validation-failed": 400,
+	"content-blocked": 400,
 	"malformed-json": 400,
 	"invalid-token": 401,
 	"invalid-signature": 401,
@@ -16,6 +17,7 @@ export const ERROR_STATUS = {
 	"tier-not-allowed": 403,
 	"tenant-suspended": 403,
 	"not-found": 404,
+	"model-not-found": 404,
 	"method-not-allowed": 405,
 	conflict: 409,
 	gone: 410,
@@ -23,10 +25,14 @@ export const ERROR_STATUS = {
 	"unsupported-media-type": 415,
 	"rate-limited": 429,
 	"quota-exceeded": 429,
+	"budget-exceeded": 429,
 	"headers-too-large": 431,
 	internal: 500,
+	"upstream-error": 502,
 	"limiter-unavailable": 503,
 	"dependency-unavailable": 503,
+	"upstream-unavailable": 503,
+	"upstream-timeout": 504,
 } as const satisfies Record<string, ContentfulStatusCode>;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -34,6 +40,7 @@ export type ErrorCode = keyof typeof ERROR_STATUS;
 const TITLES: Record<ErrorCode, string> = {
 	"bad-request": "Bad request",
 	"validation-failed": "Request validation failed",
+	"content-blocked": "Content blocked by a guardrail",
 	"malformed-json": "Malformed JSON body",
 	"invalid-token": "Invalid credentials",
 	"invalid-signature": "Invalid webhook signature",
@@ -42,6 +49,7 @@ const TITLES: Record<ErrorCode, string> = {
 	"tier-not-allowed": "Not allowed on this tier",
 	"tenant-suspended": "Tenant suspended",
 	"not-found": "Not found",
+	"model-not-found": "Model not found",
 	"method-not-allowed": "Method not allowed",
 	conflict: "Conflict",
 	gone: "Gone",
@@ -49,10 +57,14 @@ const TITLES: Record<ErrorCode, string> = {
 	"unsupported-media-type": "Unsupported media type",
 	"rate-limited": "Rate limit exceeded",
 	"quota-exceeded": "Quota exceeded",
+	"budget-exceeded": "LLM budget exceeded",
 	"headers-too-large": "Request headers too large",
 	internal: "Internal error",
+	"upstream-error": "Upstream error",
 	"limiter-unavailable": "Admission control unavailable",
 	"dependency-unavailable": "Dependency unavailable",
+	"upstream-unavailable": "No upstream available",
+	"upstream-timeout": "Upstream timed out",
 };
 
 /** One field-level problem, as in the `errors` member of a validation problem. */

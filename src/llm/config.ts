@@ -7,6 +7,7 @@
  */
 import { z } from "zod";
 import { BreakerPolicySchema } from "../breaker";
+import { patternProblem } from "./guardrails";
 import { PROVIDER_KINDS } from "./providers/interface";
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -104,7 +105,10 @@ export const GuardrailCheckSchema = z
 			}
 		},
 		{ message: "pattern is not a valid regular expression" },
-	);
+	)
+	.refine((c) => !c.pattern || patternProblem(c.pattern) === null, {
+		message: "pattern must use bounded quantifiers ({1,64}) and no repeated group holding a quantifier or |",
+	});
 export type GuardrailCheck = z.infer<typeof GuardrailCheckSchema>;
 
 export const GuardrailsSchema = z

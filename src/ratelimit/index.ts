@@ -1,4 +1,25 @@
 export { type AdmitOptions, admit, bucketPolicy, leaseClientFor } from "./admit";
+export {
+	BudgetClient,
+	type BudgetClientOptions,
+	type BudgetDecision,
+	type BudgetReservation,
+	type BudgetSettlement,
+	type BudgetState,
+	type BudgetStateRequest,
+	BudgetStateRequestSchema,
+	type BudgetStub,
+	type Budgets,
+	type BudgetTotals,
+	budgetsFor,
+	DEFAULT_RESERVATION_TTL_MS,
+	MAX_RESERVATION_TTL_MS,
+	type ReserveBudgetRequest,
+	ReserveBudgetRequestSchema,
+	type ReserveBudgetResult,
+	type SettleBudgetRequest,
+	SettleBudgetRequestSchema,
+} from "./budget";
 export { type LimitView, limitField, policyField } from "./headers";
 export {
 	type AcquireRequest,

@@ -43,6 +43,7 @@ export type TierName = "free" | "pro" | "enterprise";
 export interface Limits {
 	rate?: { perSecond: number; burst: number };
 	monthlyQuota?: number;
+	llmBudget?: { monthlyTokens?: number | null; monthlyMicroUsd?: number | null };
 }
 
 export interface SeedTenant {

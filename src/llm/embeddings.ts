@@ -1,0 +1,91 @@
+/** `POST /v1/embeddings`: input guardrails → cache → budget → routing → answer → settlement and usage in the background. */
+import type { Context } from "hono";
+import { cacheKey, readCache, writeCache } from "./cache";
+import { checkEmbeddingsInput } from "./guardrails";
+import { type LlmEnv, narrowedProviders, planeFor, refuseInput, reserveBudget, servedHeaders, settle } from "./plane";
+import { ProviderError } from "./providers";
+import { planTargets, route } from "./router";
+import type { EmbeddingsRequest, EmbeddingsResponse } from "./types";
+import { estimateEmbeddingsTokens } from "./usage";
+
+export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): Promise<Response> {
+	const plane = planeFor(c);
+	// Only providers with an embeddings API can serve (Anthropic has none).
+	const targets = planTargets(plane.cfg, plane.tier.models, body.model, "embeddings", {
+		providers: narrowedProviders(c),
+	}).filter((t) => plane.routeEnv.providers.get(t.provider)?.embed);
+	const input = checkEmbeddingsInput(body.input, plane.cfg.guardrails);
+	if (input.blocked) {
+		await refuseInput(plane, "embeddings", body.model, input.blocked.check);
+	}
+	const request: EmbeddingsRequest = { ...body, input: input.input };
+	const base = { operation: "embeddings" as const, requested: body.model, completionTokens: 0 };
+
+	const key = plane.cacheTtlS > 0 ? await cacheKey(plane.principal.tenantId, "embeddings", body.model, request) : null;
+	if (key) {
+		const hit = await readCache(key);
+		if (hit && hit.body.object === "list") {
+			const answer = hit.body as EmbeddingsResponse;
+			const target = { provider: hit.provider, model: hit.model, weight: 1, priority: 0 };
+			settle(plane, null, {
+				...base,
+				target,
+				promptTokens: answer.usage.prompt_tokens,
+				estimated: false,
+				status: 200,
+				cacheHit: true,
+				byok: false,
+				attempts: 0,
+			});
+			return c.json(answer, 200, servedHeaders(target, 0, "HIT"));
+		}
+	}
+
+	const promptTokens = estimateEmbeddingsTokens(request);
+	const reservation = await reserveBudget(plane, targets, promptTokens, 0);
+	try {
+		const served = await route(plane.routeEnv, targets, (a) => {
+			const embed = a.provider.embed?.bind(a.provider);
+			if (!embed) throw new ProviderError("connection", `${a.provider.name} has no embeddings API`);
+			return embed({
+				model: a.target.model,
+				request,
+				apiKey: a.key.apiKey,
+				signal: a.signal,
+				traceparent: plane.traceparent,
+			});
+		});
+		settle(plane, reservation, {
+			...base,
+			target: served.target,
+			promptTokens: served.value.usage?.prompt_tokens ?? promptTokens,
+			estimated: !served.value.usage,
+			status: 200,
+			cacheHit: false,
+			byok: served.byok,
+			attempts: served.attempts,
+		});
+		if (key) {
+			c.executionCtx.waitUntil(
+				writeCache(
+					key,
+					{ body: served.value, provider: served.target.provider, model: served.target.model },
+					plane.cacheTtlS,
+				),
+			);
+		}
+		return c.json(served.value, 200, servedHeaders(served.target, served.attempts, plane.cacheStatus));
+	} catch (err) {
+		settle(plane, reservation, {
+			...base,
+			target: null,
+			promptTokens: 0,
+			estimated: false,
+			status: typeof (err as { status?: unknown }).status === "number" ? (err as { status: number }).status : 500,
+			cacheHit: false,
+			byok: false,
+			attempts: 0,
+		});
+		throw err;
+	}
+}

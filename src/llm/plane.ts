@@ -1,0 +1,279 @@
+/**
+ * What every LLM request shares, whatever its operation: the caller's plan (aliases, cache TTL,
+ * budget), the routing environment (providers, keys, breakers), budget reservation and settlement,
+ * the usage record, and the audit record of a guardrail block. chat.ts and embeddings.ts use it.
+ */
+import type { Context } from "hono";
+import type { AuthVariables, Principal } from "../auth";
+import { BreakerClient } from "../breaker";
+import { type LlmBudget, type TierPolicy, tierPolicy } from "../config";
+import { newEvent, publish } from "../events";
+import { ApiError, formatTraceparent, waitUntil } from "../http";
+import { type BudgetReservation, budgetsFor } from "../ratelimit";
+import { keyResolver } from "./byok";
+import { costMicroUsd, type LlmConfig, llmConfig, priceOf, type Target } from "./config";
+import { providersFor } from "./providers";
+import type { RouteEnv } from "./router";
+import { recordUsage, type UsageRecord } from "./usage";
+
+export type LlmEnv = { Bindings: Env; Variables: AuthVariables };
+
+/** Breakers trust a closed answer this long, so a healthy provider costs no breaker round trip per call. */
+const CLOSED_TRUST_MS = 1000;
+
+const breakerClients = new WeakMap<object, BreakerClient>();
+
+/** The isolate's breaker client for provider calls (the webhook forwarder has its own, without closed trust). */
+function llmBreakers(env: Env): BreakerClient {
+	let client = breakerClients.get(env.CIRCUIT_BREAKER);
+	if (!client) {
+		const ns = env.CIRCUIT_BREAKER;
+		client = new BreakerClient({ stub: (name) => ns.getByName(name), closedTrustMs: CLOSED_TRUST_MS });
+		breakerClients.set(env.CIRCUIT_BREAKER, client);
+	}
+	return client;
+}
+
+export interface Plane {
+	c: Context<LlmEnv>;
+	cfg: LlmConfig;
+	principal: Principal;
+	tier: TierPolicy;
+	routeEnv: RouteEnv;
+	traceparent: string;
+	started: number;
+	/** The cache TTL for this caller, 0 when not cached (tier, feature, or a bypass header). */
+	cacheTtlS: number;
+	cacheStatus: "MISS" | "BYPASS" | "OFF";
+}
+
+export function planeFor(c: Context<LlmEnv>): Plane {
+	const cfg = llmConfig(c.env);
+	const principal = c.var.principal;
+	const tier = tierPolicy(principal.tier);
+	const traceparent = formatTraceparent(c.var.trace);
+	const env = c.env;
+	const cacheable = tier.llm.cacheTtlS > 0 && tier.features.includes("cache");
+	const bypass =
+		/\b(no-cache|no-store)\b/i.test(c.req.header("cache-control") ?? "") ||
+		/^bypass$/i.test(c.req.header("x-edgeway-cache") ?? "");
+	return {
+		c,
+		cfg,
+		principal,
+		tier,
+		traceparent,
+		started: Date.now(),
+		cacheTtlS: cacheable && !bypass ? tier.llm.cacheTtlS : 0,
+		cacheStatus: !cacheable ? "OFF" : bypass ? "BYPASS" : "MISS",
+		routeEnv: {
+			cfg,
+			tenantId: principal.tenantId,
+			providers: providersFor(cfg, env.AI),
+			breakers: llmBreakers(env),
+			keyFor: keyResolver(env, principal.tenantId, tier.features.includes("byok")),
+			waitUntil: (p) => waitUntil(c, p),
+			signal: c.req.raw.signal,
+			traceparent,
+		},
+	};
+}
+
+/** `x-edgeway-providers: a, b` narrows the request to those providers. */
+export function narrowedProviders(c: Context<LlmEnv>): string[] | undefined {
+	const header = c.req.header("x-edgeway-providers");
+	if (!header) return undefined;
+	return header
+		.split(",")
+		.map((s) => s.trim())
+		.filter(Boolean);
+}
+
+/** The caller's monthly budget: the tenant's override, field by field, over the tier's. */
+export function budgetOf(plane: Plane): LlmBudget {
+	const own = plane.principal.tenantLimits?.llmBudget;
+	const tier = plane.tier.llm.budget;
+	return {
+		monthlyTokens: own?.monthlyTokens !== undefined ? own.monthlyTokens : tier.monthlyTokens,
+		monthlyMicroUsd: own?.monthlyMicroUsd !== undefined ? own.monthlyMicroUsd : tier.monthlyMicroUsd,
+	};
+}
+
+/**
+ * Reserves the most this request can cost (its prompt estimate plus its output cap, at the priciest
+ * target's price) before any call. null when the caller has no budget. Throws 429 / 503.
+ */
+export async function reserveBudget(
+	plane: Plane,
+	targets: readonly Target[],
+	promptTokens: number,
+	outputTokens: number,
+): Promise<BudgetReservation | null> {
+	const budget = budgetOf(plane);
+	if (budget.monthlyTokens === null && budget.monthlyMicroUsd === null) return null;
+	const microUsd = Math.max(
+		0,
+		...targets.map((t) => costMicroUsd(priceOf(plane.cfg, t.provider, t.model), promptTokens, outputTokens)),
+	);
+	const answer = await budgetsFor(plane.c.env).reserve(plane.principal.tenantId, budget, {
+		tokens: promptTokens + outputTokens,
+		microUsd,
+	});
+	if (answer.ok) return answer.reservation;
+	if (answer.limitedBy === "unavailable") {
+		throw new ApiError("limiter-unavailable", "The budget could not be checked; retry shortly.", {
+			reason: answer.reason,
+		});
+	}
+	throw new ApiError(
+		"budget-exceeded",
+		answer.limitedBy === "tokens"
+			? "This request would exceed your monthly token budget."
+			: "This request would exceed your monthly spending budget.",
+		{ headers: { "retry-after": String(Math.max(1, Math.ceil(answer.retryAfterMs / 1000))) } },
+	);
+}
+
+export interface Outcome {
+	operation: UsageRecord["operation"];
+	requested: string;
+	target: Target | null;
+	promptTokens: number;
+	completionTokens: number;
+	estimated: boolean;
+	status: number;
+	cacheHit: boolean;
+	byok: boolean;
+	attempts: number;
+}
+
+/** After the answer: settles the reservation with what was spent and records the usage (both in the background). */
+export function settle(plane: Plane, reservation: BudgetReservation | null, o: Outcome): void {
+	const price = o.target ? priceOf(plane.cfg, o.target.provider, o.target.model) : null;
+	// A cached answer costs no provider call: it is recorded with its tokens, charged nothing.
+	const cost = o.cacheHit ? 0 : costMicroUsd(price, o.promptTokens, o.completionTokens);
+	const tokens = o.cacheHit ? 0 : o.promptTokens + o.completionTokens;
+	const { c, principal } = plane;
+	if (reservation) waitUntil(c, budgetsFor(c.env).settle(reservation, { tokens, microUsd: cost }));
+	const record: UsageRecord = {
+		actor: principal.actor,
+		...(principal.keyId ? { keyId: principal.keyId } : {}),
+		requestId: c.var.requestId,
+		operation: o.operation,
+		requested: o.requested,
+		provider: o.target?.provider ?? null,
+		model: o.target?.model ?? null,
+		promptTokens: o.promptTokens,
+		completionTokens: o.completionTokens,
+		estimated: o.estimated,
+		costMicroUsd: cost,
+		latencyMs: Date.now() - plane.started,
+		status: o.status,
+		cacheHit: o.cacheHit,
+		byok: o.byok,
+		attempts: o.attempts,
+	};
+	recordUsage(
+		c.env,
+		(p) => waitUntil(c, p),
+		newEvent({
+			type: "llm.usage",
+			tenantId: principal.tenantId,
+			source: "llm",
+			traceparent: plane.traceparent,
+			data: record as unknown as Record<string, unknown>,
+		}),
+	);
+}
+
+/**
+ * Writes the SENSITIVE_CONTENT_BLOCKED audit record (through the events queue, before the answer
+ * goes out). It names the check and where it fired, never the text.
+ */
+export async function auditBlock(
+	plane: Plane,
+	where: "input" | "output",
+	check: string,
+	requested: string,
+): Promise<void> {
+	const { c, principal } = plane;
+	await publish(
+		c.env,
+		newEvent({
+			type: "audit.record",
+			tenantId: principal.tenantId,
+			source: "llm",
+			traceparent: plane.traceparent,
+			data: {
+				actor: principal.actor,
+				action: "SENSITIVE_CONTENT_BLOCKED",
+				target: `llm:${requested}`,
+				requestId: c.var.requestId,
+				metadata: { where, check },
+			},
+		}),
+	);
+}
+
+/** The response headers that say who served and how. */
+export function servedHeaders(
+	target: Target | null,
+	attempts: number,
+	cache: "HIT" | "MISS" | "BYPASS" | "OFF",
+): Record<string, string> {
+	return {
+		...(target ? { "x-edgeway-provider": target.provider, "x-edgeway-model": target.model } : {}),
+		"x-edgeway-attempts": String(attempts),
+		"x-edgeway-cache": cache,
+	};
+}
+
+/** An input refused by a guardrail: audited, recorded as a usage record of its own (no provider, no tokens), thrown. */
+export async function refuseInput(
+	plane: Plane,
+	operation: Outcome["operation"],
+	requested: string,
+	check: string,
+): Promise<never> {
+	settle(plane, null, {
+		operation,
+		requested,
+		target: null,
+		promptTokens: 0,
+		completionTokens: 0,
+		estimated: false,
+		status: 400,
+		cacheHit: false,
+		byok: false,
+		attempts: 0,
+	});
+	await auditBlock(plane, "input", check, requested);
+	throw contentBlocked("input", check);
+}
+
+export function contentBlocked(where: "input" | "output", check: string): ApiError {
+	return new ApiError(
+		"content-blocked",
+		`The ${where === "input" ? "request" : "answer"} was blocked by the \`${check}\` check.`,
+	);
+}
+
+/** Tier check for `GET /v1/models` and friends: the aliases and targets this caller may name. */
+export function allowedModels(cfg: LlmConfig, tier: TierPolicy): Array<{ id: string; kind: "chat" | "embeddings" }> {
+	const any = tier.models.includes("*");
+	const out: Array<{ id: string; kind: "chat" | "embeddings" }> = [];
+	const seen = new Set<string>();
+	for (const [name, alias] of Object.entries(cfg.aliases)) {
+		const allowed = any || tier.models.includes(name);
+		if (!allowed) continue;
+		out.push({ id: name, kind: alias.kind });
+		for (const t of alias.targets) {
+			const id = `${t.provider}/${t.model}`;
+			if (!seen.has(id)) {
+				seen.add(id);
+				out.push({ id, kind: alias.kind });
+			}
+		}
+	}
+	return out;
+}

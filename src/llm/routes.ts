@@ -1,0 +1,92 @@
+/**
+ * The OpenAI-compatible routes, mounted at /v1 behind auth (scope `llm`, plane `llm`) and admission.
+ * Errors on these paths are rendered in OpenAI's shape (src/llm/errors.ts).
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import { tierPolicy } from "../config";
+import { BEARER, createRouter, jsonResponse, problems } from "../http";
+import { chatCompletions } from "./chat";
+import { llmConfig } from "./config";
+import { embeddings } from "./embeddings";
+import { allowedModels, type LlmEnv } from "./plane";
+import { ChatRequestSchema, EmbeddingsRequestSchema } from "./types";
+
+const errors = problems(400, 401, 403, 404, 413, 415, 429, 502, 503, 504);
+
+const chat = createRoute({
+	method: "post",
+	path: "/chat/completions",
+	summary: "Create a chat completion (OpenAI-compatible; `stream: true` answers server-sent events)",
+	security: BEARER,
+	request: {
+		body: {
+			required: true,
+			content: { "application/json": { schema: ChatRequestSchema.openapi("ChatCompletionRequest") } },
+		},
+	},
+	responses: {
+		200: {
+			description:
+				"A chat.completion object, or a text/event-stream of chat.completion.chunk objects ending in `[DONE]`",
+			content: { "application/json": { schema: z.looseObject({ object: z.literal("chat.completion") }) } },
+		},
+		...errors,
+	},
+});
+
+const embed = createRoute({
+	method: "post",
+	path: "/embeddings",
+	summary: "Create embeddings (OpenAI-compatible)",
+	security: BEARER,
+	request: {
+		body: {
+			required: true,
+			content: { "application/json": { schema: EmbeddingsRequestSchema.openapi("EmbeddingsRequest") } },
+		},
+	},
+	responses: { 200: jsonResponse(z.looseObject({ object: z.literal("list") }), "The embeddings"), ...errors },
+});
+
+const ModelSchema = z.object({
+	id: z.string(),
+	object: z.literal("model"),
+	created: z.number().int(),
+	owned_by: z.string(),
+	/** Edgeway: what the model serves. */
+	kind: z.enum(["chat", "embeddings"]),
+});
+
+const models = createRoute({
+	method: "get",
+	path: "/models",
+	summary: "The models (aliases and provider/model targets) this caller's plan may use",
+	security: BEARER,
+	responses: {
+		200: jsonResponse(z.object({ object: z.literal("list"), data: z.array(ModelSchema) }), "The models"),
+		...problems(401, 403, 429),
+	},
+});
+
+export function llmRoutes() {
+	const app = createRouter<LlmEnv>();
+	app.openapi(chat, (c) => chatCompletions(c, c.req.valid("json")) as never);
+	app.openapi(embed, (c) => embeddings(c, c.req.valid("json")) as never);
+	app.openapi(models, (c) => {
+		const list = allowedModels(llmConfig(c.env), tierPolicy(c.var.principal.tier));
+		return c.json(
+			{
+				object: "list" as const,
+				data: list.map((m) => ({
+					id: m.id,
+					object: "model" as const,
+					created: 0,
+					owned_by: m.id.includes("/") ? m.id.slice(0, m.id.indexOf("/")) : "edgeway",
+					kind: m.kind,
+				})),
+			},
+			200,
+		);
+	});
+	return app;
+}

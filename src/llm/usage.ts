@@ -1,0 +1,303 @@
+/**
+ * Tokens and the usage record of the LLM plane. Token estimates stand in where a provider reports no
+ * usage (and for reserving against budgets before a call); the usage record is the `data` of one
+ * `llm.usage` event per request. Events are buffered per isolate and published in batches (one queue
+ * message per LLM request would cost more than the request's own bookkeeping), and the recorder writes
+ * each into `llm_usage` exactly once, however often the queue delivers it.
+ */
+import { z } from "zod";
+import { database, llmUsage } from "../db";
+import { type EventEnvelope, EventEnvelopeSchema, type EventHandler, errorText, publish } from "../events";
+import { log } from "../http";
+import type { ChatCompletion, ChatMessage, ChatRequest, EmbeddingsRequest } from "./types";
+
+/** Tokens a message costs beyond its text (role, separators), as in OpenAI's counting guide. */
+export const MESSAGE_OVERHEAD_TOKENS = 4;
+/** Tokens that prime the assistant's reply, once per request. */
+export const REPLY_PRIMING_TOKENS = 3;
+/** An image part: OpenAI's price of a low-detail image, and of a 1024×1024 one otherwise (erring high). */
+const IMAGE_TOKENS_LOW = 85;
+const IMAGE_TOKENS = 765;
+
+/** UTF-8 length of `text`, without encoding it. */
+function utf8Length(text: string): number {
+	let bytes = 0;
+	for (let i = 0; i < text.length; i++) {
+		const code = text.charCodeAt(i);
+		if (code < 0x80) bytes += 1;
+		else if (code < 0x800) bytes += 2;
+		else if (code >= 0xd800 && code <= 0xdbff) {
+			// A surrogate pair: one code point of four bytes.
+			bytes += 4;
+			i++;
+		} else bytes += 3;
+	}
+	return bytes;
+}
+
+/**
+ * Estimated tokens of `text`: ⌈UTF-8 bytes / 4⌉. For English and code that is the usual ⌈chars / 4⌉;
+ * scripts that tokenise into more tokens per character (CJK, Cyrillic…) count their wider encoding,
+ * which keeps the estimate on the high side. It is an estimate, and usage records built on it say so.
+ */
+export function estimateTokens(text: string): number {
+	return Math.ceil(utf8Length(text) / 4);
+}
+
+function contentTokens(content: ChatMessage["content"]): number {
+	if (content == null) return 0;
+	if (typeof content === "string") return estimateTokens(content);
+	let tokens = 0;
+	for (const part of content) {
+		if (part.type === "text") tokens += estimateTokens(part.text);
+		else tokens += part.image_url.detail === "low" ? IMAGE_TOKENS_LOW : IMAGE_TOKENS;
+	}
+	return tokens;
+}
+
+/** Estimated prompt tokens of a chat request: messages with their overhead, tool definitions and the response schema. */
+export function estimatePromptTokens(request: ChatRequest): number {
+	let tokens = REPLY_PRIMING_TOKENS;
+	for (const message of request.messages) {
+		tokens += MESSAGE_OVERHEAD_TOKENS + contentTokens(message.content);
+		if ("name" in message && message.name) tokens += estimateTokens(message.name);
+		if (message.role === "assistant") {
+			for (const call of message.tool_calls ?? []) {
+				tokens += estimateTokens(call.function.name) + estimateTokens(call.function.arguments);
+			}
+		}
+	}
+	if (request.tools?.length) tokens += estimateTokens(JSON.stringify(request.tools));
+	if (request.response_format?.type === "json_schema") {
+		tokens += estimateTokens(JSON.stringify(request.response_format.json_schema));
+	}
+	return tokens;
+}
+
+/** Estimated tokens of an embeddings input; token-id inputs count exactly. */
+export function estimateEmbeddingsTokens(request: EmbeddingsRequest): number {
+	const { input } = request;
+	if (typeof input === "string") return estimateTokens(input);
+	let tokens = 0;
+	for (const item of input) {
+		if (typeof item === "string") tokens += estimateTokens(item);
+		else if (typeof item === "number") tokens += 1;
+		else tokens += item.length;
+	}
+	return tokens;
+}
+
+/** Estimated completion tokens of an answer: its text and its tool calls. */
+export function estimateCompletionTokens(completion: ChatCompletion): number {
+	let tokens = 0;
+	for (const { message } of completion.choices) {
+		if (message.content) tokens += estimateTokens(message.content);
+		for (const call of message.tool_calls ?? []) {
+			tokens += estimateTokens(call.function.name) + estimateTokens(call.function.arguments);
+		}
+	}
+	return tokens;
+}
+
+export const LLM_USAGE_EVENT = "llm.usage";
+
+const count = z.number().int().min(0);
+
+/** The `data` of an `llm.usage` event: one LLM request, answered or not. The tenant is the envelope's. */
+export const UsageRecordSchema = z.object({
+	/** `key:<id>` or `jwt:<sub>`. */
+	actor: z.string().min(1).max(256),
+	keyId: z.string().min(1).max(128).optional(),
+	requestId: z.string().min(1).max(128).optional(),
+	operation: z.enum(["chat", "embeddings"]),
+	/** What the caller asked for: an alias or `provider/model`. */
+	requested: z.string().min(1).max(256),
+	/** Who served it; null when nothing did. */
+	provider: z.string().min(1).max(128).nullable(),
+	model: z.string().min(1).max(256).nullable(),
+	promptTokens: count,
+	completionTokens: count,
+	/** True when the provider reported no usage and the counts are the gateway's estimate. */
+	estimated: z.boolean(),
+	costMicroUsd: count,
+	latencyMs: count,
+	/** HTTP status answered to the client. */
+	status: z.number().int().min(100).max(599),
+	cacheHit: z.boolean(),
+	byok: z.boolean(),
+	/** Upstream attempts made (0 for a cache hit or a request refused before any). */
+	attempts: count,
+});
+export type UsageRecord = z.infer<typeof UsageRecordSchema>;
+
+/**
+ * Writes each `llm.usage` event as one `llm_usage` row whose id is the event's: a redelivered or
+ * replayed event inserts nothing the second time. Data that does not match the schema throws, so the
+ * event ends in the dead-letter queue rather than as a wrong row.
+ */
+export const usageRecorder: EventHandler = {
+	name: "llm-usage-recorder",
+	handles: (event) => event.type === LLM_USAGE_EVENT,
+	async handle(event, env) {
+		const r = UsageRecordSchema.parse(event.data);
+		const at = Date.parse(event.time);
+		await database(env.DB)
+			.insert(llmUsage)
+			.values({
+				id: event.id,
+				tenantId: event.tenantId,
+				actor: r.actor,
+				keyId: r.keyId ?? null,
+				requestId: r.requestId ?? null,
+				operation: r.operation,
+				requested: r.requested,
+				provider: r.provider,
+				model: r.model,
+				promptTokens: r.promptTokens,
+				completionTokens: r.completionTokens,
+				estimated: r.estimated ? 1 : 0,
+				costMicroUsd: r.costMicroUsd,
+				latencyMs: r.latencyMs,
+				status: r.status,
+				cacheHit: r.cacheHit ? 1 : 0,
+				byok: r.byok ? 1 : 0,
+				attempts: r.attempts,
+				day: new Date(at).toISOString().slice(0, 10),
+				createdAt: at,
+			})
+			.onConflictDoNothing()
+			.run();
+	},
+};
+
+/** What keeps the isolate alive for a promise: `(p) => ctx.waitUntil(p)`, or `(p) => waitUntil(c, p)` in a Hono handler. */
+export type WaitUntil = (promise: Promise<unknown>) => void;
+
+export type UsagePublisher = (env: Pick<Env, "EVENTS">, events: EventEnvelope[]) => Promise<void>;
+
+export interface UsageBufferOptions {
+	/** A batch is sent as soon as it holds this many events. */
+	maxEvents?: number;
+	/** …or this long after its first event was buffered. */
+	maxDelayMs?: number;
+	/** How a batch is sent: {@link publish} unless a test says otherwise. */
+	publisher?: UsagePublisher;
+}
+
+interface Batch {
+	env: Pick<Env, "EVENTS">;
+	events: EventEnvelope[];
+	timer: ReturnType<typeof setTimeout>;
+	/** Resolves the promise handed to the `waitUntil` of the request that opened the batch. */
+	settle: () => void;
+}
+
+/**
+ * Usage events of one isolate, sent in batches: when `maxEvents` are buffered, or `maxDelayMs` after the
+ * first, whichever comes first. The request that opens a batch registers the batch's completion with
+ * its `waitUntil`, so the runtime keeps the isolate alive until the batch is on the queue; a request that
+ * fills a batch registers the send it starts. A failed send is logged and retried once, then given up.
+ * Usage is therefore lost only if the isolate dies hard inside that window (≤ `maxDelayMs` plus two
+ * sends) or the queue refuses twice in a row; it is never sent twice by the buffer, and a duplicate
+ * delivery by the queue is absorbed by the recorder.
+ */
+export class UsageBuffer {
+	readonly #maxEvents: number;
+	readonly #maxDelayMs: number;
+	readonly #publisher: UsagePublisher;
+	#batch: Batch | undefined;
+	readonly #sending = new Set<Promise<void>>();
+
+	constructor(options: UsageBufferOptions = {}) {
+		this.#maxEvents = options.maxEvents ?? 50;
+		this.#maxDelayMs = options.maxDelayMs ?? 100;
+		this.#publisher = options.publisher ?? publish;
+		if (!Number.isInteger(this.#maxEvents) || this.#maxEvents < 1 || this.#maxEvents > 100) {
+			throw new RangeError("maxEvents must be an integer in 1..100 (one sendBatch)");
+		}
+		if (!(this.#maxDelayMs >= 0)) throw new RangeError("maxDelayMs must be ≥ 0");
+	}
+
+	/** Buffers a validated event; the send happens later, kept alive by `waitUntil`. */
+	add(env: Pick<Env, "EVENTS">, waitUntil: WaitUntil, event: EventEnvelope): void {
+		// One batch goes to one queue binding: a different one closes the current batch first.
+		if (this.#batch && this.#batch.env.EVENTS !== env.EVENTS) waitUntil(this.#dispatch());
+		let batch = this.#batch;
+		if (!batch) {
+			let settle!: () => void;
+			const sent = new Promise<void>((resolve) => {
+				settle = resolve;
+			});
+			const opened: Batch = {
+				env,
+				events: [],
+				settle,
+				timer: setTimeout(() => {
+					if (this.#batch === opened) void this.#dispatch();
+				}, this.#maxDelayMs),
+			};
+			batch = opened;
+			this.#batch = opened;
+			waitUntil(sent);
+		}
+		batch.events.push(event);
+		if (batch.events.length >= this.#maxEvents) waitUntil(this.#dispatch());
+	}
+
+	/** Sends what is buffered now and waits for every send under way (tests, and shutdown paths). */
+	async flush(): Promise<void> {
+		void this.#dispatch();
+		await Promise.all([...this.#sending]);
+	}
+
+	/** Closes the current batch and sends it; resolves when it is sent or given up (never rejects). */
+	#dispatch(): Promise<void> {
+		const batch = this.#batch;
+		if (!batch) return Promise.resolve();
+		this.#batch = undefined;
+		clearTimeout(batch.timer);
+		const sending = this.#send(batch.env, batch.events).finally(() => {
+			this.#sending.delete(sending);
+			batch.settle();
+		});
+		this.#sending.add(sending);
+		return sending;
+	}
+
+	async #send(env: Pick<Env, "EVENTS">, events: EventEnvelope[]): Promise<void> {
+		try {
+			await this.#publisher(env, events);
+			return;
+		} catch (err) {
+			log("warn", "usage events not published; retrying once", { events: events.length, error: errorText(err) });
+		}
+		try {
+			await this.#publisher(env, events);
+		} catch (err) {
+			log("error", "usage events lost", {
+				events: events.length,
+				firstEventId: events[0]?.id,
+				error: errorText(err),
+			});
+		}
+	}
+}
+
+/** The isolate's usage buffer. */
+export const usageBuffer = new UsageBuffer();
+
+/**
+ * Validates an `llm.usage` event and hands it to the isolate's buffer. Throws (before buffering) when
+ * the event is invalid, so one bad event can never make a whole batch fail to publish.
+ */
+export function recordUsage(env: Pick<Env, "EVENTS">, waitUntil: WaitUntil, event: EventEnvelope): void {
+	const valid = EventEnvelopeSchema.parse(event);
+	if (valid.type !== LLM_USAGE_EVENT) throw new TypeError(`not an ${LLM_USAGE_EVENT} event: ${valid.type}`);
+	UsageRecordSchema.parse(valid.data);
+	usageBuffer.add(env, waitUntil, valid);
+}
+
+/** Sends the isolate's buffered usage now and waits for it (tests). */
+export function flushUsage(): Promise<void> {
+	return usageBuffer.flush();
+}
