@@ -266,7 +266,15 @@ export class BreakerMachine {
 
 	/** Counts one call's outcome and applies any transition it causes. */
 	record(
-		request: { policy: BreakerPolicy; success: boolean; probe: boolean; probeId?: string; traceparent?: string },
+		request: {
+			policy: BreakerPolicy;
+			success: boolean;
+			probe: boolean;
+			probeId?: string;
+			count?: number;
+			release?: boolean;
+			traceparent?: string;
+		},
 		clock: number,
 	): MachineSnapshot {
 		const { policy, success, traceparent } = request;
@@ -274,8 +282,13 @@ export class BreakerMachine {
 		this.#advance(now, policy, traceparent);
 		const row = this.#row;
 
+		if (request.release) {
+			const slot = request.probe ? (request.probeId ?? this.#probes.keys().next().value) : undefined;
+			if (slot !== undefined && this.#probes.delete(slot)) this.#store?.deleteProbe(slot);
+			return this.snapshot();
+		}
 		if (row.state === "closed") {
-			this.#count(success, now, policy);
+			this.#count(success, now, policy, success ? (request.count ?? 1) : 1);
 			const { successes, failures } = this.#windowCounts();
 			const volume = successes + failures;
 			if (row.consecutiveFailures >= policy.consecutiveFailures) {
@@ -304,8 +317,8 @@ export class BreakerMachine {
 		return this.snapshot();
 	}
 
-	/** Adds one outcome to the rolling window and to the run of failures. */
-	#count(success: boolean, now: number, policy: BreakerPolicy): void {
+	/** Adds `n` outcomes to the rolling window and to the run of failures. */
+	#count(success: boolean, now: number, policy: BreakerPolicy, n = 1): void {
 		const width = policy.windowMs / WINDOW_BUCKETS;
 		while (this.#buckets.length > 0) {
 			const oldest = this.#buckets[0] as WindowBucket;
@@ -320,8 +333,8 @@ export class BreakerMachine {
 			bucket = { start, successes: 0, failures: 0 };
 			this.#buckets.push(bucket);
 		}
-		if (success) bucket.successes++;
-		else bucket.failures++;
+		if (success) bucket.successes += n;
+		else bucket.failures += n;
 		this.#store?.saveBucket(bucket);
 		this.#row.consecutiveFailures = success ? 0 : this.#row.consecutiveFailures + 1;
 	}

@@ -147,12 +147,10 @@ export function createApp(options: AppOptions = {}) {
 	app.notFound((c) => {
 		const allowed = methodsFor(c.req.path);
 		if (allowed.length > 0 && !allowed.includes(c.req.method)) {
-			return problemResponse(
-				c,
-				new ApiError("method-not-allowed", `${c.req.method} is not allowed here.`, {
-					headers: { allow: allowed.join(", ") },
-				}),
-			);
+			const error = new ApiError("method-not-allowed", `${c.req.method} is not allowed here.`, {
+				headers: { allow: allowed.join(", ") },
+			});
+			return isOpenAiPath(c.req.path) ? openAiErrorResponse(c, error) : problemResponse(c, error);
 		}
 		return problemResponse(c, new ApiError("not-found", `No route for ${c.req.method} ${c.req.path}.`));
 	});

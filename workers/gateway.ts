@@ -45,7 +45,10 @@ function benchUpstream(request: Request, env: Env): string | undefined {
 async function benchPassthrough(request: Request, upstream: string): Promise<Response> {
 	const answer = await fetch(upstream, {
 		method: "POST",
-		headers: { "content-type": "application/json", authorization: request.headers.get("x-upstream-authorization") ?? "" },
+		headers: {
+			"content-type": "application/json",
+			authorization: request.headers.get("x-upstream-authorization") ?? "",
+		},
 		body: request.body,
 	});
 	return new Response(answer.body, {

@@ -61,6 +61,10 @@ interface Local {
 	closedUntil: number;
 	unavailableUntil: number;
 	unavailableReason: string;
+	/** Successes counted here while closed was trusted, not yet sent (see `record`). */
+	pendingSuccesses: number;
+	/** A record call is waiting to send the pending successes. */
+	flushing: boolean;
 }
 
 /** Circuit breakers for one isolate. Create one per isolate (module scope); see {@link breakerClientFor}. */
@@ -122,6 +126,8 @@ export class BreakerClient implements Breakers {
 			closedUntil: 0,
 			unavailableUntil: 0,
 			unavailableReason: "",
+			pendingSuccesses: 0,
+			flushing: false,
 		};
 		this.#breakers.set(name, local);
 		if (this.#breakers.size > this.#max) {
@@ -239,16 +245,43 @@ export class BreakerClient implements Breakers {
 		const local = this.#local(name);
 		const now = this.#now();
 		if (now < local.unavailableUntil) return { state: "unknown", unavailable: local.unavailableReason };
-		const request: RecordRequest = {
+		// While closed is trusted, plain successes are counted here and sent together once per trust
+		// period by the record call that found none pending (its caller keeps it alive with waitUntil),
+		// so a healthy target costs the object one write per isolate per period, not one per call.
+		if (this.#closedTrust > 0 && outcome.success && !outcome.probe && !outcome.release && now < local.closedUntil) {
+			local.pendingSuccesses++;
+			if (local.flushing) return { state: "closed" };
+			local.flushing = true;
+			await new Promise((resolve) => setTimeout(resolve, this.#closedTrust));
+			local.flushing = false;
+			return this.#flush(name, policy, local);
+		}
+		// Anything else goes at once, after the pending successes, so the object sees outcomes in order.
+		if (local.pendingSuccesses > 0) await this.#flush(name, policy, local);
+		return this.#send(name, local, {
 			policy,
 			success: outcome.success,
 			probe: outcome.probe ?? false,
+			...(outcome.release ? { release: true } : {}),
 			...(outcome.probeId ? { probeId: outcome.probeId } : {}),
 			...(outcome.traceparent ? { traceparent: outcome.traceparent } : {}),
-		};
+		});
+	}
+
+	/** Sends the successes counted locally, if any. */
+	async #flush(name: string, policy: BreakerPolicy, local: Local): Promise<RecordResult> {
+		const count = local.pendingSuccesses;
+		if (count === 0) return { state: "closed" };
+		local.pendingSuccesses = 0;
+		return this.#send(name, local, { policy, success: true, probe: false, count });
+	}
+
+	async #send(name: string, local: Local, request: RecordRequest): Promise<RecordResult> {
+		const sentAt = this.#now();
+		if (sentAt < local.unavailableUntil) return { state: "unknown", unavailable: local.unavailableReason };
 		const snapshot = await this.#call(name, local, (stub) => stub.record(request));
 		if (!snapshot) return { state: "unknown", unavailable: local.unavailableReason };
-		this.#learn(local, snapshot, now);
+		this.#learn(local, snapshot, sentAt);
 		return { state: snapshot.state, ...(snapshot.openUntil !== undefined ? { openUntil: snapshot.openUntil } : {}) };
 	}
 }

@@ -65,6 +65,10 @@ export const RecordRequestSchema = z.object({
 	probe: z.boolean().default(false),
 	/** The probe's id from the admission; without it the oldest probe slot is released. */
 	probeId: z.string().max(64).optional(),
+	/** How many outcomes this record stands for (successes an isolate coalesced); 1 unless `success`. */
+	count: z.number().int().min(1).max(1_000_000).default(1),
+	/** Frees the probe slot without counting anything: the call was never made, or says nothing of the target's health. */
+	release: z.boolean().default(false),
 	now: clock,
 	traceparent,
 });
@@ -160,6 +164,8 @@ export interface BreakerOutcome {
 	success: boolean;
 	probe?: boolean;
 	probeId?: string;
+	/** Counts nothing; only frees the probe slot (the call was not made, or its answer says nothing of health). */
+	release?: boolean;
 	traceparent?: string;
 }
 

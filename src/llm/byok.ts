@@ -12,7 +12,7 @@ import { type AuditEntry, commitWithAudit } from "../audit";
 import { type AuthVariables, TtlLru } from "../auth";
 import { config, tierPolicy } from "../config";
 import { database, providerKeys } from "../db";
-import { ApiError, BEARER, createRouter, jsonResponse, problems } from "../http";
+import { ApiError, BEARER, createRouter, jsonResponse, log, problems } from "../http";
 import { seal, unseal } from "../storage";
 import type { LlmConfig, ProviderConfig } from "./config";
 import { llmConfig } from "./config";
@@ -20,33 +20,38 @@ import type { CallKey } from "./router";
 
 export const KEY_CACHE_MS = 5_000;
 
-const cache = new TtlLru<string, Promise<Map<string, string>>>(1000);
+const cache = new TtlLru<string, Map<string, string>>(1000);
 
 function additionalData(tenantId: string, provider: string): string {
 	return `${tenantId}:provider-key:${provider}`;
 }
 
-/** The tenant's unsealed keys by provider (cached per isolate for KEY_CACHE_MS). */
-function tenantKeys(env: Env, tenantId: string): Promise<Map<string, string>> {
-	let keys = cache.get(tenantId);
-	if (!keys) {
-		keys = (async () => {
-			const rows = await database(env.DB)
-				.select({ provider: providerKeys.provider, sealedKey: providerKeys.sealedKey })
-				.from(providerKeys)
-				.where(eq(providerKeys.tenantId, tenantId));
-			const map = new Map<string, string>();
-			const secret = config(env).ENCRYPTION_KEY;
-			if (!secret) return map;
-			for (const row of rows) {
-				map.set(row.provider, await unseal(secret, additionalData(tenantId, row.provider), row.sealedKey));
-			}
-			return map;
-		})();
-		keys.catch(() => cache.delete(tenantId));
-		cache.set(tenantId, keys, Date.now() + KEY_CACHE_MS);
+/**
+ * The tenant's unsealed keys by provider, cached per isolate for KEY_CACHE_MS. Each request that finds
+ * no fresh entry reads for itself (a promise is never shared across requests). A key that cannot be
+ * unsealed (ENCRYPTION_KEY changed) is left out and logged; the gateway's key is used instead.
+ */
+async function tenantKeys(env: Env, tenantId: string): Promise<Map<string, string>> {
+	const cached = cache.get(tenantId);
+	if (cached) return cached;
+	const rows = await database(env.DB)
+		.select({ provider: providerKeys.provider, sealedKey: providerKeys.sealedKey })
+		.from(providerKeys)
+		.where(eq(providerKeys.tenantId, tenantId));
+	const map = new Map<string, string>();
+	const secret = config(env).ENCRYPTION_KEY;
+	for (const row of rows) {
+		try {
+			if (secret) map.set(row.provider, await unseal(secret, additionalData(tenantId, row.provider), row.sealedKey));
+		} catch {
+			log("error", "tenant provider key cannot be unsealed; using the gateway's key", {
+				tenantId,
+				provider: row.provider,
+			});
+		}
 	}
-	return keys;
+	cache.set(tenantId, map, Date.now() + KEY_CACHE_MS);
+	return map;
 }
 
 /**
@@ -59,8 +64,16 @@ export function keyResolver(env: Env, tenantId: string, byokAllowed: boolean) {
 	return async (provider: string, p: ProviderConfig): Promise<CallKey | null> => {
 		if (p.kind === "workers-ai") return { byok: false };
 		if (byokAllowed) {
-			const own = (await tenantKeys(env, tenantId)).get(provider);
-			if (own) return { apiKey: own, byok: true };
+			try {
+				const own = (await tenantKeys(env, tenantId)).get(provider);
+				if (own) return { apiKey: own, byok: true };
+			} catch (err) {
+				// D1 unreachable: the gateway's key still serves (the tenant's key is preferred, not required).
+				log("warn", "tenant provider keys unavailable; using the gateway's key", {
+					tenantId,
+					reason: err instanceof Error ? err.message : String(err),
+				});
+			}
 		}
 		const gateway = p.apiKeySecret ? secrets[p.apiKeySecret] : undefined;
 		if (typeof gateway === "string" && gateway.trim()) return { apiKey: gateway.trim(), byok: false };

@@ -36,27 +36,29 @@ const SSE_HEADERS = { "content-type": "text/event-stream; charset=utf-8", "cache
 export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Promise<Response> {
 	const plane = planeFor(c);
 	const { cfg } = plane;
-	const targets = planTargets(cfg, plane.tier.models, body.model, "chat", { providers: narrowedProviders(c) });
+	const narrowed = narrowedProviders(c);
+	const targets = planTargets(cfg, plane.tier.models, body.model, "chat", { providers: narrowed });
 
 	const input = checkChatInput(body, cfg.guardrails);
-	if (input.blocked) {
-		await refuseInput(plane, "chat", body.model, input.blocked.check);
-	}
-	const request = input.request;
-	const stream = request.stream === true;
-	const wantsUsage = stream && request.stream_options?.include_usage === true;
+	if (input.blocked) await refuseInput(plane, "chat", body.model, input.blocked.check);
+	const stream = input.request.stream === true;
+	const wantsUsage = stream && input.request.stream_options?.include_usage === true;
+	// What is reserved is what may be spent: without a cap of its own, the request gets the default one.
+	const maxOutput = input.request.max_completion_tokens ?? input.request.max_tokens ?? cfg.defaultMaxOutputTokens;
+	const request: ChatRequest =
+		input.request.max_completion_tokens || input.request.max_tokens
+			? input.request
+			: { ...input.request, max_tokens: maxOutput };
 
-	const key = plane.cacheTtlS > 0 ? await cacheKey(plane.principal.tenantId, "chat", body.model, request) : null;
+	const key =
+		plane.cacheTtlS > 0
+			? await cacheKey(plane.principal.tenantId, "chat", cacheModel(body.model, narrowed), request)
+			: null;
 	if (key) {
 		const hit = await readCache(key);
 		if (hit && hit.body.object === "chat.completion") {
 			const completion = hit.body as ChatCompletion;
-			const target = targets.find((t) => t.provider === hit.provider && t.model === hit.model) ?? {
-				provider: hit.provider,
-				model: hit.model,
-				weight: 1,
-				priority: 0,
-			};
+			const target = { provider: hit.provider, model: hit.model, weight: 1, priority: 0 };
 			settle(plane, null, {
 				operation: "chat",
 				requested: body.model,
@@ -77,26 +79,24 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 	}
 
 	const promptTokens = estimatePromptTokens(request);
-	const maxOutput = request.max_completion_tokens ?? request.max_tokens ?? cfg.defaultMaxOutputTokens;
 	const reservation = await reserveBudget(plane, targets, promptTokens, maxOutput);
-	const fail = (err: unknown) => {
+	const failed = (err: unknown, served?: { target: Served<unknown>["target"]; attempts: number; byok: boolean }) =>
 		settle(plane, reservation, {
 			operation: "chat",
 			requested: body.model,
-			target: null,
+			target: served?.target ?? null,
 			promptTokens: 0,
 			completionTokens: 0,
 			estimated: false,
 			status: err instanceof ApiError ? err.status : 500,
 			cacheHit: false,
-			byok: false,
-			attempts: 0,
+			byok: served?.byok ?? false,
+			attempts: served?.attempts ?? 0,
 		});
-		return err;
-	};
 
 	if (!stream) {
-		let served: Served<ChatCompletion>;
+		let served: Served<ChatCompletion> | undefined;
+		let settled = false;
 		try {
 			served = await route(plane.routeEnv, targets, (a) =>
 				a.provider.chat({
@@ -105,40 +105,42 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 					apiKey: a.key.apiKey,
 					signal: a.signal,
 					traceparent: plane.traceparent,
+					onResponse: a.responded,
 				}),
 			);
+			const usage = served.value.usage;
+			const outcome = {
+				operation: "chat" as const,
+				requested: body.model,
+				target: served.target,
+				promptTokens: usage?.prompt_tokens ?? promptTokens,
+				completionTokens: usage?.completion_tokens ?? estimateCompletionTokens(served.value),
+				estimated: !usage,
+				status: 200,
+				cacheHit: false,
+				byok: served.byok,
+				attempts: served.attempts,
+			};
+			const output = checkChatOutput(served.value, cfg.guardrails.output);
+			if (output.blocked) {
+				settle(plane, reservation, { ...outcome, status: 400 });
+				settled = true;
+				await auditBlock(plane, "output", output.blocked.check, body.model);
+				throw contentBlocked("output", output.blocked.check);
+			}
+			settle(plane, reservation, outcome);
+			settled = true;
+			const { target } = served;
+			if (key) {
+				c.executionCtx.waitUntil(
+					writeCache(key, { body: output.completion, provider: target.provider, model: target.model }, plane.cacheTtlS),
+				);
+			}
+			return c.json(output.completion, 200, servedHeaders(target, served.attempts, plane.cacheStatus));
 		} catch (err) {
-			throw fail(err);
+			if (!settled) failed(err, served);
+			throw err;
 		}
-		const usage = served.value.usage;
-		const outcome = {
-			operation: "chat" as const,
-			requested: body.model,
-			target: served.target,
-			promptTokens: usage?.prompt_tokens ?? promptTokens,
-			completionTokens: usage?.completion_tokens ?? estimateCompletionTokens(served.value),
-			estimated: !usage,
-			status: 200,
-			cacheHit: false,
-			byok: served.byok,
-			attempts: served.attempts,
-		};
-		const output = checkChatOutput(served.value, cfg.guardrails.output);
-		if (output.blocked) {
-			settle(plane, reservation, { ...outcome, status: 400 });
-			await auditBlock(plane, "output", output.blocked.check, body.model);
-			throw contentBlocked("output", output.blocked.check);
-		}
-		settle(plane, reservation, outcome);
-		if (key)
-			c.executionCtx.waitUntil(
-				writeCache(
-					key,
-					{ body: output.completion, provider: served.target.provider, model: served.target.model },
-					plane.cacheTtlS,
-				),
-			);
-		return c.json(output.completion, 200, servedHeaders(served.target, served.attempts, plane.cacheStatus));
 	}
 
 	let served: Served<{ first: IteratorResult<ChatCompletionChunk>; rest: AsyncIterator<ChatCompletionChunk> }>;
@@ -152,17 +154,43 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 				traceparent: plane.traceparent,
 			});
 			const rest = chunks[Symbol.asyncIterator]();
-			// The first chunk decides: a failure before it may still fall back.
-			return { first: await rest.next(), rest };
+			// The first chunk decides: a failure before it may still fall back. Raced against the attempt's
+			// signal, since a provider's iterator need not watch it.
+			return { first: await untilAborted(rest.next(), a.signal), rest };
 		});
 	} catch (err) {
-		throw fail(err);
+		failed(err);
+		throw err;
 	}
 	return c.body(
 		streamAnswer(plane, served, { requested: body.model, wantsUsage, promptTokens, reservation, key }),
 		200,
 		{ ...servedHeaders(served.target, served.attempts, plane.cacheStatus), ...SSE_HEADERS },
 	);
+}
+
+/** The cache is keyed by what was asked for, narrowing included: a narrowed request never gets another provider's answer. */
+function cacheModel(model: string, narrowed: string[] | undefined): string {
+	return narrowed && narrowed.length > 0 ? `${model}|providers=${[...narrowed].sort().join(",")}` : model;
+}
+
+/** `promise`, or a timeout ProviderError as soon as `signal` fires. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+	if (signal.aborted) return Promise.reject(new ProviderError("timeout", "the attempt was aborted"));
+	return new Promise<T>((resolve, reject) => {
+		const onAbort = () => reject(new ProviderError("timeout", "no first chunk in time"));
+		signal.addEventListener("abort", onAbort, { once: true });
+		promise.then(
+			(value) => {
+				signal.removeEventListener("abort", onAbort);
+				resolve(value);
+			},
+			(err: unknown) => {
+				signal.removeEventListener("abort", onAbort);
+				reject(err);
+			},
+		);
+	});
 }
 
 function sseBody(chunks: readonly ChatCompletionChunk[]): ReadableStream<Uint8Array> {
@@ -183,27 +211,31 @@ interface StreamState {
 	key: string | null;
 }
 
-/** The client's event stream over a started upstream stream. */
-function streamAnswer(
-	plane: Plane,
-	served: Served<{ first: IteratorResult<ChatCompletionChunk>; rest: AsyncIterator<ChatCompletionChunk> }>,
-	s: StreamState,
-): ReadableStream<Uint8Array> {
+type Upstream = Served<{ first: IteratorResult<ChatCompletionChunk>; rest: AsyncIterator<ChatCompletionChunk> }>;
+type Controller = ReadableStreamDefaultController<Uint8Array>;
+
+/**
+ * The client's event stream over a started upstream stream. Output guardrails run on the content and
+ * on each tool call's arguments (a StreamGuard per tool-call index). It ends in exactly one way —
+ * `[DONE]`, a block, an error event, or the client going away — and settles exactly once.
+ */
+function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableStream<Uint8Array> {
 	const { cfg } = plane;
-	const checks = cfg.guardrails.output;
-	const guard = checks.length > 0 ? new StreamGuard(compileGuardrails(checks)) : null;
-	const keep = s.key !== null;
+	const compiled = cfg.guardrails.output.length > 0 ? compileGuardrails(cfg.guardrails.output) : null;
+	const content = compiled ? new StreamGuard(compiled) : null;
+	const toolArgs = new Map<number, StreamGuard>();
 	const sent: ChatCompletionChunk[] = [];
 	let pending: IteratorResult<ChatCompletionChunk> | null = served.value.first;
+	let template: ChatCompletionChunk | null = null;
 	let usage: Usage | null = null;
 	let outputChars = 0;
-	let last: ChatCompletionChunk | null = null;
-	let done = false;
-	let guardEnded = false;
+	let ended = false;
+	let cancelled = false;
+	let guardsEnded = false;
 
 	const finish = (status: number) => {
-		if (done) return;
-		done = true;
+		if (ended) return;
+		ended = true;
 		settle(plane, s.reservation, {
 			operation: "chat",
 			requested: s.requested,
@@ -216,19 +248,17 @@ function streamAnswer(
 			byok: served.byok,
 			attempts: served.attempts,
 		});
-		if (status === 200 && s.key && sent.length > 0) {
-			const like = last ?? sent[0];
-			const completion = chunksToCompletion(usage && like ? [...sent, { ...like, choices: [], usage }] : sent);
-			plane.c.executionCtx.waitUntil(
-				writeCache(
-					s.key,
-					{ body: completion, provider: served.target.provider, model: served.target.model },
-					plane.cacheTtlS,
-				),
-			);
-		}
+		if (status !== 200 || !s.key || sent.length === 0) return;
+		const like = sent[0] as ChatCompletionChunk;
+		const answer = chunksToCompletion(usage ? [...sent, { ...like, choices: [], usage }] : sent);
+		// What was streamed went through the stream guards; the JSON checks run once more before it is stored.
+		const output = checkChatOutput(answer, cfg.guardrails.output);
+		if (output.blocked) return;
+		const value = { body: output.completion, provider: served.target.provider, model: served.target.model };
+		plane.c.executionCtx.waitUntil(writeCache(s.key, value, plane.cacheTtlS));
 	};
 
+	/** The next upstream chunk, or a stream error after `streamIdleTimeoutMs` of silence. */
 	const next = async (): Promise<IteratorResult<ChatCompletionChunk>> => {
 		if (pending) {
 			const p = pending;
@@ -237,10 +267,8 @@ function streamAnswer(
 		}
 		let timer: ReturnType<typeof setTimeout> | undefined;
 		const idle = new Promise<never>((_, reject) => {
-			timer = setTimeout(
-				() => reject(new ProviderError("stream", `no chunk for ${cfg.routing.streamIdleTimeoutMs} ms`)),
-				cfg.routing.streamIdleTimeoutMs,
-			);
+			const ms = cfg.routing.streamIdleTimeoutMs;
+			timer = setTimeout(() => reject(new ProviderError("stream", `no chunk for ${ms} ms`)), ms);
 		});
 		try {
 			return await Promise.race([served.value.rest.next(), idle]);
@@ -249,29 +277,141 @@ function streamAnswer(
 		}
 	};
 
-	const emit = (controller: ReadableStreamDefaultController<Uint8Array>, chunk: ChatCompletionChunk) => {
-		last = chunk;
-		if (keep) sent.push(chunk);
+	const emit = (controller: Controller, chunk: ChatCompletionChunk) => {
+		if (s.key) sent.push(chunk);
 		controller.enqueue(sseData(chunk));
 	};
 
-	/** Ends the guard: true if what it held back is blocked; otherwise its text goes out as a chunk of its own. */
-	const endGuard = async (controller: ReadableStreamDefaultController<Uint8Array>, like: ChatCompletionChunk) => {
-		if (!guard || guardEnded) return false;
-		guardEnded = true;
-		const tail = guard.end();
-		if (tail.blocked) {
-			await blockStream(controller, like, tail.blocked.check);
+	const stop = () => {
+		served.abort();
+		void served.value.rest.return?.().catch(() => {});
+	};
+
+	const block = async (controller: Controller, like: ChatCompletionChunk, check: string) => {
+		stop();
+		controller.enqueue(
+			sseData({ ...like, usage: undefined, choices: [{ index: 0, delta: {}, finish_reason: "content_filter" }] }),
+		);
+		const message = contentBlocked("output", check).message;
+		controller.enqueue(
+			sseData({ error: { message, type: "invalid_request_error", param: null, code: "content_blocked" } }),
+		);
+		controller.close();
+		finish(400);
+		await auditBlock(plane, "output", check, s.requested);
+	};
+
+	/**
+	 * Scans one chunk's content and tool-call arguments; the delta to send (null: nothing to send yet)
+	 * or the check that blocked. With `final`, every guard is ended and what it held is released.
+	 */
+	const scan = (delta: ChatCompletionChunk["choices"][number]["delta"], final: boolean) => {
+		if (!compiled || !content) return { delta, blocked: null };
+		const out: typeof delta = { ...delta };
+		if (typeof delta.content === "string" && delta.content.length > 0) {
+			outputChars += delta.content.length;
+			const step = content.push(delta.content);
+			if (step.blocked) return { delta: null, blocked: step.blocked.check };
+			out.content = step.emit;
+		}
+		if (delta.tool_calls) {
+			out.tool_calls = [];
+			for (const call of delta.tool_calls) {
+				let guard = toolArgs.get(call.index);
+				if (!guard) {
+					guard = new StreamGuard(compiled);
+					toolArgs.set(call.index, guard);
+				}
+				const args = call.function?.arguments;
+				if (!args) {
+					out.tool_calls.push(call);
+					continue;
+				}
+				outputChars += args.length;
+				const step = guard.push(args);
+				if (step.blocked) return { delta: null, blocked: step.blocked.check };
+				out.tool_calls.push({ ...call, function: { ...call.function, arguments: step.emit } });
+			}
+		}
+		if (final && !guardsEnded) {
+			guardsEnded = true;
+			const tail = content.end();
+			if (tail.blocked) return { delta: null, blocked: tail.blocked.check };
+			out.content = (out.content ?? "") + tail.emit;
+			for (const [index, guard] of toolArgs) {
+				const rest = guard.end();
+				if (rest.blocked) return { delta: null, blocked: rest.blocked.check };
+				if (rest.emit) out.tool_calls = [...(out.tool_calls ?? []), { index, function: { arguments: rest.emit } }];
+			}
+		}
+		if (out.content === "" && !out.role) delete out.content;
+		if (out.tool_calls?.length === 0) delete out.tool_calls;
+		return { delta: out, blocked: null };
+	};
+
+	/** Reads one upstream chunk and forwards what it yields. False when nothing went out (read another). */
+	const step = async (controller: Controller): Promise<boolean> => {
+		try {
+			const result = await next();
+			if (cancelled) return true;
+			if (result.done) {
+				if (template) {
+					// Anything still held (an upstream that sent no finish reason) goes out, or blocks.
+					const tail = scan({}, true);
+					if (tail.blocked) {
+						await block(controller, template, tail.blocked);
+						return true;
+					}
+					if (tail.delta && Object.keys(tail.delta).length > 0) {
+						emit(controller, {
+							...template,
+							usage: undefined,
+							choices: [{ index: 0, delta: tail.delta, finish_reason: null }],
+						});
+					}
+					if (s.wantsUsage && usage) controller.enqueue(sseData({ ...template, choices: [], usage }));
+				}
+				controller.enqueue(SSE_DONE);
+				controller.close();
+				finish(200);
+				return true;
+			}
+			const chunk = result.value;
+			template ??= chunk;
+			if (chunk.usage) usage = chunk.usage;
+			const choice = chunk.choices[0];
+			if (!choice) return false; // the usage chunk: sent at the end, if asked for
+			const final = choice.finish_reason !== null && choice.finish_reason !== undefined;
+			const scanned = scan(choice.delta, final);
+			if (scanned.blocked) {
+				await block(controller, chunk, scanned.blocked);
+				return true;
+			}
+			const delta = scanned.delta ?? {};
+			if (!final && Object.keys(delta).length === 0) return false;
+			emit(controller, { ...chunk, usage: undefined, choices: [{ ...choice, delta }] });
+			return true;
+		} catch (err) {
+			if (cancelled) return true;
+			served.recordFailure();
+			stop();
+			log("warn", "llm stream failed after it started", {
+				provider: served.target.provider,
+				model: served.target.model,
+				reason: err instanceof Error ? err.message : String(err),
+				requestId: plane.c.var.requestId,
+			});
+			const error = {
+				message: "The provider's stream broke off.",
+				type: "api_error",
+				param: null,
+				code: "upstream_error",
+			};
+			controller.enqueue(sseData({ error }));
+			controller.close();
+			finish(502);
 			return true;
 		}
-		if (tail.emit) {
-			emit(controller, {
-				...like,
-				usage: undefined,
-				choices: [{ index: 0, delta: { content: tail.emit }, finish_reason: null }],
-			});
-		}
-		return false;
 	};
 
 	return new ReadableStream<Uint8Array>({
@@ -279,104 +419,11 @@ function streamAnswer(
 			// A pull that enqueues nothing is not called again: keep reading until something goes out.
 			while (!(await step(controller))) {}
 		},
-		async cancel() {
-			served.abort();
-			await served.value.rest.return?.().catch(() => {});
+		cancel() {
+			// The client went away: not the provider's fault, so no breaker hears of it.
+			cancelled = true;
 			finish(499);
+			stop();
 		},
 	});
-
-	/** Reads one upstream chunk and forwards what it yields. False when nothing went out (read another). */
-	async function step(controller: ReadableStreamDefaultController<Uint8Array>): Promise<boolean> {
-		try {
-			const result = await next();
-			if (result.done) {
-				if (last && (await endGuard(controller, last))) return true;
-				if (s.wantsUsage && usage && last)
-					controller.enqueue(sseData({ ...(last as ChatCompletionChunk), choices: [], usage }));
-				controller.enqueue(SSE_DONE);
-				controller.close();
-				finish(200);
-				return true;
-			}
-			const chunk = result.value;
-			if (chunk.usage) usage = chunk.usage;
-			if (chunk.choices.length === 0) return false; // the usage chunk: sent at the end if asked for
-			const choice = chunk.choices[0];
-			const content = choice?.delta.content;
-			if (guard && choice && typeof content === "string" && content.length > 0) {
-				outputChars += content.length;
-				const scanned = guard.push(content);
-				if (scanned.blocked) {
-					await blockStream(controller, chunk, scanned.blocked.check);
-					return true;
-				}
-				const delta = { ...choice.delta, content: scanned.emit };
-				if (choice.finish_reason) {
-					// Text and finish in one chunk: the held-back tail must go out before the finish.
-					if (scanned.emit)
-						emit(controller, { ...chunk, usage: undefined, choices: [{ ...choice, delta, finish_reason: null }] });
-					if (await endGuard(controller, chunk)) return true;
-					emit(controller, { ...chunk, usage: undefined, choices: [{ ...choice, delta: {} }] });
-					return true;
-				}
-				if (!scanned.emit && !choice.delta.tool_calls && !choice.delta.role) return false;
-				emit(controller, { ...chunk, usage: undefined, choices: [{ ...choice, delta }] });
-				return true;
-			}
-			if (typeof content === "string") outputChars += content.length;
-			if (choice?.finish_reason && (await endGuard(controller, chunk))) return true;
-			emit(controller, { ...chunk, usage: undefined });
-			return true;
-		} catch (err) {
-			served.recordFailure();
-			served.abort();
-			log("warn", "llm stream failed after it started", {
-				provider: served.target.provider,
-				model: served.target.model,
-				reason: err instanceof Error ? err.message : String(err),
-				requestId: plane.c.var.requestId,
-			});
-			controller.enqueue(
-				sseData({
-					error: {
-						message: "The provider's stream broke off.",
-						type: "api_error",
-						param: null,
-						code: "upstream_error",
-					},
-				}),
-			);
-			controller.close();
-			finish(502);
-			return true;
-		}
-	}
-
-	async function blockStream(
-		controller: ReadableStreamDefaultController<Uint8Array>,
-		like: ChatCompletionChunk,
-		check: string,
-	) {
-		served.abort();
-		await served.value.rest.return?.().catch(() => {});
-		controller.enqueue(
-			sseData({ ...like, usage: undefined, choices: [{ index: 0, delta: {}, finish_reason: "content_filter" }] }),
-		);
-		controller.enqueue(
-			sseData({
-				error: {
-					message: contentBlocked("output", check).message,
-					type: "invalid_request_error",
-					param: null,
-					code: "content_blocked",
-				},
-			}),
-		);
-		controller.close();
-		finish(400);
-		await auditBlock(plane, "output", check, s.requested).catch((err) =>
-			log("error", "content block not audited", { reason: err instanceof Error ? err.message : String(err) }),
-		);
-	}
 }

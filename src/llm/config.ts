@@ -125,7 +125,7 @@ export const LlmConfigSchema = z
 	.object({
 		providers: z.record(z.string().regex(NAME), ProviderConfigSchema),
 		aliases: z.record(z.string().regex(NAME), AliasSchema),
-		/** Keyed `provider/model`. A model without a price is charged 0 and logged once. */
+		/** Keyed `provider/model`. A model without a price is charged at the table's highest prices (see priceOf). */
 		prices: z.record(z.string(), PriceSchema).default({}),
 		routing: RoutingSchema.default(RoutingSchema.parse({})),
 		/** Policy of every provider breaker (per tenant × target, and the gateway's per provider). */
@@ -212,9 +212,26 @@ export function llmConfig(env: { LLM_CONFIG?: string }): LlmConfig {
 	return cfg;
 }
 
-/** The price of `provider/model`, or null when the table has none. */
+const highest = new WeakMap<LlmConfig, Price | null>();
+
+/**
+ * The price of `provider/model`. A model missing from the table (one a `*` tier may name) is charged at
+ * the table's highest input and output prices, so an unpriced model can never slip past a dollar budget;
+ * only a configuration without any price charges nothing.
+ */
 export function priceOf(cfg: LlmConfig, provider: string, model: string): Price | null {
-	return cfg.prices[`${provider}/${model}`] ?? null;
+	const own = cfg.prices[`${provider}/${model}`];
+	if (own) return own;
+	let top = highest.get(cfg);
+	if (top === undefined) {
+		const all = Object.values(cfg.prices);
+		top =
+			all.length === 0
+				? null
+				: { input: Math.max(...all.map((p) => p.input)), output: Math.max(...all.map((p) => p.output)) };
+		highest.set(cfg, top);
+	}
+	return top;
 }
 
 /** Cost in micro-dollars (integer, rounded up so a budget is never undercharged). */

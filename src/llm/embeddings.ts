@@ -1,5 +1,6 @@
 /** `POST /v1/embeddings`: input guardrails → cache → budget → routing → answer → settlement and usage in the background. */
 import type { Context } from "hono";
+import { ApiError } from "../http";
 import { cacheKey, readCache, writeCache } from "./cache";
 import { checkEmbeddingsInput } from "./guardrails";
 import { type LlmEnv, narrowedProviders, planeFor, refuseInput, reserveBudget, servedHeaders, settle } from "./plane";
@@ -14,6 +15,9 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 	const targets = planTargets(plane.cfg, plane.tier.models, body.model, "embeddings", {
 		providers: narrowedProviders(c),
 	}).filter((t) => plane.routeEnv.providers.get(t.provider)?.embed);
+	if (targets.length === 0) {
+		throw new ApiError("model-not-found", `No provider of \`${body.model}\` here serves embeddings.`);
+	}
 	const input = checkEmbeddingsInput(body.input, plane.cfg.guardrails);
 	if (input.blocked) {
 		await refuseInput(plane, "embeddings", body.model, input.blocked.check);

@@ -8,7 +8,7 @@ import type { AuthVariables, Principal } from "../auth";
 import { BreakerClient } from "../breaker";
 import { type LlmBudget, type TierPolicy, tierPolicy } from "../config";
 import { newEvent, publish } from "../events";
-import { ApiError, formatTraceparent, waitUntil } from "../http";
+import { ApiError, formatTraceparent, log, waitUntil } from "../http";
 import { type BudgetReservation, budgetsFor } from "../ratelimit";
 import { keyResolver } from "./byok";
 import { costMicroUsd, type LlmConfig, llmConfig, priceOf, type Target } from "./config";
@@ -173,17 +173,25 @@ export function settle(plane: Plane, reservation: BudgetReservation | null, o: O
 		byok: o.byok,
 		attempts: o.attempts,
 	};
-	recordUsage(
-		c.env,
-		(p) => waitUntil(c, p),
-		newEvent({
-			type: "llm.usage",
-			tenantId: principal.tenantId,
-			source: "llm",
-			traceparent: plane.traceparent,
-			data: record as unknown as Record<string, unknown>,
-		}),
-	);
+	try {
+		recordUsage(
+			c.env,
+			(p) => waitUntil(c, p),
+			newEvent({
+				type: "llm.usage",
+				tenantId: principal.tenantId,
+				source: "llm",
+				traceparent: plane.traceparent,
+				data: record as unknown as Record<string, unknown>,
+			}),
+		);
+	} catch (err) {
+		// The answer stands; a usage record that cannot be made is logged, never the caller's 500.
+		log("error", "usage not recorded", {
+			requestId: c.var.requestId,
+			reason: err instanceof Error ? err.message : String(err),
+		});
+	}
 }
 
 /**
@@ -197,22 +205,31 @@ export async function auditBlock(
 	requested: string,
 ): Promise<void> {
 	const { c, principal } = plane;
-	await publish(
-		c.env,
-		newEvent({
-			type: "audit.record",
-			tenantId: principal.tenantId,
-			source: "llm",
-			traceparent: plane.traceparent,
-			data: {
-				actor: principal.actor,
-				action: "SENSITIVE_CONTENT_BLOCKED",
-				target: `llm:${requested}`,
-				requestId: c.var.requestId,
-				metadata: { where, check },
-			},
-		}),
-	);
+	try {
+		await publish(
+			c.env,
+			newEvent({
+				type: "audit.record",
+				tenantId: principal.tenantId,
+				source: "llm",
+				traceparent: plane.traceparent,
+				data: {
+					actor: principal.actor,
+					action: "SENSITIVE_CONTENT_BLOCKED",
+					target: `llm:${requested}`,
+					requestId: c.var.requestId,
+					metadata: { where, check },
+				},
+			}),
+		);
+	} catch (err) {
+		// The block stands either way; a lost record is an operator's alarm, never the caller's 500.
+		log("error", "content block not audited", {
+			check,
+			requestId: c.var.requestId,
+			reason: err instanceof Error ? err.message : String(err),
+		});
+	}
 }
 
 /** The response headers that say who served and how. */

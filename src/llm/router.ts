@@ -69,6 +69,8 @@ export interface Attempt {
 	target: Target;
 	key: CallKey;
 	signal: AbortSignal;
+	/** Stops the attempt's timer: pass as `onResponse` for answers that are not streamed. */
+	responded: () => void;
 }
 
 /** The targets a request may use, in the order to try them. Throws 404/403 in OpenAI terms. */
@@ -159,9 +161,9 @@ function breakerTarget(target: Target): string {
 
 /** The breakers guarding one call, by name. */
 function breakerNames(tenantId: string, target: Target, byok: boolean): string[] {
-	const names = [breakerName({ tenantId, target: breakerTarget(target) })];
-	if (!byok) names.push(breakerName({ gateway: true, target: `llm:${target.provider}` }));
-	return names;
+	const tenant = breakerName({ tenantId, target: breakerTarget(target) });
+	// The gateway's breaker first: shared by every tenant, it is the one most often open (and refused from memory).
+	return byok ? [tenant] : [breakerName({ gateway: true, target: `llm:${target.provider}` }), tenant];
 }
 
 /**
@@ -204,32 +206,34 @@ export async function route<T>(
 			}
 			decisions.push(decision);
 		}
-		if (refused) {
-			// Free any probe slot an earlier breaker of this call granted.
+		/**
+		 * Tells the breakers how the call went. A `release` frees a probe slot without counting (the call
+		 * was not made, the client went away, or a 429 says nothing of health); for a plain call it
+		 * records nothing. After the first outcome, no decision is a probe any more.
+		 */
+		const record = (verdict: "success" | "failure" | "release") => {
 			decisions.forEach((d, i) => {
 				const name = names[i];
-				if (d.probe && name) {
-					r.waitUntil(r.breakers.record(name, policy, { success: true, probe: true, probeId: d.probeId }));
-				}
-			});
-			last = { cause: "circuit-open", retryAfterMs: refused.retryAfterMs };
-			if (!routing.fallbackOn.includes("circuit-open")) break;
-			continue;
-		}
-		const record = (success: boolean) => {
-			decisions.forEach((d, i) => {
-				const name = names[i];
-				if (!name) return;
+				if (!name || (verdict === "release" && !d.probe)) return;
 				r.waitUntil(
 					r.breakers.record(name, policy, {
-						success,
+						success: verdict === "success",
+						release: verdict === "release",
 						probe: d.probe,
 						probeId: d.probeId,
 						traceparent: r.traceparent,
 					}),
 				);
+				d.probe = false;
+				d.probeId = undefined;
 			});
 		};
+		if (refused) {
+			record("release");
+			last = { cause: "circuit-open", retryAfterMs: refused.retryAfterMs };
+			if (!routing.fallbackOn.includes("circuit-open")) break;
+			continue;
+		}
 
 		for (let retry = 0; retry <= routing.retriesPerTarget; retry++) {
 			const remaining = deadline - now();
@@ -241,19 +245,18 @@ export async function route<T>(
 			const onClientAbort = () => controller.abort();
 			r.signal?.addEventListener("abort", onClientAbort, { once: true });
 			const timer = setTimeout(() => controller.abort(), Math.min(routing.attemptTimeoutMs, remaining));
+			const responded = () => clearTimeout(timer);
 			try {
-				const value = await run({ provider, target, key, signal: controller.signal });
+				const value = await run({ provider, target, key, signal: controller.signal, responded });
 				clearTimeout(timer);
-				record(true);
+				r.signal?.removeEventListener("abort", onClientAbort);
+				record("success");
 				return {
 					value,
 					target,
 					attempts,
 					byok: key.byok,
-					abort: () => {
-						r.signal?.removeEventListener("abort", onClientAbort);
-						controller.abort();
-					},
+					abort: () => controller.abort(),
 					recordFailure: () => {
 						for (const name of names) r.waitUntil(r.breakers.record(name, policy, { success: false }));
 					},
@@ -263,12 +266,8 @@ export async function route<T>(
 				r.signal?.removeEventListener("abort", onClientAbort);
 				if (!(err instanceof ProviderError)) throw err;
 				const cause = causeOf(err);
-				// Only the first decision may be a probe per breaker; later retries are recorded as plain outcomes.
-				record(!isBreakerFailure(err));
-				decisions.forEach((d) => {
-					d.probe = false;
-					d.probeId = undefined;
-				});
+				if (r.signal?.aborted || err.status === 429) record("release");
+				else record(isBreakerFailure(err) ? "failure" : "success");
 				if (cause === null) throw requestError(err, target);
 				last = { cause, error: err, retryAfterMs: err.retryAfterMs };
 				if (r.signal?.aborted) throw failure(last, attempts, true);
@@ -296,7 +295,13 @@ function requestError(err: ProviderError, target: Target): ApiError {
 		return new ApiError("upstream-error", `The provider \`${target.provider}\` refused the credentials.`, { reason });
 	}
 	if (err.status === 404) {
-		return new ApiError("upstream-error", `The provider \`${target.provider}\` does not know this model.`, { reason });
+		return new ApiError(
+			"model-not-found",
+			`The provider \`${target.provider}\` does not know the model \`${target.model}\`.`,
+			{
+				reason,
+			},
+		);
 	}
 	return new ApiError(
 		"bad-request",

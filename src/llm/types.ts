@@ -75,7 +75,12 @@ export const ResponseFormatSchema = z.discriminatedUnion("type", [
 ]);
 export type ResponseFormat = z.infer<typeof ResponseFormatSchema>;
 
-export const ChatRequestSchema = z.object({
+/**
+ * A chat request. Fields this schema does not know (newer OpenAI options such as `reasoning_effort`,
+ * `metadata`, `logit_bias`) are kept and passed to OpenAI and OpenAI-compatible providers as they came;
+ * the other providers translate only what they understand.
+ */
+export const ChatRequestSchema = z.looseObject({
 	/** An alias (`fast`), or `provider/model` where the tier allows naming targets directly. */
 	model: z.string().min(1).max(256),
 	messages: z.array(ChatMessageSchema).min(1).max(4096),

@@ -161,7 +161,7 @@ describe("the openai client against the gateway", () => {
 		).rejects.toBeInstanceOf(OpenAI.PermissionDeniedError);
 		// The tier decides: pro may not name a target outside its aliases.
 		await expect(
-			globex.chat.completions.create({ model: "openai/error", messages: [{ role: "user", content: "hi" }] }),
+			globex.chat.completions.create({ model: "failing/error", messages: [{ role: "user", content: "hi" }] }),
 		).rejects.toBeInstanceOf(OpenAI.PermissionDeniedError);
 		const unknown = await acme.chat.completions
 			.create({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] })

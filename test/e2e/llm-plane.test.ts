@@ -14,11 +14,18 @@ import { OK_TEXT } from "../helpers/node/llm-stub.ts";
 let setup: LlmSetup;
 const tokens: Record<string, string> = {};
 
-async function post(tenant: string, path: string, body: unknown, headers: Record<string, string> = {}) {
+async function post(
+	tenant: string,
+	path: string,
+	body: unknown,
+	headers: Record<string, string> = {},
+	signal?: AbortSignal,
+) {
 	return fetch(new URL(path, setup.gw.url), {
 		method: "POST",
 		headers: { authorization: `Bearer ${tokens[tenant]}`, "content-type": "application/json", ...headers },
 		body: JSON.stringify(body),
+		signal,
 	});
 }
 
@@ -101,10 +108,27 @@ describe("routing", () => {
 });
 
 describe("the provider breaker", () => {
+	it("does not count a client that walks away from a stream as a provider failure", async () => {
+		// More walk-aways than consecutiveFailures (3): were they failures, the breaker would now be open.
+		const model = "unstable/chunks:a long answer that the client will not wait for, chunk after chunk after chunk";
+		for (let i = 0; i < 4; i++) {
+			const controller = new AbortController();
+			const res = await post("acme", "/v1/chat/completions", hello(model, { stream: true }), {}, controller.signal);
+			expect(res.status).toBe(200);
+			const reader = res.body?.getReader();
+			await reader?.read();
+			controller.abort();
+			await reader?.cancel().catch(() => {});
+		}
+		const after = await post("acme", "/v1/chat/completions", hello(model));
+		expect(after.status).toBe(200);
+		expect(after.headers.get("x-edgeway-provider")).toBe("unstable");
+	});
+
 	it("opens, spares the upstream, shows in the admin API, and resets", async () => {
 		const operator = String(setup.gw.vars.OPERATOR_TENANT);
 		setup.stub.script("flaky", ["error", "error", "error", "error"]);
-		// Three failures in a row (two attempts, then one more) open acme's breaker for openai/flaky.
+		// Three failures in a row open acme's breaker for flaky/flaky (the two hangs above were the first two).
 		for (let i = 0; i < 2; i++) {
 			const res = await post("acme", "/v1/chat/completions", hello("flaky"));
 			expect(res.headers.get("x-edgeway-provider")).toBe("local");
@@ -116,7 +140,7 @@ describe("the provider breaker", () => {
 		expect(upstreamCalls("flaky")).toBe(before);
 
 		// The transition reaches the registry through the events queue.
-		const name = "tenant:acme:llm:unstable/flaky";
+		const name = "tenant:acme:llm:flaky/flaky";
 		const listed = await eventually(async () => {
 			const res = await get("acme", "/v1/admin/breakers?state=open");
 			const body = (await res.json()) as { breakers: Array<{ name: string }> };
@@ -130,20 +154,20 @@ describe("the provider breaker", () => {
 		// The gateway's own breaker for openai is the operator's to see.
 		const gatewayListed = await eventually(async () => {
 			const body = (await (await get(operator, "/v1/admin/breakers")).json()) as { breakers: Array<{ name: string }> };
-			return body.breakers.some((b) => b.name === "gateway:llm:unstable");
+			return body.breakers.some((b) => b.name === "gateway:llm:flaky");
 		}, 15_000);
 		expect(gatewayListed).toBe(true);
 
 		const reset = await post("acme", "/v1/admin/breakers/reset", { name });
 		expect(reset.status).toBe(200);
 		expect(await reset.json()).toEqual({ name, state: "closed" });
-		const resetGateway = await post(operator, "/v1/admin/breakers/reset", { name: "gateway:llm:unstable" });
+		const resetGateway = await post(operator, "/v1/admin/breakers/reset", { name: "gateway:llm:flaky" });
 		expect(resetGateway.status).toBe(200);
 		// This isolate trusted "open" for at most its cooldown; after it the next call reaches openai again.
 		setup.stub.script("flaky", []);
 		const recovered = await eventually(async () => {
 			const res = await post("acme", "/v1/chat/completions", hello("flaky"));
-			return res.headers.get("x-edgeway-provider") === "unstable";
+			return res.headers.get("x-edgeway-provider") === "flaky";
 		}, 10_000);
 		expect(recovered).toBe(true);
 	});

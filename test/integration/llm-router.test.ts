@@ -345,3 +345,69 @@ describe("route with the real CircuitBreaker", () => {
 		expect((await ns.getByName(name).state()).state).toBe("closed");
 	});
 });
+
+describe("route: timers and probe bookkeeping", () => {
+	it("stops the attempt timer once the upstream has answered (a long body is not a dead provider)", async () => {
+		const cfg = config({ routing: { retriesPerTarget: 0, attemptTimeoutMs: 30 } });
+		const { providers } = fakeProviders({});
+		const a = providers.get("a");
+		if (!a) throw new Error("no provider a");
+		providers.set("a", {
+			...a,
+			async chat(c) {
+				c.onResponse?.();
+				// The body takes far longer than the attempt timeout.
+				await new Promise((resolve) => setTimeout(resolve, 120));
+				if (c.signal.aborted) throw new ProviderError("timeout", "aborted");
+				return completion(c.model);
+			},
+		});
+		const served = await route(routeEnv(cfg, providers).r, planTargets(cfg, ["fast"], "fast", "chat"), (x) =>
+			x.provider.chat({
+				model: x.target.model,
+				request: { model: "fast", messages: [{ role: "user", content: "hi" }] },
+				signal: x.signal,
+				onResponse: x.responded,
+			}),
+		);
+		expect(served.target.provider).toBe("a");
+	});
+
+	it("releases a probe slot on a 429 instead of counting it, and on a refusal by the next breaker", async () => {
+		const cfg = config({ routing: { retriesPerTarget: 0 } });
+		const recorded: Array<{ name: string; success: boolean; release?: boolean; probe?: boolean }> = [];
+		const breakers: RouteEnv["breakers"] = {
+			admit: async (name) =>
+				name.startsWith("gateway:")
+					? { allowed: true, state: "half_open", probe: true, probeId: "g1", source: "object" }
+					: { allowed: true, state: "closed", probe: false, source: "object" },
+			record: async (name, _policy, outcome) => {
+				recorded.push({ name, success: outcome.success, release: outcome.release, probe: outcome.probe });
+				return { state: "closed" };
+			},
+		};
+		const { providers } = fakeProviders({ "a/m1": ["429-long"] });
+		const { r, background } = routeEnv(cfg, providers, { breakers });
+		await route(r, planTargets(cfg, ["fast"], "fast", "chat"), call("fast"));
+		await Promise.all(background);
+		// The gateway breaker's probe on `a` is released, not counted; the tenant's plain call records nothing.
+		expect(recorded.filter((x) => x.name.includes(":llm:a"))).toEqual([
+			{ name: "gateway:llm:a", success: false, release: true, probe: true },
+		]);
+
+		// The tenant's breaker refuses after the gateway's granted a probe: the slot is released.
+		recorded.length = 0;
+		const refusing: RouteEnv["breakers"] = {
+			admit: async (name) =>
+				name.startsWith("gateway:")
+					? { allowed: true, state: "half_open", probe: true, probeId: "g2", source: "object" }
+					: { allowed: false, state: "open", probe: false, retryAfterMs: 1000, source: "local" },
+			record: breakers.record,
+		};
+		const second = routeEnv(cfg, fakeProviders({}).providers, { breakers: refusing });
+		const err = await rejection(route(second.r, planTargets(cfg, ["smart"], "smart", "chat"), call("smart")));
+		expect(err.code).toBe("upstream-unavailable");
+		await Promise.all(second.background);
+		expect(recorded).toEqual([{ name: "gateway:llm:c", success: false, release: true, probe: true }]);
+	});
+});

@@ -481,3 +481,60 @@ describe("BreakerMachine in simulated time", () => {
 		expect(m.admit({ policy }, 1000)).toMatchObject({ allowed: false, state: "open", retryAfterMs: 100 });
 	});
 });
+
+describe("releasing probes and coalesced successes", () => {
+	const machine = () => {
+		let n = 0;
+		const transitions: Transition[] = [];
+		return { m: new BreakerMachine({ newId: () => `p${++n}`, onTransition: (t) => transitions.push(t) }), transitions };
+	};
+
+	it("a release frees the probe slot without counting, so the breaker stays half-open", () => {
+		const policy = BreakerPolicySchema.parse({ consecutiveFailures: 1, cooldownMs: 10, halfOpenProbes: 1 });
+		const { m, transitions } = machine();
+		m.record({ policy, success: false, probe: false }, 0);
+		const probe = m.admit({ policy }, 20);
+		expect(probe).toMatchObject({ allowed: true, state: "half_open" });
+		expect(m.admit({ policy }, 21)).toMatchObject({ allowed: false });
+		m.record({ policy, success: true, probe: true, probeId: probe.probeId, release: true }, 22);
+		expect(m.snapshot()).toMatchObject({ state: "half_open", probesInFlight: 0, probeSuccesses: 0 });
+		expect(transitions.map((t) => t.to)).toEqual(["open", "half_open"]);
+		// The slot is free again: the next call probes.
+		expect(m.admit({ policy }, 23)).toMatchObject({ allowed: true, state: "half_open" });
+		// A plain call's release counts nothing in the closed state either.
+		const closed = machine();
+		closed.m.record({ policy, success: false, probe: false, release: true }, 0);
+		expect(closed.m.snapshot()).toMatchObject({ state: "closed", consecutiveFailures: 0, window: { failures: 0 } });
+	});
+
+	it("counts a coalesced record as that many successes", () => {
+		const policy = BreakerPolicySchema.parse({ consecutiveFailures: 3, failureRate: 0.5, minimumVolume: 10 });
+		const { m } = machine();
+		m.record({ policy, success: false, probe: false }, 0);
+		m.record({ policy, success: true, probe: false, count: 9 }, 1);
+		expect(m.snapshot()).toMatchObject({
+			state: "closed",
+			consecutiveFailures: 0,
+			window: { successes: 9, failures: 1 },
+		});
+	});
+
+	it("the client sends a trusted-closed breaker's successes together, and a failure after them", async () => {
+		const { client, calls } = countingClient({ closedTrustMs: 200 });
+		const policy = { consecutiveFailures: 2, minimumVolume: 1000 };
+		const breaker = name(`coalesce-${crypto.randomUUID()}`);
+		expect((await client.admit(breaker, policy)).allowed).toBe(true);
+		const records = Array.from({ length: 20 }, () => client.record(breaker, policy, { success: true }));
+		await Promise.all(records);
+		// One round trip for all twenty, after the trust period.
+		expect(calls.record).toBe(1);
+		expect((await env.CIRCUIT_BREAKER.getByName(breaker).state()).window.successes).toBe(20);
+
+		// A failure flushes the successes counted before it first, so the object sees them in order.
+		void client.record(breaker, policy, { success: true });
+		await client.record(breaker, policy, { success: false });
+		const state = await env.CIRCUIT_BREAKER.getByName(breaker).state();
+		expect(state).toMatchObject({ consecutiveFailures: 1, window: { successes: 21, failures: 1 } });
+		expect(calls.record).toBe(3);
+	});
+});

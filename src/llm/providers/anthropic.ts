@@ -90,6 +90,7 @@ export function anthropicProvider(name: string, options: AnthropicProviderOption
 			throw fetchError(err, call.signal, name);
 		}
 		if (!response.ok) throw await httpError(response, name);
+		call.onResponse?.();
 		return response;
 	}
 

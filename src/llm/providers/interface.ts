@@ -18,6 +18,12 @@ export interface ProviderCall<R> {
 	/** Aborted on the attempt's timeout, the request's deadline, or the client going away. */
 	signal: AbortSignal;
 	traceparent?: string;
+	/**
+	 * Called once the upstream has accepted the request (a 2xx status), before the body is read: the
+	 * router stops the attempt's timer there for answers that are not streamed, so a long answer is
+	 * not mistaken for a dead provider. Providers without a response head (Workers AI) never call it.
+	 */
+	onResponse?: () => void;
 }
 
 /**

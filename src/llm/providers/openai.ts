@@ -45,6 +45,7 @@ export function openAiProvider(name: string, options: OpenAiProviderOptions): Pr
 			throw fetchError(err, call.signal, name);
 		}
 		if (!response.ok) throw await httpError(response, name);
+		call.onResponse?.();
 		return response;
 	}
 
@@ -70,7 +71,12 @@ export function openAiProvider(name: string, options: OpenAiProviderOptions): Pr
 		async chat(call) {
 			const { stream: _stream, stream_options: _options, ...rest } = call.request;
 			const response = await post("/chat/completions", { ...rest, model: call.model }, call, false);
-			return (await readJson(response, "choices", call.signal)) as unknown as ChatCompletion;
+			const body = await readJson(response, "choices", call.signal);
+			// Every choice must carry a message: the plane reads it (guardrails, usage estimates, cache).
+			if (!(body.choices as unknown[]).every((c) => isRecord(c) && isRecord(c.message))) {
+				throw new ProviderError("protocol", `${name} answered a choice without a message`);
+			}
+			return body as unknown as ChatCompletion;
 		},
 
 		async chatStream(call) {

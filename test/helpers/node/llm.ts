@@ -25,8 +25,10 @@ export function llmConfigFor(stub: LlmStub, overrides: Record<string, unknown> =
 		providers: {
 			openai: { kind: "openai", baseUrl: stub.openaiBaseUrl, apiKeySecret: "OPENAI_API_KEY" },
 			anthropic: { kind: "anthropic", baseUrl: stub.anthropicBaseUrl, apiKeySecret: "ANTHROPIC_API_KEY" },
-			// The same stub under another name, for the failure scenarios: its gateway-wide breaker is its own,
-			// so failures provoked on purpose never open the breaker of `openai` that other tests rely on.
+			// The same stub under other names, for the failure scenarios: each has its own gateway-wide
+			// breaker, so failures provoked on purpose in one test never open a breaker another test relies on.
+			failing: { kind: "openai", baseUrl: stub.openaiBaseUrl, apiKeySecret: "OPENAI_API_KEY" },
+			flaky: { kind: "openai", baseUrl: stub.openaiBaseUrl, apiKeySecret: "OPENAI_API_KEY" },
 			unstable: { kind: "openai", baseUrl: stub.openaiBaseUrl, apiKeySecret: "OPENAI_API_KEY" },
 			local: { kind: "openai-compatible", baseUrl: stub.keylessOpenaiBaseUrl, keyless: true },
 			"workers-ai": { kind: "workers-ai" },
@@ -42,13 +44,13 @@ export function llmConfigFor(stub: LlmStub, overrides: Record<string, unknown> =
 			smart: { targets: [{ provider: "anthropic", model: "ok" }] },
 			fallback: {
 				targets: [
-					{ provider: "unstable", model: "error" },
+					{ provider: "failing", model: "error" },
 					{ provider: "anthropic", model: "ok", priority: 1 },
 				],
 			},
 			flaky: {
 				targets: [
-					{ provider: "unstable", model: "flaky" },
+					{ provider: "flaky", model: "flaky" },
 					{ provider: "local", model: "ok", priority: 1 },
 				],
 			},
