@@ -183,7 +183,7 @@ export const deadLetters = sqliteTable(
 export const llmUsage = sqliteTable(
 	"llm_usage",
 	{
-		/** The usage event's id: a replayed event writes nothing twice. */
+		/** The usage record's id: a redelivered or replayed event writes nothing twice. */
 		id: text("id").primaryKey(),
 		tenantId: text("tenant_id").notNull(),
 		/** `key:<id>` or `jwt:<sub>`. */

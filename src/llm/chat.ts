@@ -11,17 +11,19 @@
  */
 import type { Context } from "hono";
 import { ApiError, log } from "../http";
-import { cacheKey, chunksToCompletion, completionToChunks, readCache, writeCache } from "./cache";
+import { cacheKey, chunksToCompletion, completionToChunks, writeCache } from "./cache";
 import { checkChatInput, checkChatOutput, compileGuardrails, StreamGuard } from "./guardrails";
 import {
+	afterResponse,
 	auditBlock,
+	cacheModel,
 	contentBlocked,
 	type LlmEnv,
+	lookupAndReserve,
 	narrowedProviders,
 	type Plane,
 	planeFor,
 	refuseInput,
-	reserveBudget,
 	servedHeaders,
 	settle,
 } from "./plane";
@@ -54,32 +56,29 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 		plane.cacheTtlS > 0
 			? await cacheKey(plane.principal.tenantId, "chat", cacheModel(body.model, narrowed), request)
 			: null;
-	if (key) {
-		const hit = await readCache(key);
-		if (hit && hit.body.object === "chat.completion") {
-			const completion = hit.body as ChatCompletion;
-			const target = { provider: hit.provider, model: hit.model, weight: 1, priority: 0 };
-			settle(plane, null, {
-				operation: "chat",
-				requested: body.model,
-				target,
-				promptTokens: completion.usage?.prompt_tokens ?? 0,
-				completionTokens: completion.usage?.completion_tokens ?? 0,
-				estimated: !completion.usage,
-				status: 200,
-				cacheHit: true,
-				byok: false,
-				attempts: 0,
-			});
-			const headers = servedHeaders(target, 0, "HIT");
-			if (!stream) return c.json(completion, 200, headers);
-			const chunks = completionToChunks(completion).filter((ch) => wantsUsage || ch.choices.length > 0);
-			return c.body(sseBody(chunks), 200, { ...headers, ...SSE_HEADERS });
-		}
+	const promptTokens = estimatePromptTokens(request);
+	const { hit, reservation } = await lookupAndReserve(plane, key, targets, promptTokens, maxOutput);
+	if (hit && hit.body.object === "chat.completion") {
+		const completion = hit.body as ChatCompletion;
+		const target = { provider: hit.provider, model: hit.model, weight: 1, priority: 0 };
+		settle(plane, reservation, {
+			operation: "chat",
+			requested: body.model,
+			target,
+			promptTokens: completion.usage?.prompt_tokens ?? 0,
+			completionTokens: completion.usage?.completion_tokens ?? 0,
+			estimated: !completion.usage,
+			status: 200,
+			cacheHit: true,
+			byok: false,
+			attempts: 0,
+		});
+		const headers = servedHeaders(target, 0, "HIT");
+		if (!stream) return c.json(completion, 200, headers);
+		const chunks = completionToChunks(completion).filter((ch) => wantsUsage || ch.choices.length > 0);
+		return c.body(sseBody(chunks), 200, { ...headers, ...SSE_HEADERS });
 	}
 
-	const promptTokens = estimatePromptTokens(request);
-	const reservation = await reserveBudget(plane, targets, promptTokens, maxOutput);
 	const failed = (err: unknown, served?: { target: Served<unknown>["target"]; attempts: number; byok: boolean }) =>
 		settle(plane, reservation, {
 			operation: "chat",
@@ -132,7 +131,7 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 			settled = true;
 			const { target } = served;
 			if (key) {
-				c.executionCtx.waitUntil(
+				afterResponse(c, () =>
 					writeCache(key, { body: output.completion, provider: target.provider, model: target.model }, plane.cacheTtlS),
 				);
 			}
@@ -167,11 +166,6 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 		200,
 		{ ...servedHeaders(served.target, served.attempts, plane.cacheStatus), ...SSE_HEADERS },
 	);
-}
-
-/** The cache is keyed by what was asked for, narrowing included: a narrowed request never gets another provider's answer. */
-function cacheModel(model: string, narrowed: string[] | undefined): string {
-	return narrowed && narrowed.length > 0 ? `${model}|providers=${[...narrowed].sort().join(",")}` : model;
 }
 
 /** `promise`, or a timeout ProviderError as soon as `signal` fires. */
@@ -255,7 +249,8 @@ function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableS
 		const output = checkChatOutput(answer, cfg.guardrails.output);
 		if (output.blocked) return;
 		const value = { body: output.completion, provider: served.target.provider, model: served.target.model };
-		plane.c.executionCtx.waitUntil(writeCache(s.key, value, plane.cacheTtlS));
+		const key = s.key;
+		afterResponse(plane.c, () => writeCache(key, value, plane.cacheTtlS));
 	};
 
 	/** The next upstream chunk, or a stream error after `streamIdleTimeoutMs` of silence. */

@@ -1,9 +1,19 @@
 /** `POST /v1/embeddings`: input guardrails → cache → budget → routing → answer → settlement and usage in the background. */
 import type { Context } from "hono";
 import { ApiError } from "../http";
-import { cacheKey, readCache, writeCache } from "./cache";
+import { cacheKey, writeCache } from "./cache";
 import { checkEmbeddingsInput } from "./guardrails";
-import { type LlmEnv, narrowedProviders, planeFor, refuseInput, reserveBudget, servedHeaders, settle } from "./plane";
+import {
+	afterResponse,
+	cacheModel,
+	type LlmEnv,
+	lookupAndReserve,
+	narrowedProviders,
+	planeFor,
+	refuseInput,
+	servedHeaders,
+	settle,
+} from "./plane";
 import { ProviderError } from "./providers";
 import { planTargets, route } from "./router";
 import type { EmbeddingsRequest, EmbeddingsResponse } from "./types";
@@ -25,28 +35,29 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 	const request: EmbeddingsRequest = { ...body, input: input.input };
 	const base = { operation: "embeddings" as const, requested: body.model, completionTokens: 0 };
 
-	const key = plane.cacheTtlS > 0 ? await cacheKey(plane.principal.tenantId, "embeddings", body.model, request) : null;
-	if (key) {
-		const hit = await readCache(key);
-		if (hit && hit.body.object === "list") {
-			const answer = hit.body as EmbeddingsResponse;
-			const target = { provider: hit.provider, model: hit.model, weight: 1, priority: 0 };
-			settle(plane, null, {
-				...base,
-				target,
-				promptTokens: answer.usage.prompt_tokens,
-				estimated: false,
-				status: 200,
-				cacheHit: true,
-				byok: false,
-				attempts: 0,
-			});
-			return c.json(answer, 200, servedHeaders(target, 0, "HIT"));
-		}
+	const narrowed = narrowedProviders(c);
+	const key =
+		plane.cacheTtlS > 0
+			? await cacheKey(plane.principal.tenantId, "embeddings", cacheModel(body.model, narrowed), request)
+			: null;
+	const promptTokens = estimateEmbeddingsTokens(request);
+	const { hit, reservation } = await lookupAndReserve(plane, key, targets, promptTokens, 0);
+	if (hit && hit.body.object === "list") {
+		const answer = hit.body as EmbeddingsResponse;
+		const target = { provider: hit.provider, model: hit.model, weight: 1, priority: 0 };
+		settle(plane, reservation, {
+			...base,
+			target,
+			promptTokens: answer.usage.prompt_tokens,
+			estimated: false,
+			status: 200,
+			cacheHit: true,
+			byok: false,
+			attempts: 0,
+		});
+		return c.json(answer, 200, servedHeaders(target, 0, "HIT"));
 	}
 
-	const promptTokens = estimateEmbeddingsTokens(request);
-	const reservation = await reserveBudget(plane, targets, promptTokens, 0);
 	try {
 		const served = await route(plane.routeEnv, targets, (a) => {
 			const embed = a.provider.embed?.bind(a.provider);
@@ -57,6 +68,7 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 				apiKey: a.key.apiKey,
 				signal: a.signal,
 				traceparent: plane.traceparent,
+				onResponse: a.responded,
 			});
 		});
 		settle(plane, reservation, {
@@ -70,13 +82,8 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 			attempts: served.attempts,
 		});
 		if (key) {
-			c.executionCtx.waitUntil(
-				writeCache(
-					key,
-					{ body: served.value, provider: served.target.provider, model: served.target.model },
-					plane.cacheTtlS,
-				),
-			);
+			const value = { body: served.value, provider: served.target.provider, model: served.target.model };
+			afterResponse(c, () => writeCache(key, value, plane.cacheTtlS));
 		}
 		return c.json(served.value, 200, servedHeaders(served.target, served.attempts, plane.cacheStatus));
 	} catch (err) {

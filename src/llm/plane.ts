@@ -11,6 +11,7 @@ import { newEvent, publish } from "../events";
 import { ApiError, formatTraceparent, log, waitUntil } from "../http";
 import { type BudgetReservation, budgetsFor } from "../ratelimit";
 import { keyResolver } from "./byok";
+import { type CachedAnswer, readCache } from "./cache";
 import { costMicroUsd, type LlmConfig, llmConfig, priceOf, type Target } from "./config";
 import { providersFor } from "./providers";
 import type { RouteEnv } from "./router";
@@ -89,6 +90,11 @@ export function narrowedProviders(c: Context<LlmEnv>): string[] | undefined {
 		.filter(Boolean);
 }
 
+/** The cache is keyed by what was asked for, narrowing included: a narrowed request never gets another provider's answer. */
+export function cacheModel(model: string, narrowed: string[] | undefined): string {
+	return narrowed && narrowed.length > 0 ? `${model}|providers=${[...narrowed].sort().join(",")}` : model;
+}
+
 /** The caller's monthly budget: the tenant's override, field by field, over the tier's. */
 export function budgetOf(plane: Plane): LlmBudget {
 	const own = plane.principal.tenantLimits?.llmBudget;
@@ -134,6 +140,43 @@ export async function reserveBudget(
 	);
 }
 
+/**
+ * The cache lookup and the budget reservation, at once (each is a storage round trip). On a hit the
+ * reservation is not needed (settle it with `cacheHit`, which charges nothing), and a budget refusal
+ * does not matter: a cached answer costs nothing. On a miss the refusal is thrown.
+ */
+export async function lookupAndReserve(
+	plane: Plane,
+	key: string | null,
+	targets: readonly Target[],
+	promptTokens: number,
+	outputTokens: number,
+): Promise<{ hit: CachedAnswer | null; reservation: BudgetReservation | null }> {
+	const [hit, reserved] = await Promise.all([
+		key ? readCache(key) : Promise.resolve(null),
+		reserveBudget(plane, targets, promptTokens, outputTokens).then(
+			(reservation) => ({ reservation }),
+			(error: unknown) => ({ error }),
+		),
+	]);
+	if ("error" in reserved) {
+		if (hit) return { hit, reservation: null };
+		throw reserved.error;
+	}
+	return { hit, reservation: reserved.reservation };
+}
+
+/**
+ * Runs `work` after the answer has been handed back (a timer turn later), kept alive by waitUntil:
+ * bookkeeping (settlement, usage, cache writes) never delays the response it belongs to.
+ */
+export function afterResponse(c: Context<LlmEnv>, work: () => Promise<unknown> | undefined): void {
+	waitUntil(
+		c,
+		new Promise((resolve) => setTimeout(resolve, 1)).then(() => work()),
+	);
+}
+
 export interface Outcome {
 	operation: UsageRecord["operation"];
 	requested: string;
@@ -154,8 +197,8 @@ export function settle(plane: Plane, reservation: BudgetReservation | null, o: O
 	const cost = o.cacheHit ? 0 : costMicroUsd(price, o.promptTokens, o.completionTokens);
 	const tokens = o.cacheHit ? 0 : o.promptTokens + o.completionTokens;
 	const { c, principal } = plane;
-	if (reservation) waitUntil(c, budgetsFor(c.env).settle(reservation, { tokens, microUsd: cost }));
-	const record: UsageRecord = {
+	if (reservation) afterResponse(c, () => budgetsFor(c.env).settle(reservation, { tokens, microUsd: cost }));
+	const record: Omit<UsageRecord, "id" | "time"> = {
 		actor: principal.actor,
 		...(principal.keyId ? { keyId: principal.keyId } : {}),
 		requestId: c.var.requestId,
@@ -174,17 +217,11 @@ export function settle(plane: Plane, reservation: BudgetReservation | null, o: O
 		attempts: o.attempts,
 	};
 	try {
-		recordUsage(
-			c.env,
-			(p) => waitUntil(c, p),
-			newEvent({
-				type: "llm.usage",
-				tenantId: principal.tenantId,
-				source: "llm",
-				traceparent: plane.traceparent,
-				data: record as unknown as Record<string, unknown>,
-			}),
-		);
+		recordUsage(c.env, (p) => waitUntil(c, p), {
+			tenantId: principal.tenantId,
+			traceparent: plane.traceparent,
+			record,
+		});
 	} catch (err) {
 		// The answer stands; a usage record that cannot be made is logged, never the caller's 500.
 		log("error", "usage not recorded", {

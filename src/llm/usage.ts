@@ -1,13 +1,14 @@
 /**
- * Tokens and the usage record of the LLM plane. Token estimates stand in where a provider reports no
- * usage (and for reserving against budgets before a call); the usage record is the `data` of one
- * `llm.usage` event per request. Events are buffered per isolate and published in batches (one queue
- * message per LLM request would cost more than the request's own bookkeeping), and the recorder writes
- * each into `llm_usage` exactly once, however often the queue delivers it.
+ * Tokens and the usage records of the LLM plane. Token estimates stand in where a provider reports no
+ * usage (and for reserving against budgets before a call); a usage record describes one LLM request.
+ * Records are buffered per isolate and published many to an `llm.usage` event, one tenant's per event:
+ * the events consumer's per-event work (a queue message, `processed_events` bookkeeping, a D1 round
+ * trip) would otherwise cost more than the request's own. The recorder writes each record into
+ * `llm_usage` exactly once, keyed by the record's id, however often the queue delivers its event.
  */
 import { z } from "zod";
 import { database, llmUsage } from "../db";
-import { type EventEnvelope, EventEnvelopeSchema, type EventHandler, errorText, publish } from "../events";
+import { type EventEnvelope, EventEnvelopeSchema, type EventHandler, errorText, newEvent, publish } from "../events";
 import { log } from "../http";
 import type { ChatCompletion, ChatMessage, ChatRequest, EmbeddingsRequest } from "./types";
 
@@ -100,11 +101,23 @@ export function estimateCompletionTokens(completion: ChatCompletion): number {
 }
 
 export const LLM_USAGE_EVENT = "llm.usage";
+/** Most records one `llm.usage` event may carry. */
+export const MAX_EVENT_RECORDS = 100;
+/**
+ * Records the buffer puts in one event, and the UTF-8 bytes their JSON may take: a message stays well
+ * under the queue's 128 KB (a record is at most a few KB, so a full event is far from the limit).
+ */
+export const EVENT_RECORDS = 50;
+export const EVENT_RECORD_BYTES = 100_000;
 
 const count = z.number().int().min(0);
 
-/** The `data` of an `llm.usage` event: one LLM request, answered or not. The tenant is the envelope's. */
+/** One LLM request, answered or not. Its tenant is the tenant of the event that carries it. */
 export const UsageRecordSchema = z.object({
+	/** Unique per request (`use_<32 hex>`) and the `llm_usage` row's id, so a record is written once. */
+	id: z.string().min(1).max(128),
+	/** When the request ended: the row's day and creation time. */
+	time: z.iso.datetime(),
 	/** `key:<id>` or `jwt:<sub>`. */
 	actor: z.string().min(1).max(256),
 	keyId: z.string().min(1).max(128).optional(),
@@ -130,43 +143,54 @@ export const UsageRecordSchema = z.object({
 });
 export type UsageRecord = z.infer<typeof UsageRecordSchema>;
 
+/** The `data` of an `llm.usage` event: requests of the envelope's tenant. */
+export const UsageEventDataSchema = z.object({
+	records: z.array(UsageRecordSchema).min(1).max(MAX_EVENT_RECORDS),
+});
+
+function usageRow(tenantId: string, r: UsageRecord): typeof llmUsage.$inferInsert {
+	const at = Date.parse(r.time);
+	return {
+		id: r.id,
+		tenantId,
+		actor: r.actor,
+		keyId: r.keyId ?? null,
+		requestId: r.requestId ?? null,
+		operation: r.operation,
+		requested: r.requested,
+		provider: r.provider,
+		model: r.model,
+		promptTokens: r.promptTokens,
+		completionTokens: r.completionTokens,
+		estimated: r.estimated ? 1 : 0,
+		costMicroUsd: r.costMicroUsd,
+		latencyMs: r.latencyMs,
+		status: r.status,
+		cacheHit: r.cacheHit ? 1 : 0,
+		byok: r.byok ? 1 : 0,
+		attempts: r.attempts,
+		day: new Date(at).toISOString().slice(0, 10),
+		createdAt: at,
+	};
+}
+
 /**
- * Writes each `llm.usage` event as one `llm_usage` row whose id is the event's: a redelivered or
- * replayed event inserts nothing the second time. Data that does not match the schema throws, so the
- * event ends in the dead-letter queue rather than as a wrong row.
+ * Writes the records of each `llm.usage` event as `llm_usage` rows keyed by record id, in one D1 batch
+ * (one round trip, one transaction): a redelivered or replayed event, or a record sent twice, inserts
+ * nothing the second time. Data that does not match the schema throws, so the event ends in the
+ * dead-letter queue rather than as wrong rows.
  */
 export const usageRecorder: EventHandler = {
 	name: "llm-usage-recorder",
 	handles: (event) => event.type === LLM_USAGE_EVENT,
 	async handle(event, env) {
-		const r = UsageRecordSchema.parse(event.data);
-		const at = Date.parse(event.time);
-		await database(env.DB)
-			.insert(llmUsage)
-			.values({
-				id: event.id,
-				tenantId: event.tenantId,
-				actor: r.actor,
-				keyId: r.keyId ?? null,
-				requestId: r.requestId ?? null,
-				operation: r.operation,
-				requested: r.requested,
-				provider: r.provider,
-				model: r.model,
-				promptTokens: r.promptTokens,
-				completionTokens: r.completionTokens,
-				estimated: r.estimated ? 1 : 0,
-				costMicroUsd: r.costMicroUsd,
-				latencyMs: r.latencyMs,
-				status: r.status,
-				cacheHit: r.cacheHit ? 1 : 0,
-				byok: r.byok ? 1 : 0,
-				attempts: r.attempts,
-				day: new Date(at).toISOString().slice(0, 10),
-				createdAt: at,
-			})
-			.onConflictDoNothing()
-			.run();
+		const { records } = UsageEventDataSchema.parse(event.data);
+		const db = database(env.DB);
+		// One statement per row: D1 binds at most 100 parameters per statement, and a row has 20.
+		const [first, ...rest] = records.map((r) =>
+			db.insert(llmUsage).values(usageRow(event.tenantId, r)).onConflictDoNothing({ target: llmUsage.id }),
+		);
+		if (first) await db.batch([first, ...rest]);
 	},
 };
 
@@ -175,51 +199,101 @@ export type WaitUntil = (promise: Promise<unknown>) => void;
 
 export type UsagePublisher = (env: Pick<Env, "EVENTS">, events: EventEnvelope[]) => Promise<void>;
 
+/** A validated record waiting in the buffer, with what its event's envelope needs. */
+export interface PendingUsage {
+	tenantId: string;
+	traceparent?: string | undefined;
+	record: UsageRecord;
+}
+
+const PendingUsageSchema = z.object({
+	tenantId: EventEnvelopeSchema.shape.tenantId,
+	traceparent: EventEnvelopeSchema.shape.traceparent,
+	record: UsageRecordSchema,
+});
+
+/**
+ * The `llm.usage` events of buffered records: one per tenant (in order of first appearance), split
+ * further at {@link EVENT_RECORDS} records or {@link EVENT_RECORD_BYTES} bytes of records. An event
+ * carries its first record's traceparent.
+ */
+function usageEvents(pending: PendingUsage[]): EventEnvelope[] {
+	const events: EventEnvelope[] = [];
+	const emit = (tenantId: string, chunk: PendingUsage[]) =>
+		events.push(
+			newEvent({
+				type: LLM_USAGE_EVENT,
+				tenantId,
+				source: "llm",
+				traceparent: chunk[0]?.traceparent,
+				data: { records: chunk.map((p) => p.record) },
+			}),
+		);
+	for (const [tenantId, group] of Map.groupBy(pending, (p) => p.tenantId)) {
+		let chunk: PendingUsage[] = [];
+		let bytes = 0;
+		for (const p of group) {
+			// The record's JSON and the comma that separates it from the next.
+			const size = utf8Length(JSON.stringify(p.record)) + 1;
+			if (chunk.length === EVENT_RECORDS || (chunk.length > 0 && bytes + size > EVENT_RECORD_BYTES)) {
+				emit(tenantId, chunk);
+				chunk = [];
+				bytes = 0;
+			}
+			chunk.push(p);
+			bytes += size;
+		}
+		emit(tenantId, chunk);
+	}
+	return events;
+}
+
 export interface UsageBufferOptions {
-	/** A batch is sent as soon as it holds this many events. */
-	maxEvents?: number;
-	/** …or this long after its first event was buffered. */
+	/** A batch is sent as soon as it holds this many records. */
+	maxRecords?: number;
+	/** …or this long after its first record was buffered. */
 	maxDelayMs?: number;
-	/** How a batch is sent: {@link publish} unless a test says otherwise. */
+	/** How a batch's events are sent: {@link publish} unless a test says otherwise. */
 	publisher?: UsagePublisher;
 }
 
 interface Batch {
 	env: Pick<Env, "EVENTS">;
-	events: EventEnvelope[];
+	pending: PendingUsage[];
 	timer: ReturnType<typeof setTimeout>;
 	/** Resolves the promise handed to the `waitUntil` of the request that opened the batch. */
 	settle: () => void;
 }
 
 /**
- * Usage events of one isolate, sent in batches: when `maxEvents` are buffered, or `maxDelayMs` after the
- * first, whichever comes first. The request that opens a batch registers the batch's completion with
- * its `waitUntil`, so the runtime keeps the isolate alive until the batch is on the queue; a request that
+ * Usage records of one isolate, sent in batches: when `maxRecords` are buffered, or `maxDelayMs` after
+ * the first, whichever comes first. A batch becomes one `llm.usage` event per tenant (more if large),
+ * all published together. The request that opens a batch registers the batch's completion with its
+ * `waitUntil`, so the runtime keeps the isolate alive until the batch is on the queue; a request that
  * fills a batch registers the send it starts. A failed send is logged and retried once, then given up.
  * Usage is therefore lost only if the isolate dies hard inside that window (≤ `maxDelayMs` plus two
- * sends) or the queue refuses twice in a row; it is never sent twice by the buffer, and a duplicate
- * delivery by the queue is absorbed by the recorder.
+ * sends) or the queue refuses twice in a row. A retry after a partly accepted send, a redelivery or a
+ * replay may bring a record twice: the recorder, keying rows by record id, writes it once.
  */
 export class UsageBuffer {
-	readonly #maxEvents: number;
+	readonly #maxRecords: number;
 	readonly #maxDelayMs: number;
 	readonly #publisher: UsagePublisher;
 	#batch: Batch | undefined;
 	readonly #sending = new Set<Promise<void>>();
 
 	constructor(options: UsageBufferOptions = {}) {
-		this.#maxEvents = options.maxEvents ?? 50;
+		this.#maxRecords = options.maxRecords ?? EVENT_RECORDS;
 		this.#maxDelayMs = options.maxDelayMs ?? 100;
 		this.#publisher = options.publisher ?? publish;
-		if (!Number.isInteger(this.#maxEvents) || this.#maxEvents < 1 || this.#maxEvents > 100) {
-			throw new RangeError("maxEvents must be an integer in 1..100 (one sendBatch)");
+		if (!Number.isInteger(this.#maxRecords) || this.#maxRecords < 1) {
+			throw new RangeError("maxRecords must be a positive integer");
 		}
 		if (!(this.#maxDelayMs >= 0)) throw new RangeError("maxDelayMs must be ≥ 0");
 	}
 
-	/** Buffers a validated event; the send happens later, kept alive by `waitUntil`. */
-	add(env: Pick<Env, "EVENTS">, waitUntil: WaitUntil, event: EventEnvelope): void {
+	/** Buffers a validated record; the send happens later, kept alive by `waitUntil`. */
+	add(env: Pick<Env, "EVENTS">, waitUntil: WaitUntil, usage: PendingUsage): void {
 		// One batch goes to one queue binding: a different one closes the current batch first.
 		if (this.#batch && this.#batch.env.EVENTS !== env.EVENTS) waitUntil(this.#dispatch());
 		let batch = this.#batch;
@@ -230,7 +304,7 @@ export class UsageBuffer {
 			});
 			const opened: Batch = {
 				env,
-				events: [],
+				pending: [],
 				settle,
 				timer: setTimeout(() => {
 					if (this.#batch === opened) void this.#dispatch();
@@ -240,8 +314,8 @@ export class UsageBuffer {
 			this.#batch = opened;
 			waitUntil(sent);
 		}
-		batch.events.push(event);
-		if (batch.events.length >= this.#maxEvents) waitUntil(this.#dispatch());
+		batch.pending.push(usage);
+		if (batch.pending.length >= this.#maxRecords) waitUntil(this.#dispatch());
 	}
 
 	/** Sends what is buffered now and waits for every send under way (tests, and shutdown paths). */
@@ -256,7 +330,7 @@ export class UsageBuffer {
 		if (!batch) return Promise.resolve();
 		this.#batch = undefined;
 		clearTimeout(batch.timer);
-		const sending = this.#send(batch.env, batch.events).finally(() => {
+		const sending = this.#send(batch.env, usageEvents(batch.pending)).finally(() => {
 			this.#sending.delete(sending);
 			batch.settle();
 		});
@@ -287,14 +361,25 @@ export class UsageBuffer {
 export const usageBuffer = new UsageBuffer();
 
 /**
- * Validates an `llm.usage` event and hands it to the isolate's buffer. Throws (before buffering) when
- * the event is invalid, so one bad event can never make a whole batch fail to publish.
+ * Validates one request's usage, gives it an id and the current time, and hands it to the isolate's
+ * buffer; returns the record as buffered. Throws (before buffering) when the usage is invalid, so one
+ * bad record can never make a whole batch fail to publish or be recorded.
  */
-export function recordUsage(env: Pick<Env, "EVENTS">, waitUntil: WaitUntil, event: EventEnvelope): void {
-	const valid = EventEnvelopeSchema.parse(event);
-	if (valid.type !== LLM_USAGE_EVENT) throw new TypeError(`not an ${LLM_USAGE_EVENT} event: ${valid.type}`);
-	UsageRecordSchema.parse(valid.data);
+export function recordUsage(
+	env: Pick<Env, "EVENTS">,
+	waitUntil: WaitUntil,
+	usage: { tenantId: string; traceparent?: string; record: Omit<UsageRecord, "id" | "time"> },
+): UsageRecord {
+	const valid = PendingUsageSchema.parse({
+		...usage,
+		record: {
+			...usage.record,
+			id: `use_${crypto.randomUUID().replace(/-/g, "")}`,
+			time: new Date().toISOString(),
+		},
+	});
 	usageBuffer.add(env, waitUntil, valid);
+	return valid.record;
 }
 
 /** Sends the isolate's buffered usage now and waits for it (tests). */

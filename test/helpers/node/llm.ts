@@ -20,7 +20,10 @@ export interface LlmSetup {
 }
 
 /** The plane's configuration pointing at the stub. */
-export function llmConfigFor(stub: LlmStub, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+export function llmConfigFor(
+	stub: Pick<LlmStub, "openaiBaseUrl" | "keylessOpenaiBaseUrl" | "anthropicBaseUrl">,
+	overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
 	return {
 		providers: {
 			openai: { kind: "openai", baseUrl: stub.openaiBaseUrl, apiKeySecret: "OPENAI_API_KEY" },

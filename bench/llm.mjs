@@ -1,0 +1,887 @@
+// @ts-check
+/**
+ * `npm run bench:llm`: what the LLM plane costs on top of the bare subrequest any Worker pays (issue 4's
+ * benchmark). In ONE run, against ONE stub upstream (test/helpers/node/llm-stub.ts, in a child Node process
+ * of its own: bench/llm-stub-server.mjs) and ONE gateway (the built Worker under Miniflare's own HTTP
+ * listener, static-assets layer off, as bench/gateway.mjs's `worker` configuration), it measures:
+ *   - direct: `POST <stub>/openai/v1/chat/completions`, straight to the stub (no Worker);
+ *   - pass-through: `POST <gateway>/__bench/passthrough`, the Worker's bare route that fetches the stub and
+ *     returns its body with no checks (workers/gateway.ts, enabled by the `BENCH_PASSTHROUGH_URL` binding);
+ *   - plane: `POST <gateway>/v1/chat/completions` with a JWT of an enterprise tenant and model `openai/ok`,
+ *     everything on: authentication, admission, the cache (every request a MISS: each prompt is unique),
+ *     the budget's reserve and settle (the tenant has a monthly token budget), input and output guardrails
+ *     (as in llmConfigFor), routing through the breaker, and the usage record (queue → D1);
+ *   - and, to attribute the plane's cost (unless --no-extras): the plane with `x-edgeway-cache: bypass`, the
+ *     plane for a tenant without a budget, and both at once.
+ * Figures: requests/s at --connections (autocannon, rounds in ABBA order, direct once per round), the time
+ * added with one request in flight (sequential requests, routes rotated, timed with process.hrtime), and the
+ * time added to a stream's first body byte (`stream: true`, sequential likewise). Any non-2xx answer, any
+ * connection error, a plane answer that is not a cache MISS from `openai` in one attempt, or a cache hit in the
+ * usage records makes the run invalid: it stops with an error and writes nothing.
+ * Writes the figures, and how they were taken, into its own marked section of bench/RESULTS.md.
+ *
+ * Options: --duration <s> (per autocannon run, default 5), --rounds <n> (ABBA rounds, default 2),
+ * --connections <n> (default 50), --samples <n> (sequential requests per route and phase, default 1500),
+ * --body-bytes <n> (request body size, default 1024), --no-extras (the three issue rows only),
+ * --no-write (print only).
+ * Loads the TypeScript helpers through Node's built-in type stripping (Node ≥ 22.18).
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import autocannon from "autocannon";
+import { buildWorker, ROOT, startGateway } from "../test/helpers/node/gateway.ts";
+import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
+
+const { values: args } = parseArgs({
+	options: {
+		duration: { type: "string", default: "5" },
+		rounds: { type: "string", default: "2" },
+		connections: { type: "string", default: "50" },
+		samples: { type: "string", default: "1500" },
+		"body-bytes": { type: "string", default: "1024" },
+		"no-extras": { type: "boolean", default: false },
+		"no-write": { type: "boolean", default: false },
+	},
+});
+const DURATION_S = Number(args.duration);
+const ROUNDS = Number(args.rounds);
+const CONNECTIONS = Number(args.connections);
+const SAMPLES = Number(args.samples);
+const BODY_BYTES = Number(args["body-bytes"]);
+const EXTRAS = !args["no-extras"];
+for (const [name, v] of Object.entries({ DURATION_S, ROUNDS, CONNECTIONS, SAMPLES, BODY_BYTES })) {
+	if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new Error(`bad ${name}: ${v}`);
+}
+if (BODY_BYTES < 400) throw new Error("--body-bytes must be at least 400 (the body's fixed part)");
+const WARMUP_S = 2;
+/** Sequential requests per route before the timed ones, in each sequential phase. */
+const SEQUENTIAL_WARMUP = 200;
+const STUB_START_TIMEOUT_MS = 30_000;
+const STUB_STOP_TIMEOUT_MS = 5_000;
+/** Bounded wait for the usage records of the run to reach D1 (they are batched per isolate, then queued). */
+const USAGE_SETTLE_MS = 3_000;
+const USAGE_TIMEOUT_MS = 60_000;
+
+const RESULTS = join(ROOT, "bench", "RESULTS.md");
+const BEGIN = "<!-- BEGIN bench/llm.mjs (generated: do not edit by hand) -->";
+const END = "<!-- END bench/llm.mjs -->";
+/** Written once, above the marked section, when the file has no such section yet. */
+const INTRO = [
+	"## LLM plane (`npm run bench:llm`)",
+	"",
+	"`npm run bench:llm` (bench/llm.mjs) measures, in one run against one stub upstream, a chat completion sent",
+	"straight to the stub, through the Worker's bare pass-through route (`/__bench/passthrough`: one subrequest, no",
+	"checks), and through the full LLM plane (`/v1/chat/completions`, everything on). The section between its",
+	"markers is rewritten by each run.",
+	"",
+	"Targets (from the issue): the plane keeps ≥ 80 % of the pass-through's requests/s at 50 connections; it adds",
+	"≤ 1 ms over the pass-through at the median with one request in flight, and ≤ 2 ms to a stream's first byte.",
+].join("\n");
+/** Targets from the issue. */
+const TARGET_RATIO = 0.8;
+const TARGET_ADDED_MS = 1;
+const TARGET_TTFB_MS = 2;
+
+const say = (/** @type {string} */ line = "") => process.stdout.write(`${line}\n`);
+const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
+
+/** @param {number[]} sorted @param {number} p */
+function percentile(sorted, p) {
+	if (sorted.length === 0) return Number.NaN;
+	const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+	return /** @type {number} */ (sorted[rank]);
+}
+
+/** @param {number[]} values */
+function median(values) {
+	const s = [...values].sort((a, b) => a - b);
+	const mid = s.length >> 1;
+	return s.length % 2 ? percentile(s, 50) : (percentile(s, 50) + (s[mid] ?? Number.NaN)) / 2;
+}
+
+/** @param {number} n */
+const ms = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
+/** A signed difference. @param {number} n */
+const delta = (n, digits = 3) => (Number.isFinite(n) ? `${n >= 0 ? "+" : "−"}${Math.abs(n).toFixed(digits)}` : "n/a");
+
+function packageVersion(/** @type {string} */ name) {
+	try {
+		return JSON.parse(readFileSync(join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
+	} catch {
+		return "?";
+	}
+}
+
+// ---------------------------------------------------------------- CPU accounting
+
+let clockTicks = 100;
+try {
+	clockTicks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+} catch {}
+
+/** This process's workerd children (Miniflare's runtime), from /proc; empty where there is no /proc. */
+function workerdPids() {
+	/** @type {number[]} */
+	const pids = [];
+	try {
+		for (const entry of readdirSync("/proc")) {
+			if (!/^\d+$/.test(entry)) continue;
+			try {
+				const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(readFileSync(`/proc/${entry}/stat`, "utf8"));
+				if (m?.[1] === "workerd" && Number(m[2]) === process.pid) pids.push(Number(entry));
+			} catch {}
+		}
+	} catch {}
+	return pids;
+}
+
+/** User + system CPU ms of processes (all their threads), from /proc/<pid>/stat; NaN when unreadable. @param {number[]} pids */
+function processCpuMs(pids) {
+	if (pids.length === 0) return Number.NaN;
+	let total = 0;
+	for (const pid of pids) {
+		try {
+			const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+			const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+			total += ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
+		} catch {
+			return Number.NaN;
+		}
+	}
+	return total;
+}
+
+/**
+ * CPU time used so far (ms): by workerd (the gateway, its D1, Durable Objects, cache and queue), by the stub's
+ * process, and by this Node process (autocannon or fetch, plus Miniflare's Node side, which reads the Worker's logs).
+ * @param {number[]} workerd @param {number} stubPid
+ */
+function cpuNow(workerd, stubPid) {
+	const own = process.cpuUsage();
+	return {
+		workerd: processCpuMs(workerd),
+		stub: processCpuMs([stubPid]),
+		node: (own.user + own.system) / 1000,
+	};
+}
+
+// ---------------------------------------------------------------- the stub, in its own process
+
+/** @typedef {import("../test/helpers/node/llm-stub.ts").LlmStub} LlmStub */
+
+/**
+ * Starts bench/llm-stub-server.mjs and reads its URLs. `stub` carries them as the LlmStub that llmConfigFor
+ * takes; the stub records nothing (`record: false`) and cannot be scripted from this process.
+ */
+async function startStubProcess() {
+	const child = spawn(process.execPath, [join(ROOT, "bench", "llm-stub-server.mjs")], {
+		cwd: ROOT,
+		stdio: ["pipe", "pipe", "inherit"],
+	});
+	// If this process dies without stopping it, the child sees its stdin end and exits.
+	const killOnExit = () => child.kill("SIGKILL");
+	process.once("exit", killOnExit);
+	const exited = new Promise((resolve) => child.once("exit", resolve));
+	const stop = async () => {
+		process.off("exit", killOnExit);
+		if (child.exitCode !== null || child.signalCode !== null) return;
+		child.kill("SIGTERM");
+		const timer = setTimeout(() => child.kill("SIGKILL"), STUB_STOP_TIMEOUT_MS);
+		await exited;
+		clearTimeout(timer);
+	};
+	try {
+		const line = await new Promise((resolve, reject) => {
+			let out = "";
+			const timer = setTimeout(
+				() => reject(new Error("the stub process did not start in time")),
+				STUB_START_TIMEOUT_MS,
+			);
+			child.stdout.on("data", (/** @type {Buffer} */ chunk) => {
+				out += chunk.toString();
+				const nl = out.indexOf("\n");
+				if (nl >= 0) {
+					clearTimeout(timer);
+					resolve(out.slice(0, nl));
+				}
+			});
+			child.once("exit", (code, signal) => {
+				clearTimeout(timer);
+				reject(new Error(`the stub process exited (${signal ?? code}) before it listened`));
+			});
+		});
+		/** @type {{ pid: number; url: string; openaiBaseUrl: string; keylessOpenaiBaseUrl: string; anthropicBaseUrl: string }} */
+		const urls = JSON.parse(line);
+		/** @type {LlmStub} */
+		const stub = {
+			url: urls.url,
+			openaiBaseUrl: urls.openaiBaseUrl,
+			keylessOpenaiBaseUrl: urls.keylessOpenaiBaseUrl,
+			anthropicBaseUrl: urls.anthropicBaseUrl,
+			requests: [],
+			reset() {},
+			script() {
+				throw new Error("the benchmark's stub runs in another process and cannot be scripted");
+			},
+			close: stop,
+		};
+		return { stub, pid: urls.pid, stop };
+	} catch (err) {
+		await stop();
+		throw err;
+	}
+}
+
+// ---------------------------------------------------------------- requests
+
+/**
+ * A route measured: where it goes, the model it names, its headers, and what a plane answer must say.
+ * @typedef {{ key: string; label: string; origin: string; path: string; model: string;
+ *   headers: Record<string, string>; expect: Record<string, string> }} Route
+ */
+
+/** Words for the prompt: ordinary text that none of the configured guardrails blocks or redacts. */
+const PROMPT =
+	"Summarise the following notes for a weekly status update. The team finished the migration of the billing " +
+	"service, fixed two regressions in the search ranking, and started the design review for the new onboarding " +
+	"flow. Next week they plan to load-test the gateway, write the runbook for the on-call rotation, and meet the " +
+	"platform group about quotas. Keep it short, in plain words, and list open questions at the end. ";
+
+let sequence = 0;
+const RUN = Date.now().toString(36);
+
+/**
+ * A chat request of exactly `BODY_BYTES` bytes (compact JSON, ASCII), whatever the model's name, whose user
+ * message is unique (a run id and a counter): no two requests of a run share a cache key.
+ * @param {string} model @param {boolean} stream
+ */
+function chatBody(model, stream) {
+	const n = sequence++;
+	const shape = (/** @type {string} */ content) =>
+		JSON.stringify({
+			model,
+			messages: [
+				{ role: "system", content: "You are a concise assistant." },
+				{ role: "user", content },
+			],
+			...(stream ? { stream: true } : {}),
+		});
+	const room = BODY_BYTES - shape("").length;
+	const head = `Request ${RUN}-${n}. `;
+	if (room < head.length + 40) throw new Error(`--body-bytes ${BODY_BYTES} is too small for model ${model}`);
+	const text = `${head}${PROMPT.repeat(Math.ceil(room / PROMPT.length))}`.slice(0, room);
+	const body = shape(text);
+	if (body.length !== BODY_BYTES) throw new Error(`request body is ${body.length} bytes, not ${BODY_BYTES}`);
+	return body;
+}
+
+/**
+ * The part of an autocannon request this file uses (autocannon ships no types).
+ * @typedef {{ method?: string; path?: string; headers?: Record<string, string>; body?: Buffer | string;
+ *   setupRequest?: (req: AutocannonRequest) => AutocannonRequest }} AutocannonRequest
+ */
+
+/** autocannon's request list for a route: every request a fresh, unique body. @param {Route} route */
+function requestsFor(route) {
+	/** @type {AutocannonRequest[]} */
+	const requests = [
+		{
+			method: "POST",
+			path: route.path,
+			headers: { "content-type": "application/json", ...route.headers },
+			setupRequest: (req) => {
+				req.body = chatBody(route.model, false);
+				return req;
+			},
+		},
+	];
+	return requests;
+}
+
+/** @param {Route} route @param {boolean} stream @returns {RequestInit} */
+function initFor(route, stream) {
+	return {
+		method: "POST",
+		headers: { "content-type": "application/json", ...route.headers },
+		body: chatBody(route.model, stream),
+	};
+}
+
+/** Throws unless the answer is a 200 carrying the route's expected headers. @param {Route} route @param {Response} res */
+function check(route, res, /** @type {string} */ body = "") {
+	if (res.status !== 200) throw new Error(`${route.label}: HTTP ${res.status} ${body.slice(0, 300)}`);
+	for (const [name, value] of Object.entries(route.expect)) {
+		const got = res.headers.get(name);
+		if (got !== value) throw new Error(`${route.label}: ${name} is ${JSON.stringify(got)}, expected ${value}`);
+	}
+}
+
+/** One request, from before fetch() to the last byte of the body. @param {Route} route */
+async function timed(route) {
+	const init = initFor(route, false);
+	const start = process.hrtime.bigint();
+	const res = await fetch(new URL(route.path, route.origin), init);
+	const body = await res.arrayBuffer();
+	const elapsed = Number(process.hrtime.bigint() - start) / 1e6;
+	check(route, res, res.status === 200 ? "" : Buffer.from(body).toString());
+	return elapsed;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * One streamed request: from before fetch() to the first non-empty chunk of the body. The rest is read (and
+ * must end with `[DONE]`) before the next request, untimed.
+ * @param {Route} route
+ */
+async function firstByte(route) {
+	const init = initFor(route, true);
+	const start = process.hrtime.bigint();
+	const res = await fetch(new URL(route.path, route.origin), init);
+	if (!res.body) throw new Error(`${route.label}: no body`);
+	const reader = res.body.getReader();
+	let chunk = await reader.read();
+	while (!chunk.done && chunk.value.byteLength === 0) chunk = await reader.read();
+	const elapsed = Number(process.hrtime.bigint() - start) / 1e6;
+	let text = chunk.done ? "" : decoder.decode(chunk.value, { stream: true });
+	for (chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+		text += decoder.decode(chunk.value, { stream: true });
+	}
+	check(route, res, text);
+	if (!/^text\/event-stream/.test(res.headers.get("content-type") ?? "")) {
+		throw new Error(`${route.label}: a stream answered ${res.headers.get("content-type")}`);
+	}
+	if (!text.trimEnd().endsWith("data: [DONE]")) throw new Error(`${route.label}: the stream did not end with [DONE]`);
+	return elapsed;
+}
+
+// ---------------------------------------------------------------- load
+
+/**
+ * One autocannon run. Latency percentiles from every response's own time (fractional ms, autocannon
+ * `response` events), not from autocannon's 1 ms-resolution histogram. The run's time is measured here, from
+ * the start to the last response (autocannon's own `duration` ends on its next 1 s tick). Any non-2xx answer
+ * or connection error invalidates the run: it throws.
+ * @param {string} label @param {Route} route @param {number} seconds
+ * @param {{ workerd: number[]; stub: number }} pids
+ */
+async function load(label, route, seconds, pids) {
+	/** @type {number[]} */
+	const times = [];
+	/** @type {Record<string, number>} */
+	const statuses = {};
+	const cpu0 = cpuNow(pids.workerd, pids.stub);
+	const started = performance.now();
+	let last = started;
+	// bench/autocannon.d.ts declares no `requests`: pass the options as a value, as bench/webhooks.mjs does.
+	const options = { url: route.origin, duration: seconds, requests: requestsFor(route) };
+	const instance = autocannon({ connections: CONNECTIONS, pipelining: 1, ...options });
+	instance.on(
+		"response",
+		(
+			/** @type {unknown} */ _client,
+			/** @type {number} */ status,
+			/** @type {number} */ _bytes,
+			/** @type {number} */ time,
+		) => {
+			last = performance.now();
+			times.push(time);
+			statuses[status] = (statuses[status] ?? 0) + 1;
+		},
+	);
+	const result = await instance;
+	const wall = last - started;
+	const cpu1 = cpuNow(pids.workerd, pids.stub);
+	times.sort((a, b) => a - b);
+	const ok = Object.entries(statuses)
+		.filter(([s]) => s.startsWith("2"))
+		.reduce((n, [, c]) => n + c, 0);
+	const run = {
+		label,
+		route: route.key,
+		seconds: wall / 1000,
+		ok,
+		non2xx: times.length - ok,
+		errors: result.errors,
+		timeouts: result.timeouts,
+		statuses,
+		rps: ok / (wall / 1000),
+		/** CPU ms per 2xx; busy = CPU time ÷ wall time (1 = one core busy all the time). */
+		workerdMs: (cpu1.workerd - cpu0.workerd) / ok,
+		workerdBusy: (cpu1.workerd - cpu0.workerd) / wall,
+		stubMs: (cpu1.stub - cpu0.stub) / ok,
+		nodeMs: (cpu1.node - cpu0.node) / ok,
+		p50: percentile(times, 50),
+		p99: percentile(times, 99),
+	};
+	if (run.non2xx > 0 || run.errors > 0 || run.timeouts > 0 || ok === 0) {
+		throw new Error(
+			`INVALID RUN: ${label} (${route.label}) got statuses ${JSON.stringify(statuses)}, ${run.errors} connection errors, ${run.timeouts} timeouts`,
+		);
+	}
+	return run;
+}
+
+/** A small seeded generator (mulberry32): the same shuffles on every run. @param {number} seed */
+function seededRandom(seed) {
+	let a = seed >>> 0;
+	return () => {
+		a = (a + 0x6d2b79f5) >>> 0;
+		let t = a;
+		t = Math.imul(t ^ (t >>> 15), t | 1);
+		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+		return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+	};
+}
+
+/**
+ * Sequential requests, one in flight, `SEQUENTIAL_WARMUP` + `SAMPLES` per route; each turn sends one request per
+ * route in a freshly shuffled order, so every route follows every other alike (the plane's background work —
+ * cache write, budget settlement, usage — falls on whichever request comes next, whatever its route).
+ * @param {Route[]} routes @param {(route: Route) => Promise<number>} one
+ */
+async function sequential(routes, one) {
+	/** @type {Map<string, number[]>} */
+	const times = new Map(routes.map((r) => [r.key, []]));
+	const random = seededRandom(4);
+	const order = [...routes];
+	for (let i = 0; i < SEQUENTIAL_WARMUP + SAMPLES; i++) {
+		for (let j = order.length - 1; j > 0; j--) {
+			const k = Math.floor(random() * (j + 1));
+			[order[j], order[k]] = [/** @type {Route} */ (order[k]), /** @type {Route} */ (order[j])];
+		}
+		for (const route of order) {
+			const t = await one(route);
+			if (i >= SEQUENTIAL_WARMUP) times.get(route.key)?.push(t);
+		}
+	}
+	/** @type {Map<string, { n: number; p50: number; p90: number; p99: number }>} */
+	const out = new Map();
+	for (const [key, values] of times) {
+		const s = [...values].sort((a, b) => a - b);
+		out.set(key, { n: s.length, p50: median(s), p90: percentile(s, 90), p99: percentile(s, 99) });
+	}
+	return out;
+}
+
+// ---------------------------------------------------------------- the run
+
+/** Tenants: `bench` has a monthly token budget (reserve and settle run); `bench-nobudget` has none. */
+const LIMITS = { rate: { perSecond: 1_000_000, burst: 1_000_000_000 }, monthlyQuota: 1_000_000_000_000 };
+
+async function measure() {
+	/** @type {Record<string, number>} */
+	const workerLogs = {};
+	/** @type {string[]} */
+	const notable = [];
+	say("bench: starting the stub upstream in its own process…");
+	const upstream = await startStubProcess();
+	try {
+		say(`bench: stub at ${upstream.stub.url} (pid ${upstream.pid}); starting the gateway under Miniflare…`);
+		const directUrl = `${upstream.stub.openaiBaseUrl}/chat/completions`;
+		const gw = await startGateway({
+			assets: false,
+			bindings: {
+				// Routing as deployed (the schema's defaults: 30 s per attempt), not the e2e tests' short timeouts.
+				LLM_CONFIG: JSON.stringify(llmConfigFor(upstream.stub, { routing: {} })),
+				OPENAI_API_KEY: GATEWAY_OPENAI_KEY,
+				BENCH_PASSTHROUGH_URL: directUrl,
+			},
+			onLog: ({ level, message }) => {
+				const key = /"level":"(\w+)"/.exec(message)?.[1] ?? level;
+				workerLogs[key] = (workerLogs[key] ?? 0) + 1;
+				if (key !== "info" && key !== "log" && notable.length < 5) notable.push(message.slice(0, 300));
+			},
+		});
+		try {
+			return await measureWith(gw, upstream, directUrl, workerLogs, notable);
+		} finally {
+			await gw.dispose();
+		}
+	} finally {
+		await upstream.stop();
+	}
+}
+
+/**
+ * @param {import("../test/helpers/node/gateway.ts").Gateway} gw
+ * @param {Awaited<ReturnType<typeof startStubProcess>>} upstream
+ * @param {string} directUrl
+ * @param {Record<string, number>} workerLogs
+ * @param {string[]} notable
+ */
+async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
+	const db = await gw.db();
+	await gw.seedTenant({
+		id: "bench",
+		tier: "enterprise",
+		limits: { ...LIMITS, llmBudget: { monthlyTokens: 1_000_000_000_000 } },
+	});
+	await gw.seedTenant({ id: "bench-nobudget", tier: "enterprise", limits: LIMITS });
+	// Only for the check that the cache serves a repeated request (its usage is not counted below).
+	await gw.seedTenant({ id: "bench-probe", tier: "enterprise", limits: LIMITS });
+	const jwt = (/** @type {string} */ tenantId) =>
+		gw.mintJwt({ tenantId, scopes: ["llm"], tier: "enterprise", sub: `${tenantId}-user`, expiresInS: 3600 });
+	const budgeted = `Bearer ${await jwt("bench")}`;
+	const unbudgeted = `Bearer ${await jwt("bench-nobudget")}`;
+	const gateway = gw.url.origin;
+	const plane = (/** @type {"MISS" | "BYPASS"} */ cache) => ({
+		"x-edgeway-cache": cache,
+		"x-edgeway-provider": "openai",
+		"x-edgeway-model": "ok",
+		"x-edgeway-attempts": "1",
+	});
+	const direct = new URL(directUrl);
+	/** @type {Route[]} */
+	const routes = [
+		{
+			key: "direct",
+			label: "direct to the stub",
+			origin: direct.origin,
+			path: direct.pathname,
+			model: "ok",
+			headers: { authorization: "Bearer x" },
+			expect: {},
+		},
+		{
+			key: "passthrough",
+			label: "pass-through route",
+			origin: gateway,
+			path: "/__bench/passthrough",
+			model: "ok",
+			headers: { "x-upstream-authorization": "Bearer x" },
+			expect: {},
+		},
+		{
+			key: "plane",
+			label: "LLM plane",
+			origin: gateway,
+			path: "/v1/chat/completions",
+			model: "openai/ok",
+			headers: { authorization: budgeted },
+			expect: plane("MISS"),
+		},
+	];
+	if (EXTRAS) {
+		routes.push(
+			{
+				key: "bypass",
+				label: "plane, cache bypassed",
+				origin: gateway,
+				path: "/v1/chat/completions",
+				model: "openai/ok",
+				headers: { authorization: budgeted, "x-edgeway-cache": "bypass" },
+				expect: plane("BYPASS"),
+			},
+			{
+				key: "nobudget",
+				label: "plane, no budget",
+				origin: gateway,
+				path: "/v1/chat/completions",
+				model: "openai/ok",
+				headers: { authorization: unbudgeted },
+				expect: plane("MISS"),
+			},
+			{
+				key: "lean",
+				label: "plane, bypass + no budget",
+				origin: gateway,
+				path: "/v1/chat/completions",
+				model: "openai/ok",
+				headers: { authorization: unbudgeted, "x-edgeway-cache": "bypass" },
+				expect: plane("BYPASS"),
+			},
+		);
+	}
+	const byKey = (/** @type {string} */ key) => /** @type {Route} */ (routes.find((r) => r.key === key));
+
+	// ---- checks before measuring: every route answers, the plane as a MISS from openai; the cache is live
+	for (const route of routes) {
+		await timed(route);
+		await firstByte(route);
+	}
+	const probe = { ...byKey("plane"), headers: { authorization: `Bearer ${await jwt("bench-probe")}` } };
+	const probeInit = initFor(probe, false);
+	const first = await fetch(new URL(probe.path, probe.origin), probeInit);
+	check(probe, first, await first.text());
+	let cacheServes = false;
+	// The answer is written to the cache in the background: ask again (bounded) until it is served from there.
+	for (let attempt = 0; attempt < 40 && !cacheServes; attempt++) {
+		await sleep(50);
+		const again = await fetch(new URL(probe.path, probe.origin), probeInit);
+		await again.arrayBuffer();
+		if (again.status !== 200) throw new Error(`cache probe: HTTP ${again.status}`);
+		cacheServes = again.headers.get("x-edgeway-cache") === "HIT";
+	}
+	if (!cacheServes) throw new Error("the plane's cache never served a repeated request: is it on for this tier?");
+	say("bench: checks passed (plane: 200, MISS, openai, 1 attempt; a repeated request is a cache HIT)");
+
+	// ---- under load
+	const pids = { workerd: workerdPids(), stub: upstream.pid };
+	say(`bench: warm-up ${WARMUP_S} s per route, then ${ROUNDS} × ABBA rounds of ${DURATION_S} s runs…`);
+	for (const route of routes) await load(`warm-up ${route.key}`, route, WARMUP_S, pids);
+	const gatewayRoutes = routes.filter((r) => r.key !== "direct");
+	// One round: direct once, then the gateway's routes forth and back (A B C … C B A).
+	const round = [byKey("direct"), ...gatewayRoutes, ...[...gatewayRoutes].reverse()];
+	/** @type {Awaited<ReturnType<typeof load>>[]} */
+	const runs = [];
+	for (let r = 0; r < ROUNDS; r++) {
+		for (const route of round) {
+			const run = await load(route.key, route, DURATION_S, pids);
+			say(
+				`  ${route.key.padEnd(12)} ${run.rps.toFixed(0).padStart(6)} req/s  p50 ${ms(run.p50)} ms  p99 ${ms(run.p99)} ms` +
+					`  workerd ${ms(run.workerdMs, 3)} CPU ms/req (busy ${ms(run.workerdBusy)})  stub ${ms(run.stubMs, 3)}` +
+					`  node ${ms(run.nodeMs, 3)}  statuses ${JSON.stringify(run.statuses)}`,
+			);
+			runs.push(run);
+		}
+	}
+	const underLoad = new Map(
+		routes.map((route) => {
+			const rs = runs.filter((r) => r.route === route.key);
+			const sum = (/** @type {(r: (typeof rs)[number]) => number} */ f) => rs.reduce((n, r) => n + f(r), 0);
+			/** @type {Record<string, number>} */
+			const statuses = {};
+			for (const r of rs) for (const [s, n] of Object.entries(r.statuses)) statuses[s] = (statuses[s] ?? 0) + n;
+			return [
+				route.key,
+				{
+					rps: sum((r) => r.ok) / sum((r) => r.seconds),
+					runs: rs.map((r) => Math.round(r.rps)),
+					ok: sum((r) => r.ok),
+					p50: sum((r) => r.p50) / rs.length,
+					p99: sum((r) => r.p99) / rs.length,
+					statuses,
+					workerdMs: sum((r) => r.workerdMs * r.ok) / sum((r) => r.ok),
+					workerdBusy: sum((r) => r.workerdBusy) / rs.length,
+					stubMs: sum((r) => r.stubMs * r.ok) / sum((r) => r.ok),
+					nodeMs: sum((r) => r.nodeMs * r.ok) / sum((r) => r.ok),
+				},
+			];
+		}),
+	);
+
+	// ---- one request in flight
+	say(`bench: one request in flight, ${SAMPLES} sequential requests per route (after ${SEQUENTIAL_WARMUP}), shuffled…`);
+	const oneInFlight = await sequential(routes, timed);
+	say(`bench: streams (stream: true), time to the first body byte, ${SAMPLES} per route, shuffled…`);
+	const firstBytes = await sequential(routes, firstByte);
+
+	// ---- the usage records: every plane request a MISS, in one attempt, answered 200
+	say(`bench: waiting (≤ ${USAGE_TIMEOUT_MS / 1000} s) for the usage records to reach D1…`);
+	const usageQuery = db.prepare(
+		`SELECT COUNT(*) AS n, COALESCE(SUM(cache_hit), 0) AS hits, COALESCE(SUM(attempts <> 1), 0) AS retried,
+		 COALESCE(SUM(status <> 200), 0) AS failed FROM llm_usage WHERE tenant_id IN ('bench', 'bench-nobudget')`,
+	);
+	const deadline = Date.now() + USAGE_TIMEOUT_MS;
+	let usage = await usageQuery.first();
+	let stableSince = Date.now();
+	while (Date.now() < deadline && Date.now() - stableSince < USAGE_SETTLE_MS) {
+		await sleep(250);
+		const now = await usageQuery.first();
+		if (Number(now?.n) !== Number(usage?.n)) stableSince = Date.now();
+		usage = now;
+	}
+	const usageRows = {
+		rows: Number(usage?.n),
+		hits: Number(usage?.hits),
+		retried: Number(usage?.retried),
+		failed: Number(usage?.failed),
+	};
+	const planeOk = routes
+		.filter((r) => r.key !== "direct" && r.key !== "passthrough")
+		.reduce((n, r) => n + (underLoad.get(r.key)?.ok ?? 0), 0);
+	if (usageRows.hits > 0 || usageRows.retried > 0 || usageRows.failed > 0) {
+		throw new Error(`INVALID RUN: usage records show ${JSON.stringify(usageRows)} (hits, retries, failures must be 0)`);
+	}
+	return { routes, underLoad, oneInFlight, firstBytes, usageRows, planeOk, workerLogs, notable };
+}
+
+/** A route's figures. @template T @param {Map<string, T>} byRoute @param {string} key @returns {T} */
+function figures(byRoute, key) {
+	const value = byRoute.get(key);
+	if (value === undefined) throw new Error(`no figures for ${key}`);
+	return value;
+}
+
+async function main() {
+	const started = Date.now();
+	const load1 = os.loadavg()[0] ?? 0;
+	say("bench: building the Worker bundle if it is stale…");
+	await buildWorker();
+	const r = await measure();
+
+	const totalS = (Date.now() - started) / 1000;
+	const load2 = os.loadavg()[0] ?? 0;
+	const cpus = os.cpus();
+	let nproc = String(cpus.length);
+	try {
+		nproc = execFileSync("nproc", { encoding: "utf8" }).trim();
+	} catch {}
+	const facts = {
+		date: new Date().toISOString(),
+		nproc,
+		cpu: `${cpus[0]?.model ?? "?"} (${cpus.length} logical CPUs visible to Node)`,
+		memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+		load: `${load1.toFixed(2)} before, ${load2.toFixed(2)} after (1-min load average; the machine is shared)`,
+		node: process.version,
+		platform: `${os.type()} ${os.release()} ${os.arch()}`,
+		versions: `miniflare ${packageVersion("miniflare")}, workerd ${packageVersion("workerd")}, wrangler ${packageVersion("wrangler")}, autocannon ${packageVersion("autocannon")}`,
+	};
+	const pass = (/** @type {boolean} */ ok) => (ok ? "met" : "MISSED");
+	const L = (/** @type {string} */ k) => figures(r.underLoad, k);
+	const S = (/** @type {string} */ k) => figures(r.oneInFlight, k);
+	const F = (/** @type {string} */ k) => figures(r.firstBytes, k);
+	/** What each row is compared with: the pass-through for the plane's rows, the stub for the pass-through. */
+	const reference = (/** @type {string} */ k) =>
+		k === "direct" ? null : k === "passthrough" ? "direct" : "passthrough";
+
+	const ratio = L("plane").rps / L("passthrough").rps;
+	const added = S("plane").p50 - S("passthrough").p50;
+	const addedP99 = S("plane").p99 - S("passthrough").p99;
+	const addedTtfb = F("plane").p50 - F("passthrough").p50;
+	const addedTtfbP99 = F("plane").p99 - F("passthrough").p99;
+	const floor = S("passthrough").p50 - S("direct").p50;
+	const floorP99 = S("passthrough").p99 - S("direct").p99;
+
+	const loadTable = [
+		"| route | req/s (runs) | ÷ pass-through | p50 ms | p99 ms | statuses | workerd CPU ms per 2xx (busy) | stub CPU ms per 2xx | client Node CPU ms per 2xx |",
+		"| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+		...r.routes.map((route) => {
+			const x = L(route.key);
+			const share = route.key === "direct" ? "—" : `${((x.rps / L("passthrough").rps) * 100).toFixed(1)} %`;
+			return `| ${route.label} | ${x.rps.toFixed(0)} (${x.runs.join(", ")}) | ${share} | ${ms(x.p50)} | ${ms(x.p99)} | ${JSON.stringify(x.statuses).replace(/"/g, "")} | ${ms(x.workerdMs, 3)} (${ms(x.workerdBusy)}) | ${ms(x.stubMs, 3)} | ${ms(x.nodeMs, 3)} |`;
+		}),
+	];
+	const latencyTable = (
+		/** @type {(k: string) => { n: number; p50: number; p90: number; p99: number }} */ f,
+		/** @type {string} */ what,
+	) => [
+		`| route | ${what} median ms | p90 ms | p99 ms | added over | added median ms | added p99 ms |`,
+		"| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+		...r.routes.map((route) => {
+			const x = f(route.key);
+			const ref = reference(route.key);
+			const y = ref ? f(ref) : null;
+			const refLabel = ref ? (r.routes.find((q) => q.key === ref)?.label ?? ref) : "—";
+			return `| ${route.label} | ${ms(x.p50, 3)} | ${ms(x.p90, 3)} | ${ms(x.p99, 3)} | ${refLabel} | ${y ? delta(x.p50 - y.p50) : "—"} | ${y ? delta(x.p99 - y.p99) : "—"} |`;
+		}),
+	];
+	const seqTable = latencyTable(S, "whole answer:");
+	const ttfbTable = latencyTable(F, "first body byte:");
+	const summary = [
+		`- Throughput at ${CONNECTIONS} connections: the plane serves **${L("plane").rps.toFixed(0)} req/s** against the pass-through's` +
+			` ${L("passthrough").rps.toFixed(0)} = **${(ratio * 100).toFixed(1)} %** (target ≥ ${TARGET_RATIO * 100} %: ${pass(ratio >= TARGET_RATIO)});` +
+			` straight to the stub: ${L("direct").rps.toFixed(0)} req/s. workerd CPU per request: plane ${ms(L("plane").workerdMs, 3)} ms,` +
+			` pass-through ${ms(L("passthrough").workerdMs, 3)} ms (${ms(L("plane").workerdMs / L("passthrough").workerdMs, 1)}×).`,
+		`- One request in flight: the plane adds **${ms(added, 3)} ms** at the median over the pass-through (target ≤ ${TARGET_ADDED_MS} ms:` +
+			` ${pass(added <= TARGET_ADDED_MS)}) and ${delta(addedP99)} ms at p99. The pass-through itself adds ${delta(floor)} ms (median)` +
+			` and ${delta(floorP99)} ms (p99) over going straight to the stub: the Worker's floor for one subrequest here.`,
+		`- Streams (\`stream: true\`): the plane adds **${ms(addedTtfb, 3)} ms** to the first body byte at the median over the pass-through` +
+			` (target ≤ ${TARGET_TTFB_MS} ms: ${pass(addedTtfb <= TARGET_TTFB_MS)}) and ${delta(addedTtfbP99)} ms at p99.`,
+		`- Validity: non-2xx answers 0, connection errors 0, timeouts 0 in every run (any of them stops the run); every` +
+			` sequential plane answer was 200, \`x-edgeway-cache: MISS\` (or \`BYPASS\` on the bypass rows), \`x-edgeway-provider: openai\`,` +
+			` \`x-edgeway-attempts: 1\`. Usage records in D1 for the measured tenants: ${r.usageRows.rows} (≥ the ${r.planeOk} plane 2xx counted` +
+			` under load, plus the sequential ones; a timed run stops with requests in flight), of which cache hits ${r.usageRows.hits},` +
+			` retried ${r.usageRows.retried}, not 200 ${r.usageRows.failed}. Worker log lines by level: ${JSON.stringify(r.workerLogs)}.`,
+	];
+	const notable = r.notable.map((m) => `  - \`${m.replace(/`/g, "'")}\``);
+	const extrasNote = EXTRAS
+		? [
+				"- Extra rows, to attribute the plane's cost (not targets): `plane, cache bypassed` sends `x-edgeway-cache: bypass`",
+				"  (no cache key hashing, no cache read, no cache write); `plane, no budget` is an enterprise tenant without a",
+				"  `llmBudget` (no reserve and no settle round trip to the RateLimiter Durable Object); `bypass + no budget` both.",
+			]
+		: [];
+	const section = [
+		BEGIN,
+		`### Latest LLM plane run: ${facts.date}`,
+		"",
+		...summary,
+		...(notable.length ? ["- Worker log lines other than info (first 5):", ...notable] : []),
+		"",
+		`#### Under load (autocannon, ${CONNECTIONS} connections, pipelining 1, ${ROUNDS} rounds of ${DURATION_S} s runs)`,
+		"",
+		...loadTable,
+		"",
+		`#### One request in flight (${SAMPLES} sequential requests per route, not streamed)`,
+		"",
+		...seqTable,
+		"",
+		`#### Time to a stream's first body byte (${SAMPLES} sequential streamed requests per route)`,
+		"",
+		...ttfbTable,
+		"",
+		"#### How these figures were taken",
+		"",
+		'- The Worker is the bundle `wrangler deploy --dry-run --env=""` builds (top-level environment of wrangler.toml,',
+		"  minified as deployed), run by `new Miniflare(...)` (workerd) through test/helpers/node/gateway.ts with the local",
+		"  D1, R2, Cache API, the events queue and its consumer, the RateLimiter and CircuitBreaker Durable Objects, driven",
+		"  through **Miniflare's own HTTP listener** on 127.0.0.1 (no `wrangler dev` proxy), static-assets layer off.",
+		"- The upstream is test/helpers/node/llm-stub.ts (OpenAI format, model `ok`: a fixed short answer with usage;",
+		"  streamed as role, text and finish chunks, then `[DONE]`, written at once) in a Node process of its own",
+		"  (bench/llm-stub-server.mjs, `record: false`), so it shares no event loop with the load generator.",
+		"- Routes: `direct to the stub` = `POST <stub>/openai/v1/chat/completions` (`authorization: Bearer x`, model `ok`);",
+		"  `pass-through route` = `POST <gateway>/__bench/passthrough` (workers/gateway.ts, enabled by the",
+		"  `BENCH_PASSTHROUGH_URL` binding: fetches the stub with the body and `x-upstream-authorization`, returns its body,",
+		"  runs none of the app); `LLM plane` = `POST <gateway>/v1/chat/completions`, model `openai/ok`, an HS256 JWT",
+		"  (scope `llm`) of the enterprise tenant `bench` with limits far above the run and a monthly token budget of 10¹²",
+		"  (so the budget's reserve and settle run), the LLM config of test/helpers/node/llm.ts `llmConfigFor` (input checks:",
+		"  secrets, e-mails, a custom pattern, maximum prompt size; output checks: card numbers, e-mails) with the routing",
+		"  defaults of src/llm/config.ts, the gateway's own OpenAI key; the tier caches answers, and every request is a MISS.",
+		...extrasNote,
+		`- Bodies: every request has a unique user message (a run id and a counter) and is exactly ${BODY_BYTES} bytes of compact`,
+		"  JSON on every route (the text is trimmed to make up for the longer model name), streamed requests likewise plus",
+		"  `stream: true`. Checked before measuring: each route answers 200 (streams end with `[DONE]`), the plane with",
+		"  `x-edgeway-cache: MISS`, `x-edgeway-provider: openai`, one attempt; a repeated request (another tenant) is a HIT.",
+		`- Load: autocannon (programmatic) in this Node process, ${CONNECTIONS} keep-alive connections, pipelining 1, a`,
+		`  ${WARMUP_S} s warm-up per route, then ${ROUNDS} rounds; each round runs \`direct\` once, then the gateway's routes`,
+		`  forth and back (${[...r.routes.filter((q) => q.key !== "direct"), ...[...r.routes.filter((q) => q.key !== "direct")].reverse()].map((q) => q.key).join(", ")}),`,
+		`  ${DURATION_S} s each, so slow drift of the shared machine falls alike on every gateway route. req/s = 2xx ÷ run time`,
+		"  (start to last response) over a route's runs (each run in brackets); p50/p99 = mean over its runs of the",
+		"  percentile of every response's own time (autocannon `response` events, fractional ms). CPU = user + system time",
+		"  over each run (`/proc/<pid>/stat` for workerd and the stub, `process.cpuUsage()` for this process, which also",
+		"  reads the Worker's log lines for Miniflare) ÷ the run's 2xx; busy = workerd CPU time ÷ wall time.",
+		`- One request in flight: Node's fetch (one keep-alive connection per origin), ${SEQUENTIAL_WARMUP} warm-up requests then`,
+		`  ${SAMPLES} per route, one request per route in turn, in a new (seeded) shuffled order each turn; each timed with`,
+		"  `process.hrtime.bigint()` from before `fetch()` to the end of the body. Streams: the same, with `stream: true`,",
+		"  timed from before `fetch()` to the first non-empty chunk of the body (the rest is read, untimed). Added = the",
+		"  route's median (p99) − its reference's median (p99). The p99s with one request in flight include stalls from",
+		"  background work on workerd's one thread (queue consumer batches writing usage rows, cache writes, budget",
+		"  settlements), which land on whichever request is in flight: they say more about the machine than the route.",
+		`- Machine: nproc ${facts.nproc}; ${facts.cpu}; ${facts.memory}; ${facts.platform}; load ${facts.load}. Client, stub,`,
+		"  Miniflare (Node) and workerd share the machine.",
+		`- Node ${facts.node}; ${facts.versions}. Whole run: ${totalS.toFixed(0)} s.`,
+		END,
+	].join("\n");
+
+	say();
+	say(`LLM plane benchmark (${facts.date}; nproc ${facts.nproc}; Node ${facts.node}; Miniflare's own listener)`);
+	say();
+	for (const line of [...loadTable, "", ...seqTable, "", ...ttfbTable, "", ...summary, ...notable]) say(line);
+	say();
+
+	if (!args["no-write"]) {
+		const current = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
+		const start = current.indexOf(BEGIN);
+		const end = current.indexOf(END);
+		const next =
+			start >= 0 && end > start
+				? `${current.slice(0, start)}${section}${current.slice(end + END.length)}`
+				: `${current.trimEnd()}\n\n${INTRO}\n\n${section}\n`;
+		writeFileSync(RESULTS, next);
+		// Lay the tables out as the project's formatter does, so `biome check .` stays clean.
+		try {
+			const biome = join(ROOT, "node_modules", "@biomejs", "biome", "bin", "biome");
+			execFileSync(process.execPath, [biome, "format", "--write", RESULTS], { cwd: ROOT, stdio: "ignore" });
+		} catch {
+			say("bench: could not run biome format on RESULTS.md; run `npm run format`");
+		}
+		say(`bench: wrote ${RESULTS}`);
+	}
+}
+
+await main();
