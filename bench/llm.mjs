@@ -34,6 +34,7 @@ import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import { buildWorker, ROOT, startGateway } from "../test/helpers/node/gateway.ts";
 import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
+import { mulberry32 } from "../test/helpers/random.ts";
 
 const { values: args } = parseArgs({
 	options: {
@@ -425,18 +426,6 @@ async function load(label, route, seconds, pids) {
 	return run;
 }
 
-/** A small seeded generator (mulberry32): the same shuffles on every run. @param {number} seed */
-function seededRandom(seed) {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-	};
-}
-
 /**
  * Sequential requests, one in flight, `SEQUENTIAL_WARMUP` + `SAMPLES` per route; each turn sends one request per
  * route in a freshly shuffled order, so every route follows every other alike (the plane's background work —
@@ -446,7 +435,7 @@ function seededRandom(seed) {
 async function sequential(routes, one) {
 	/** @type {Map<string, number[]>} */
 	const times = new Map(routes.map((r) => [r.key, []]));
-	const random = seededRandom(4);
+	const random = mulberry32(4);
 	const order = [...routes];
 	for (let i = 0; i < SEQUENTIAL_WARMUP + SAMPLES; i++) {
 		for (let j = order.length - 1; j > 0; j--) {

@@ -6,18 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { type BucketPolicy, LEASE_EXPIRY_GRACE_MS, LeasedBucket } from "../../durable-objects/rate-limiter";
 import { LeaseClient } from "../../src/ratelimit";
-
-/** A small deterministic PRNG (mulberry32) so failures reproduce from the seed. */
-function rng(seed: number): () => number {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
-}
+import { mulberry32 } from "../helpers/random";
 
 interface Run {
 	admitted: number[];
@@ -29,7 +18,7 @@ async function simulate(
 	policy: BucketPolicy,
 	options: { isolates: number; requests: number; maxGapMs: number; start?: number },
 ): Promise<Run> {
-	const random = rng(seed);
+	const random = mulberry32(seed);
 	const clock = { t: options.start ?? Date.UTC(2026, 10, 10) };
 	const bucket = new LeasedBucket({
 		newId: (() => {

@@ -18,6 +18,7 @@ import {
 	type ReserveBudgetResult,
 	SettleBudgetRequestSchema,
 } from "../../src/ratelimit";
+import { mulberry32 } from "../helpers/random";
 
 const T0 = Date.UTC(2030, 4, 10, 12);
 const TTL = 60_000;
@@ -55,18 +56,6 @@ function reserve(ledger: BudgetLedger, budget: LlmBudget, tokens: number, at = T
 function granted(result: ReserveBudgetResult): string {
 	if (!result.ok) throw new Error(`expected a reservation, got a refusal by ${result.limitedBy}`);
 	return result.reservationId;
-}
-
-/** A small deterministic PRNG (mulberry32) so failures reproduce from the seed. */
-function rng(seed: number): () => number {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
 }
 
 describe("BudgetLedger", () => {
@@ -113,7 +102,7 @@ describe("BudgetLedger", () => {
 		];
 		for (const [i, budget] of budgets.entries()) {
 			for (const seed of [1, 2, 3]) {
-				const random = rng(10 * i + seed);
+				const random = mulberry32(10 * i + seed);
 				const ledger = new BudgetLedger({ newId: ids() });
 				const open = new Map<string, { tokens: number; microUsd: number; period: string }>();
 				let period = "";

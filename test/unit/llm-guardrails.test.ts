@@ -14,6 +14,7 @@ import {
 	scanText,
 } from "../../src/llm/guardrails";
 import type { ChatCompletion, ChatRequest } from "../../src/llm/types";
+import { mulberry32 } from "../helpers/random";
 
 // Fake credentials are assembled at run time so that no scanner mistakes this file for a leak.
 const join = (...parts: string[]): string => parts.join("");
@@ -51,18 +52,6 @@ const redactAll = (...kinds: Array<Exclude<GuardrailCheck["kind"], "pattern">>):
 
 function guardrails(input: GuardrailCheck[], maxPromptChars = 200_000): Guardrails {
 	return { maxPromptChars, input, output: [] };
-}
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
 }
 
 /** Streams `text` through a guard in the given chunk sizes; collects output, findings and the held size. */
@@ -542,7 +531,7 @@ describe("StreamGuard", () => {
 	it("gives the same output as scanText over random chunkings, holding bounded memory", () => {
 		const whole = scanText(redacting, corpus);
 		expect(whole.findings.length).toBe(5);
-		const random = prng(20260101);
+		const random = mulberry32(20260101);
 		for (let run = 0; run < 60; run++) {
 			const max = [1, 4, 16, 90, 400][run % 5] as number;
 			const lookBehind = run % 2 === 0 ? 256 : 300 + run;
@@ -558,7 +547,7 @@ describe("StreamGuard", () => {
 		const text = `${filler(500)} mail a@b.io pay 4111 1111 1111 1111 ${filler(500)}`;
 		const cardAt = text.indexOf("4111");
 		const whole = scanText(g, text);
-		const random = prng(7);
+		const random = mulberry32(7);
 		for (let run = 0; run < 40; run++) {
 			const max = [1, 3, 20, 200][run % 4] as number;
 			const r = stream(g, text, () => 1 + Math.floor(random() * max));
