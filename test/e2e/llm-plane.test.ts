@@ -298,6 +298,22 @@ describe("guardrails", () => {
 		).toBe(true);
 		expect(chunks.at(-1)).toMatchObject({ error: { code: "content_blocked" } });
 	});
+	it("redacts an e-mail address from a streamed tool call's arguments, split over chunks", async () => {
+		const model = 'openai/tool-args:{"to":"jane.doe@example.com","subject":"hi"}';
+		const res = await post("acme", "/v1/chat/completions", hello(model, { stream: true }));
+		expect(res.status).toBe(200);
+		const { chunks, done } = await events(res);
+		expect(done).toBe(true);
+		type Delta = { tool_calls?: Array<{ function?: { arguments?: string } }> };
+		const args = chunks
+			.flatMap((c) => (c.choices as Array<{ delta: Delta }> | undefined) ?? [])
+			.flatMap((ch) => ch.delta.tool_calls ?? [])
+			.map((t) => t.function?.arguments ?? "")
+			.join("");
+		expect(args).not.toContain("jane.doe");
+		expect(args).toContain("[REDACTED:emails]");
+		expect(args).toContain('"subject":"hi"');
+	});
 });
 
 describe("bring your own key", () => {

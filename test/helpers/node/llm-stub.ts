@@ -40,8 +40,11 @@ export const SCENARIOS = [
 	/** Valid JSON text ({@link JSON_TEXT}), for `response_format`. */
 	"json",
 ] as const;
-/** A scenario; `chunks:<text>` streams `<text>` {@link CHUNK_CHARS} characters per chunk (whole when not streamed). */
-export type Scenario = (typeof SCENARIOS)[number] | `chunks:${string}`;
+/**
+ * A scenario; `chunks:<text>` streams `<text>` {@link CHUNK_CHARS} characters per chunk (whole when not
+ * streamed); `tool-args:<json>` answers one tool call with those arguments (streamed a few characters a chunk).
+ */
+export type Scenario = (typeof SCENARIOS)[number] | `chunks:${string}` | `tool-args:${string}`;
 
 export const OK_TEXT = "Hello! This is the stub model answering.";
 export const JSON_TEXT = JSON.stringify({ answer: "ok", items: [1, 2, 3] });
@@ -177,7 +180,17 @@ function answerFor(scenario: Scenario, body: Json, api: Api): Answer {
 	if (scenario === "echo") text = textOf(messages.findLast((m) => m.role === "user")?.content);
 	else if (scenario === "json") text = JSON_TEXT;
 	else if (scenario.startsWith("chunks:")) text = scenario.slice("chunks:".length);
-	else if (scenario === "tools") {
+	else if (scenario.startsWith("tool-args:")) {
+		text = "";
+		const names = toolNames(body, api);
+		toolCalls = [
+			{
+				id: newId(api === "anthropic" ? "toolu_01" : "call_"),
+				name: names[0] ?? "send_mail",
+				arguments: scenario.slice("tool-args:".length),
+			},
+		];
+	} else if (scenario === "tools") {
 		const names = toolNames(body, api);
 		text = api === "anthropic" ? TOOLS_PREAMBLE : "";
 		toolCalls = TOOL_ARGUMENTS.map((args, i) => ({
@@ -439,7 +452,8 @@ export async function startLlmStub(options: LlmStubOptions = {}): Promise<LlmStu
 	function next(model: string): Scenario {
 		const scripted = scripts.get(model)?.shift();
 		if (scripted !== undefined) return scripted;
-		const known = (SCENARIOS as readonly string[]).includes(model) || model.startsWith("chunks:");
+		const known =
+			(SCENARIOS as readonly string[]).includes(model) || model.startsWith("chunks:") || model.startsWith("tool-args:");
 		return known ? (model as Scenario) : "ok";
 	}
 
