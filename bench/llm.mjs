@@ -2,7 +2,7 @@
 /**
  * `npm run bench:llm`: what the LLM plane costs on top of the bare subrequest any Worker pays (issue 4's
  * benchmark). In ONE run, against ONE stub upstream (test/helpers/node/llm-stub.ts, in a child Node process
- * of its own: bench/llm-stub-server.mjs) and ONE gateway (the built Worker under Miniflare's own HTTP
+ * of its own: scripts/llm-stub-server.mjs) and ONE gateway (the built Worker under Miniflare's own HTTP
  * listener, static-assets layer off, as bench/gateway.mjs's `worker` configuration), it measures:
  *   - direct: `POST <stub>/openai/v1/chat/completions`, straight to the stub (no Worker);
  *   - pass-through: `POST <gateway>/__bench/passthrough`, the Worker's bare route that fetches the stub and
@@ -174,11 +174,11 @@ function cpuNow(workerd, stubPid) {
 /** @typedef {import("../test/helpers/node/llm-stub.ts").LlmStub} LlmStub */
 
 /**
- * Starts bench/llm-stub-server.mjs and reads its URLs. `stub` carries them as the LlmStub that llmConfigFor
+ * Starts scripts/llm-stub-server.mjs and reads its URLs. `stub` carries them as the LlmStub that llmConfigFor
  * takes; the stub records nothing (`record: false`) and cannot be scripted from this process.
  */
 async function startStubProcess() {
-	const child = spawn(process.execPath, [join(ROOT, "bench", "llm-stub-server.mjs")], {
+	const child = spawn(process.execPath, [join(ROOT, "scripts", "llm-stub-server.mjs")], {
 		cwd: ROOT,
 		stdio: ["pipe", "pipe", "inherit"],
 	});
@@ -812,7 +812,7 @@ async function main() {
 		"  through **Miniflare's own HTTP listener** on 127.0.0.1 (no `wrangler dev` proxy), static-assets layer off.",
 		"- The upstream is test/helpers/node/llm-stub.ts (OpenAI format, model `ok`: a fixed short answer with usage;",
 		"  streamed as role, text and finish chunks, then `[DONE]`, written at once) in a Node process of its own",
-		"  (bench/llm-stub-server.mjs, `record: false`), so it shares no event loop with the load generator.",
+		"  (scripts/llm-stub-server.mjs, `record: false`), so it shares no event loop with the load generator.",
 		"- Routes: `direct to the stub` = `POST <stub>/openai/v1/chat/completions` (`authorization: Bearer x`, model `ok`);",
 		"  `pass-through route` = `POST <gateway>/__bench/passthrough` (workers/gateway.ts, enabled by the",
 		"  `BENCH_PASSTHROUGH_URL` binding: fetches the stub with the body and `x-upstream-authorization`, returns its body,",

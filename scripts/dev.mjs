@@ -4,14 +4,20 @@
 //   3. the operator tenant (OPERATOR_TENANT, enterprise) and a demo tenant (pro), idempotently
 //   4. `wrangler dev` on 127.0.0.1:<PORT, or the first free port from 8787>
 //   5. once /healthz answers: development tokens and curl lines to try
+// With `--llm-stub` (`npm run dev -- --llm-stub`) it also starts the stub LLM upstream
+// (scripts/llm-stub-server.mjs) and points the LLM plane's `openai` and `anthropic` providers at it, so
+// /v1/chat/completions, /v1/embeddings and /v1/models can be tried offline.
 // SIGINT/SIGTERM are passed to wrangler; this script exits with wrangler's exit code.
+import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { constants } from "node:os";
+import { createInterface } from "node:readline";
 import {
 	ensureDevSecret,
 	ensureEncryptionKey,
 	jwtVars,
 	killTree,
+	ROOT,
 	running,
 	runWrangler,
 	ScriptError,
@@ -117,7 +123,7 @@ function describe(tenants, id, fallbackTier) {
 	return t ? `${t.tier}${t.status === "active" ? "" : `, ${t.status.toUpperCase()}`}` : fallbackTier;
 }
 
-function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires }) {
+function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires, llmStub }) {
 	const demo = describe(tenants, DEMO_TENANT, "pro");
 	const operator = describe(tenants, operatorTenant, "enterprise");
 	const lines = [
@@ -126,7 +132,7 @@ function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expire
 		`Edgeway is ready at ${url}`,
 		"",
 		`Development tokens (HS256, valid until ${expires}):`,
-		`  # tenant "${DEMO_TENANT}" (${demo}), scopes api:read api:write`,
+		`  # tenant "${DEMO_TENANT}" (${demo}), scopes api:read api:write llm`,
 		`  export EDGEWAY_DEMO_TOKEN=${demoToken}`,
 		`  # operator tenant "${operatorTenant}" (${operator}), scope admin`,
 		`  export EDGEWAY_OPERATOR_TOKEN=${operatorToken}`,
@@ -139,6 +145,13 @@ function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expire
 		'    -H "Authorization: Bearer $EDGEWAY_OPERATOR_TOKEN" -H "content-type: application/json" \\',
 		`    -d '{"name":"my first key","scopes":["api:read"]}'`,
 		`  curl -sS -H "x-api-key: <the key from that response>" ${url}/v1/me`,
+		...(llmStub
+			? [
+					"  # the LLM plane, served by the local stub upstream:",
+					`  curl -sS ${url}/v1/chat/completions -H "Authorization: Bearer $EDGEWAY_DEMO_TOKEN" \\`,
+					`    -H "content-type: application/json" -d '{"model":"fast","messages":[{"role":"user","content":"Hello"}]}'`,
+				]
+			: ["  # the LLM plane has no provider here; `npm run dev -- --llm-stub` serves it from a local stub upstream"]),
 		"",
 		`API docs: ${url}/docs   (OpenAPI document: ${url}/openapi.json)`,
 		`More tokens: npm run -s token -- --tenant ${DEMO_TENANT} --scope "api:read api:write" [--tier free] [--ttl 3600]`,
@@ -148,7 +161,7 @@ function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expire
 	];
 	if (tenants.get(DEMO_TENANT)?.status === "suspended") {
 		lines.push(
-			`Note: tenant "${DEMO_TENANT}" is suspended in the local D1, so its calls answer 403; resume it with PATCH /v1/admin/tenants/${DEMO_TENANT} {"status":"active"}.`,
+			`Note: tenant "${DEMO_TENANT}" is suspended in the local D1, so its calls answer 403; resume it with PATCH /v1/admin/tenants/${DEMO_TENANT} "status":"active".`,
 			"",
 		);
 	}
@@ -156,6 +169,53 @@ function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expire
 }
 
 const signalNumber = (signal) => constants.signals[signal] ?? 0;
+
+const STUB_START_TIMEOUT_MS = 30_000;
+/** The key the stub is given for both providers: it checks that one is sent, not which. */
+const STUB_KEY = "sk-dev-llm-stub";
+
+/** Starts scripts/llm-stub-server.mjs (stopped with wrangler) and resolves with its URLs. */
+function startLlmStub() {
+	const child = spawn(process.execPath, [`${ROOT}/scripts/llm-stub-server.mjs`], {
+		stdio: ["pipe", "pipe", "inherit"],
+	});
+	running.add(child);
+	child.on("exit", () => running.delete(child));
+	return new Promise((resolve, reject) => {
+		const timer = setTimeout(() => reject(new ScriptError("the LLM stub did not start")), STUB_START_TIMEOUT_MS);
+		child.once("error", (err) => reject(new ScriptError(`could not start the LLM stub: ${err.message}`)));
+		createInterface({ input: child.stdout }).once("line", (line) => {
+			clearTimeout(timer);
+			resolve(JSON.parse(line));
+		});
+	});
+}
+
+/** The LLM plane's configuration (LLM_CONFIG) with the default aliases served by the stub. */
+function stubLlmConfig(stub) {
+	return {
+		providers: {
+			openai: { kind: "openai", baseUrl: stub.openaiBaseUrl, apiKeySecret: "OPENAI_API_KEY" },
+			anthropic: { kind: "anthropic", baseUrl: stub.anthropicBaseUrl, apiKeySecret: "ANTHROPIC_API_KEY" },
+		},
+		aliases: {
+			fast: { targets: [{ provider: "openai", model: "gpt-4o-mini" }] },
+			smart: {
+				targets: [
+					{ provider: "anthropic", model: "claude-sonnet-4-5" },
+					{ provider: "openai", model: "gpt-4.1", priority: 1 },
+				],
+			},
+			embed: { kind: "embeddings", targets: [{ provider: "openai", model: "text-embedding-3-small" }] },
+		},
+		prices: {
+			"openai/gpt-4o-mini": { input: 0.15, output: 0.6 },
+			"openai/gpt-4.1": { input: 2, output: 8 },
+			"openai/text-embedding-3-small": { input: 0.02, output: 0 },
+			"anthropic/claude-sonnet-4-5": { input: 3, output: 15 },
+		},
+	};
+}
 
 async function main() {
 	const wantedPort = requestedPort();
@@ -185,14 +245,33 @@ async function main() {
 
 	const now = Math.floor(Date.now() / 1000);
 	const common = { secret: secret.secret, issuer, audience, ttl: DEV_TOKEN_TTL_S, now, tier: undefined };
-	const demoToken = await mintToken({ ...common, sub: "dev-user", tenant: DEMO_TENANT, scope: "api:read api:write" });
+	const demoToken = await mintToken({
+		...common,
+		sub: "dev-user",
+		tenant: DEMO_TENANT,
+		scope: "api:read api:write llm",
+	});
 	const operatorToken = await mintToken({ ...common, sub: "dev-operator", tenant: operatorTenant, scope: "admin" });
 	const expires = new Date((now + DEV_TOKEN_TTL_S) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
 
 	if (!(await portFree(port))) port = await pickPort(wantedPort);
 	const url = `http://${HOST}:${port}`;
+	const vars = [];
+	const llmStub = process.argv.includes("--llm-stub");
+	if (llmStub) {
+		const stub = await startLlmStub();
+		step(`LLM stub upstream on ${stub.url}: the openai and anthropic providers point at it`);
+		vars.push(
+			"--var",
+			`LLM_CONFIG:${JSON.stringify(stubLlmConfig(stub))}`,
+			"--var",
+			`OPENAI_API_KEY:${STUB_KEY}`,
+			"--var",
+			`ANTHROPIC_API_KEY:${STUB_KEY}`,
+		);
+	}
 	step(`starting wrangler dev on ${url}`);
-	const server = spawnWrangler(["dev", "--ip", HOST, "--port", String(port)], { stdio: "inherit" });
+	const server = spawnWrangler(["dev", "--ip", HOST, "--port", String(port), ...vars], { stdio: "inherit" });
 
 	let exited = false;
 	const exit = new Promise((resolve) => {
@@ -217,7 +296,7 @@ async function main() {
 		await new Promise((r) => setTimeout(r, 300));
 	}
 	if (ready && !exited) {
-		banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires });
+		banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires, llmStub });
 	} else if (!exited) {
 		console.error(`edgeway: ${url}/healthz did not answer within ${READY_TIMEOUT_MS / 1000} s; stopping wrangler`);
 		stop("SIGTERM");

@@ -1,6 +1,6 @@
 // @ts-check
 /**
- * The stub LLM upstream (test/helpers/node/llm-stub.ts) in a process of its own, for bench/llm.mjs: the
+ * The stub LLM upstream (test/helpers/node/llm-stub.ts) in a process of its own, for bench/llm.mjs and `npm run dev -- --llm-stub`: the
  * benchmark's load generator must not share an event loop with the server it measures through. Starts the
  * stub on a free port with `record: false` (memory stays flat), prints its URLs as one JSON line on stdout,
  * and closes when it gets SIGTERM or SIGINT, or when its parent goes away (stdin reaches its end).
