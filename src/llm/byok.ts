@@ -21,6 +21,13 @@ import type { CallKey } from "./router";
 export const KEY_CACHE_MS = 5_000;
 
 const cache = new TtlLru<string, Map<string, string>>(1000);
+/** Bumped when a tenant's keys change here, so a read that began before the change is not cached after it. */
+const generations = new Map<string, number>();
+
+function forget(tenantId: string): void {
+	cache.delete(tenantId);
+	generations.set(tenantId, (generations.get(tenantId) ?? 0) + 1);
+}
 
 function additionalData(tenantId: string, provider: string): string {
 	return `${tenantId}:provider-key:${provider}`;
@@ -34,6 +41,7 @@ function additionalData(tenantId: string, provider: string): string {
 async function tenantKeys(env: Env, tenantId: string): Promise<Map<string, string>> {
 	const cached = cache.get(tenantId);
 	if (cached) return cached;
+	const generation = generations.get(tenantId) ?? 0;
 	const rows = await database(env.DB)
 		.select({ provider: providerKeys.provider, sealedKey: providerKeys.sealedKey })
 		.from(providerKeys)
@@ -50,7 +58,7 @@ async function tenantKeys(env: Env, tenantId: string): Promise<Map<string, strin
 			});
 		}
 	}
-	cache.set(tenantId, map, Date.now() + KEY_CACHE_MS);
+	if ((generations.get(tenantId) ?? 0) === generation) cache.set(tenantId, map, Date.now() + KEY_CACHE_MS);
 	return map;
 }
 
@@ -186,7 +194,7 @@ export function providerKeyRoutes() {
 				})
 				.returning(),
 		]);
-		cache.delete(tenantId);
+		forget(tenantId);
 		const row = rows[0];
 		if (!row) throw new Error("provider key upsert returned no row");
 		return c.json({ provider, hint: row.hint, createdAt: row.createdAt, updatedAt: row.updatedAt }, 200);
@@ -216,7 +224,7 @@ export function providerKeyRoutes() {
 		await commitWithAudit(c.env.DB, audit(c, tenantId, "provider-key.delete", provider), (db) => [
 			db.delete(providerKeys).where(where),
 		]);
-		cache.delete(tenantId);
+		forget(tenantId);
 		return c.body(null, 204);
 	});
 

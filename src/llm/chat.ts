@@ -7,7 +7,7 @@
  * a bounded look-behind (StreamGuard): a block ends the stream with `finish_reason: "content_filter"`
  * and an error event, and is audited. Usage is always asked of the upstream; the usage chunk reaches
  * the client only if it asked (`stream_options.include_usage`). A stream that goes silent for
- * `streamIdleTimeoutMs` is cut. Tool-call arguments are scanned in JSON answers, not in streams.
+ * `streamIdleTimeoutMs` is cut. Tool-call arguments are scanned too, per call, in streams and in JSON answers.
  */
 import type { Context } from "hono";
 import { ApiError, log } from "../http";
@@ -47,10 +47,11 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 	const wantsUsage = stream && input.request.stream_options?.include_usage === true;
 	// What is reserved is what may be spent: without a cap of its own, the request gets the default one.
 	const maxOutput = input.request.max_completion_tokens ?? input.request.max_tokens ?? cfg.defaultMaxOutputTokens;
+	// (`max_completion_tokens`: the field every OpenAI model accepts; the providers map it where needed.)
 	const request: ChatRequest =
 		input.request.max_completion_tokens || input.request.max_tokens
 			? input.request
-			: { ...input.request, max_tokens: maxOutput };
+			: { ...input.request, max_completion_tokens: maxOutput };
 
 	const key =
 		plane.cacheTtlS > 0
@@ -216,7 +217,8 @@ type Controller = ReadableStreamDefaultController<Uint8Array>;
 function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableStream<Uint8Array> {
 	const { cfg } = plane;
 	const compiled = cfg.guardrails.output.length > 0 ? compileGuardrails(cfg.guardrails.output) : null;
-	const content = compiled ? new StreamGuard(compiled) : null;
+	// Fresh guards after each finish: a server that sends more after a finish is scanned too.
+	let content = compiled ? new StreamGuard(compiled) : null;
 	const toolArgs = new Map<number, StreamGuard>();
 	const sent: ChatCompletionChunk[] = [];
 	let pending: IteratorResult<ChatCompletionChunk> | null = served.value.first;
@@ -225,7 +227,6 @@ function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableS
 	let outputChars = 0;
 	let ended = false;
 	let cancelled = false;
-	let guardsEnded = false;
 
 	const finish = (status: number) => {
 		if (ended) return;
@@ -301,10 +302,11 @@ function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableS
 	 * or the check that blocked. With `final`, every guard is ended and what it held is released.
 	 */
 	const scan = (delta: ChatCompletionChunk["choices"][number]["delta"], final: boolean) => {
+		outputChars += delta.content?.length ?? 0;
+		for (const call of delta.tool_calls ?? []) outputChars += call.function?.arguments?.length ?? 0;
 		if (!compiled || !content) return { delta, blocked: null };
 		const out: typeof delta = { ...delta };
 		if (typeof delta.content === "string" && delta.content.length > 0) {
-			outputChars += delta.content.length;
 			const step = content.push(delta.content);
 			if (step.blocked) return { delta: null, blocked: step.blocked.check };
 			out.content = step.emit;
@@ -322,14 +324,12 @@ function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableS
 					out.tool_calls.push(call);
 					continue;
 				}
-				outputChars += args.length;
 				const step = guard.push(args);
 				if (step.blocked) return { delta: null, blocked: step.blocked.check };
 				out.tool_calls.push({ ...call, function: { ...call.function, arguments: step.emit } });
 			}
 		}
-		if (final && !guardsEnded) {
-			guardsEnded = true;
+		if (final) {
 			const tail = content.end();
 			if (tail.blocked) return { delta: null, blocked: tail.blocked.check };
 			out.content = (out.content ?? "") + tail.emit;
@@ -338,6 +338,8 @@ function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableS
 				if (rest.blocked) return { delta: null, blocked: rest.blocked.check };
 				if (rest.emit) out.tool_calls = [...(out.tool_calls ?? []), { index, function: { arguments: rest.emit } }];
 			}
+			content = new StreamGuard(compiled);
+			toolArgs.clear();
 		}
 		if (out.content === "" && !out.role) delete out.content;
 		if (out.tool_calls?.length === 0) delete out.tool_calls;
@@ -388,7 +390,8 @@ function streamAnswer(plane: Plane, served: Upstream, s: StreamState): ReadableS
 			return true;
 		} catch (err) {
 			if (cancelled) return true;
-			served.recordFailure();
+			// Only the provider's failures teach its breakers; a bug of ours is not its outage.
+			if (err instanceof ProviderError) served.recordFailure();
 			stop();
 			log("warn", "llm stream failed after it started", {
 				provider: served.target.provider,

@@ -48,7 +48,7 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 		settle(plane, reservation, {
 			...base,
 			target,
-			promptTokens: answer.usage.prompt_tokens,
+			promptTokens: answer.usage?.prompt_tokens ?? promptTokens,
 			estimated: false,
 			status: 200,
 			cacheHit: true,

@@ -244,8 +244,12 @@ export async function route<T>(
 			const controller = new AbortController();
 			const onClientAbort = () => controller.abort();
 			r.signal?.addEventListener("abort", onClientAbort, { once: true });
-			const timer = setTimeout(() => controller.abort(), Math.min(routing.attemptTimeoutMs, remaining));
-			const responded = () => clearTimeout(timer);
+			let timer = setTimeout(() => controller.abort(), Math.min(routing.attemptTimeoutMs, remaining));
+			// Once the upstream has answered, only the request's deadline bounds reading the answer.
+			const responded = () => {
+				clearTimeout(timer);
+				timer = setTimeout(() => controller.abort(), Math.max(0, deadline - now()));
+			};
 			try {
 				const value = await run({ provider, target, key, signal: controller.signal, responded });
 				clearTimeout(timer);

@@ -373,6 +373,37 @@ describe("route: timers and probe bookkeeping", () => {
 		expect(served.target.provider).toBe("a");
 	});
 
+	it("still bounds reading an answer by the request's deadline", async () => {
+		const cfg = config({ routing: { retriesPerTarget: 0, attemptTimeoutMs: 30, deadlineMs: 120 } });
+		const { providers } = fakeProviders({});
+		const a = providers.get("a");
+		if (!a) throw new Error("no provider a");
+		const stalled: Provider = {
+			...a,
+			chat: (c) =>
+				new Promise((_, reject) => {
+					c.onResponse?.();
+					// Headers came; the body never does.
+					c.signal.addEventListener("abort", () => reject(new ProviderError("timeout", "body stalled")), {
+						once: true,
+					});
+				}),
+		};
+		providers.set("a", stalled);
+		providers.set("b", stalled);
+		const err = await rejection(
+			route(routeEnv(cfg, providers).r, planTargets(cfg, ["fast"], "fast", "chat"), (x) =>
+				x.provider.chat({
+					model: x.target.model,
+					request: { model: "fast", messages: [{ role: "user", content: "hi" }] },
+					signal: x.signal,
+					onResponse: x.responded,
+				}),
+			),
+		);
+		expect(err.code).toBe("upstream-timeout");
+	});
+
 	it("releases a probe slot on a 429 instead of counting it, and on a refusal by the next breaker", async () => {
 		const cfg = config({ routing: { retriesPerTarget: 0 } });
 		const recorded: Array<{ name: string; success: boolean; release?: boolean; probe?: boolean }> = [];

@@ -309,3 +309,31 @@ describe("openAiProvider embed", () => {
 		expect(err.kind).toBe("protocol");
 	});
 });
+
+describe("the output cap", () => {
+	const answer = () =>
+		json({
+			id: "x",
+			object: "chat.completion",
+			created: 0,
+			model: "m",
+			choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+		});
+	it("goes to OpenAI as max_completion_tokens and to compatible servers as max_tokens", async () => {
+		const request = { model: "fast", messages: [{ role: "user" as const, content: "hi" }], max_completion_tokens: 64 };
+		const openai = fakeFetch(answer);
+		await openAiProvider("openai", { kind: "openai", baseUrl: "https://api.test/v1", fetch: openai.fetchFn }).chat(
+			call(request),
+		);
+		expect(openai.sent[0]?.body).toMatchObject({ max_completion_tokens: 64 });
+		expect(openai.sent[0]?.body.max_tokens).toBeUndefined();
+		const local = fakeFetch(answer);
+		await openAiProvider("local", {
+			kind: "openai-compatible",
+			baseUrl: "http://local.test/v1",
+			fetch: local.fetchFn,
+		}).chat(call(request));
+		expect(local.sent[0]?.body).toMatchObject({ max_tokens: 64 });
+		expect(local.sent[0]?.body.max_completion_tokens).toBeUndefined();
+	});
+});

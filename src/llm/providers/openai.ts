@@ -64,12 +64,24 @@ export function openAiProvider(name: string, options: OpenAiProviderOptions): Pr
 		return body;
 	}
 
+	/**
+	 * The output cap in the field the server knows: OpenAI's own models all take `max_completion_tokens`
+	 * (its reasoning models refuse `max_tokens`); OpenAI-compatible servers are sent `max_tokens`, which
+	 * every one of them knows.
+	 */
+	function forServer(request: ChatRequest): ChatRequest {
+		if (options.kind === "openai" || request.max_completion_tokens == null || request.max_tokens != null)
+			return request;
+		const { max_completion_tokens, ...rest } = request;
+		return { ...rest, max_tokens: max_completion_tokens };
+	}
+
 	return {
 		name,
 		kind: options.kind,
 
 		async chat(call) {
-			const { stream: _stream, stream_options: _options, ...rest } = call.request;
+			const { stream: _stream, stream_options: _options, ...rest } = forServer(call.request);
 			const response = await post("/chat/completions", { ...rest, model: call.model }, call, false);
 			const body = await readJson(response, "choices", call.signal);
 			// Every choice must carry a message: the plane reads it (guardrails, usage estimates, cache).
@@ -81,7 +93,7 @@ export function openAiProvider(name: string, options: OpenAiProviderOptions): Pr
 
 		async chatStream(call) {
 			const body: ChatRequest = {
-				...call.request,
+				...forServer(call.request),
 				model: call.model,
 				stream: true,
 				stream_options: { include_usage: true },
