@@ -65,6 +65,8 @@ interface Local {
 	pendingSuccesses: number;
 	/** A record call is waiting to send the pending successes. */
 	flushing: boolean;
+	/** The newest transition count a record answer carried: an older answer arriving later is not learned. */
+	seq: number;
 }
 
 /** Circuit breakers for one isolate. Create one per isolate (module scope); see {@link breakerClientFor}. */
@@ -128,6 +130,7 @@ export class BreakerClient implements Breakers {
 			unavailableReason: "",
 			pendingSuccesses: 0,
 			flushing: false,
+			seq: 0,
 		};
 		this.#breakers.set(name, local);
 		if (this.#breakers.size > this.#max) {
@@ -281,7 +284,11 @@ export class BreakerClient implements Breakers {
 		if (sentAt < local.unavailableUntil) return { state: "unknown", unavailable: local.unavailableReason };
 		const snapshot = await this.#call(name, local, (stub) => stub.record(request));
 		if (!snapshot) return { state: "unknown", unavailable: local.unavailableReason };
-		this.#learn(local, snapshot, sentAt);
+		// Two records of one isolate may answer out of order: only the newer state is learned.
+		if (snapshot.seq >= local.seq) {
+			local.seq = snapshot.seq;
+			this.#learn(local, snapshot, sentAt);
+		}
 		return { state: snapshot.state, ...(snapshot.openUntil !== undefined ? { openUntil: snapshot.openUntil } : {}) };
 	}
 }

@@ -12,6 +12,7 @@ import {
 	type BreakerClientOptions,
 	type BreakerPolicyInput,
 	BreakerPolicySchema,
+	type BreakerSnapshot,
 	type BreakerStub,
 	breakerName,
 	DEFAULT_BREAKER_POLICY,
@@ -536,5 +537,48 @@ describe("releasing probes and coalesced successes", () => {
 		const state = await env.CIRCUIT_BREAKER.getByName(breaker).state();
 		expect(state).toMatchObject({ consecutiveFailures: 1, window: { successes: 21, failures: 1 } });
 		expect(calls.record).toBe(3);
+	});
+});
+
+describe("answers that arrive out of order", () => {
+	it("an older record answer never overwrites a newer one the isolate has learned", async () => {
+		const snapshot = (state: "closed" | "open", seq: number) =>
+			({
+				name: "n",
+				state,
+				since: 0,
+				consecutiveFailures: 0,
+				window: { successes: 0, failures: 0 },
+				probesInFlight: 0,
+				probeSuccesses: 0,
+				reopenings: 0,
+				seq,
+				pendingEvents: 0,
+				...(state === "open" ? { openUntil: Date.now() + 60_000, retryAfterMs: 60_000 } : {}),
+			}) satisfies BreakerSnapshot;
+		let releaseOld: (() => void) | undefined;
+		const oldAnswer = new Promise<void>((resolve) => {
+			releaseOld = resolve;
+		});
+		let records = 0;
+		const client = new BreakerClient({
+			stub: (): BreakerStub => ({
+				admit: async () => ({ allowed: true, state: "closed", probe: false }),
+				record: async () => {
+					// The first record (sent first) answers last, with the older state.
+					if (++records === 1) {
+						await oldAnswer;
+						return snapshot("closed", 1);
+					}
+					return snapshot("open", 2);
+				},
+			}),
+		});
+		const policy = {};
+		const first = client.record("b", policy, { success: true });
+		await client.record("b", policy, { success: false });
+		releaseOld?.();
+		await first;
+		expect(await client.admit("b", policy)).toMatchObject({ allowed: false, state: "open", source: "local" });
 	});
 });
