@@ -1,7 +1,7 @@
 /** Assembles the Hono app: the edge checks in order, then each route group behind its own guards. */
 
 import { createRoute, z } from "@hono/zod-openapi";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { adminRoutes } from "./admin";
 import { auditRoutes } from "./audit";
 import { type AuthVariables, requireAuth, requirePlane, requireScope } from "./auth";
@@ -81,6 +81,11 @@ function protect(
 	];
 }
 
+/** The one error renderer: OpenAI's shape on the OpenAI-compatible routes, RFC 9457 problems everywhere else. */
+function renderError(c: Context, error: ApiError): Response {
+	return isOpenAiPath(c.req.path) ? openAiErrorResponse(c, error) : problemResponse(c, error);
+}
+
 export function createApp(options: AppOptions = {}) {
 	const app = createRouter<AppEnv>();
 
@@ -150,9 +155,9 @@ export function createApp(options: AppOptions = {}) {
 			const error = new ApiError("method-not-allowed", `${c.req.method} is not allowed here.`, {
 				headers: { allow: allowed.join(", ") },
 			});
-			return isOpenAiPath(c.req.path) ? openAiErrorResponse(c, error) : problemResponse(c, error);
+			return renderError(c, error);
 		}
-		return problemResponse(c, new ApiError("not-found", `No route for ${c.req.method} ${c.req.path}.`));
+		return renderError(c, new ApiError("not-found", `No route for ${c.req.method} ${c.req.path}.`));
 	});
 
 	app.onError((err, c) => {
@@ -167,7 +172,7 @@ export function createApp(options: AppOptions = {}) {
 		} else if (error.reason) {
 			log("info", "request refused", { code: error.code, reason: error.reason, requestId: c.var.requestId });
 		}
-		return isOpenAiPath(c.req.path) ? openAiErrorResponse(c, error) : problemResponse(c, error);
+		return renderError(c, error);
 	});
 
 	return app;

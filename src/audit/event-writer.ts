@@ -3,7 +3,7 @@ import { z } from "zod";
 import type { EventEnvelope, EventHandler } from "../events";
 import { type AuditEntry, appendAuditOnce } from "./store";
 
-/** `audit.record`: any plane asking for a record (signature failures, content blocks, …). */
+/** `audit.record`: a record asked for by a plane (signature failures, content blocks, …). */
 const AuditRecordDataSchema = z.object({
 	actor: z.string().min(1).max(256),
 	action: z.string().min(1).max(128),

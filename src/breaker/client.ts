@@ -213,28 +213,12 @@ export class BreakerClient implements Breakers {
 				source: "local",
 			};
 		}
-		if (now < local.unavailableUntil) {
-			return {
-				allowed: true,
-				state: "unknown",
-				probe: false,
-				source: "unavailable",
-				unavailable: local.unavailableReason,
-			};
-		}
+		if (now < local.unavailableUntil) return failOpen(local);
 		if (now < local.closedUntil) return { allowed: true, state: "closed", probe: false, source: "local" };
 
 		const request: AdmitRequest = { policy, ...(context.traceparent ? { traceparent: context.traceparent } : {}) };
 		const answer = await this.#call(name, local, (stub) => stub.admit(request));
-		if (!answer) {
-			return {
-				allowed: true,
-				state: "unknown",
-				probe: false,
-				source: "unavailable",
-				unavailable: local.unavailableReason,
-			};
-		}
+		if (!answer) return failOpen(local);
 		this.#learn(local, answer, now);
 		return { ...answer, source: "object" };
 	}
@@ -291,6 +275,11 @@ export class BreakerClient implements Breakers {
 		}
 		return { state: snapshot.state, ...(snapshot.openUntil !== undefined ? { openUntil: snapshot.openUntil } : {}) };
 	}
+}
+
+/** The object could not be reached: the call is allowed (a breaker must never become the outage). */
+function failOpen(local: Local): BreakerDecision {
+	return { allowed: true, state: "unknown", probe: false, source: "unavailable", unavailable: local.unavailableReason };
 }
 
 const clients = new WeakMap<object, BreakerClient>();

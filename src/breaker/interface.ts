@@ -33,7 +33,7 @@ export const BreakerPolicySchema = z.object({
 });
 /** A complete policy (defaults applied). */
 export type BreakerPolicy = z.infer<typeof BreakerPolicySchema>;
-/** A policy as callers may write it: any field left out takes its default. */
+/** A policy as callers may write it: fields left out take their defaults. */
 export type BreakerPolicyInput = z.input<typeof BreakerPolicySchema>;
 
 /** The policy used when a caller sets nothing. */

@@ -10,7 +10,7 @@
  * `streamIdleTimeoutMs` is cut. Tool-call arguments are scanned too, per call, in streams and in JSON answers.
  */
 import type { Context } from "hono";
-import { ApiError, log } from "../http";
+import { log } from "../http";
 import { cacheKey, chunksToCompletion, completionToChunks, writeCache } from "./cache";
 import { checkChatInput, checkChatOutput, compileGuardrails, StreamGuard } from "./guardrails";
 import {
@@ -23,9 +23,11 @@ import {
 	narrowedProviders,
 	type Plane,
 	planeFor,
+	providerCall,
 	refuseInput,
 	servedHeaders,
 	settle,
+	statusOf,
 } from "./plane";
 import { ProviderError } from "./providers";
 import { planTargets, route, type Served } from "./router";
@@ -71,8 +73,6 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 			estimated: !completion.usage,
 			status: 200,
 			cacheHit: true,
-			byok: false,
-			attempts: 0,
 		});
 		const headers = servedHeaders(target, 0, "HIT");
 		if (!stream) return c.json(completion, 200, headers);
@@ -84,30 +84,15 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 		settle(plane, reservation, {
 			operation: "chat",
 			requested: body.model,
-			target: served?.target ?? null,
-			promptTokens: 0,
-			completionTokens: 0,
-			estimated: false,
-			status: err instanceof ApiError ? err.status : 500,
-			cacheHit: false,
-			byok: served?.byok ?? false,
-			attempts: served?.attempts ?? 0,
+			status: statusOf(err),
+			...(served ? { target: served.target, byok: served.byok, attempts: served.attempts } : {}),
 		});
 
 	if (!stream) {
 		let served: Served<ChatCompletion> | undefined;
 		let settled = false;
 		try {
-			served = await route(plane.routeEnv, targets, (a) =>
-				a.provider.chat({
-					model: a.target.model,
-					request,
-					apiKey: a.key.apiKey,
-					signal: a.signal,
-					traceparent: plane.traceparent,
-					onResponse: a.responded,
-				}),
-			);
+			served = await route(plane.routeEnv, targets, (a) => a.provider.chat(providerCall(plane, a, request, "whole")));
 			const usage = served.value.usage;
 			const outcome = {
 				operation: "chat" as const,
@@ -146,13 +131,7 @@ export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Pr
 	let served: Served<{ first: IteratorResult<ChatCompletionChunk>; rest: AsyncIterator<ChatCompletionChunk> }>;
 	try {
 		served = await route(plane.routeEnv, targets, async (a) => {
-			const chunks = await a.provider.chatStream({
-				model: a.target.model,
-				request,
-				apiKey: a.key.apiKey,
-				signal: a.signal,
-				traceparent: plane.traceparent,
-			});
+			const chunks = await a.provider.chatStream(providerCall(plane, a, request, "stream"));
 			const rest = chunks[Symbol.asyncIterator]();
 			// The first chunk decides: a failure before it may still fall back. Raced against the attempt's
 			// signal, since a provider's iterator need not watch it.

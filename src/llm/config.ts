@@ -7,6 +7,7 @@
  */
 import { z } from "zod";
 import { BreakerPolicySchema } from "../breaker";
+import { config } from "../config";
 import { patternProblem } from "./guardrails";
 import { PROVIDER_KINDS } from "./providers/interface";
 
@@ -197,8 +198,8 @@ export const DEFAULT_LLM_CONFIG: z.input<typeof LlmConfigSchema> = {
 const parsed = new Map<string, LlmConfig>();
 
 /** The plane's configuration for this env: `LLM_CONFIG` if set, else the default. Parsed once per distinct value. */
-export function llmConfig(env: { LLM_CONFIG?: string }): LlmConfig {
-	const source = env.LLM_CONFIG?.trim() || "";
+export function llmConfig(env: Env): LlmConfig {
+	const source = config(env).LLM_CONFIG ?? "";
 	let cfg = parsed.get(source);
 	if (!cfg) {
 		const result = LlmConfigSchema.safeParse(source ? JSON.parse(source) : DEFAULT_LLM_CONFIG);

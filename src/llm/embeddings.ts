@@ -10,9 +10,11 @@ import {
 	lookupAndReserve,
 	narrowedProviders,
 	planeFor,
+	providerCall,
 	refuseInput,
 	servedHeaders,
 	settle,
+	statusOf,
 } from "./plane";
 import { ProviderError } from "./providers";
 import { planTargets, route } from "./router";
@@ -21,10 +23,11 @@ import { estimateEmbeddingsTokens } from "./usage";
 
 export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): Promise<Response> {
 	const plane = planeFor(c);
+	const narrowed = narrowedProviders(c);
 	// Only providers with an embeddings API can serve (Anthropic has none).
-	const targets = planTargets(plane.cfg, plane.tier.models, body.model, "embeddings", {
-		providers: narrowedProviders(c),
-	}).filter((t) => plane.routeEnv.providers.get(t.provider)?.embed);
+	const targets = planTargets(plane.cfg, plane.tier.models, body.model, "embeddings", { providers: narrowed }).filter(
+		(t) => plane.routeEnv.providers.get(t.provider)?.embed,
+	);
 	if (targets.length === 0) {
 		throw new ApiError("model-not-found", `No provider of \`${body.model}\` here serves embeddings.`);
 	}
@@ -33,9 +36,8 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 		await refuseInput(plane, "embeddings", body.model, input.blocked.check);
 	}
 	const request: EmbeddingsRequest = { ...body, input: input.input };
-	const base = { operation: "embeddings" as const, requested: body.model, completionTokens: 0 };
+	const base = { operation: "embeddings" as const, requested: body.model };
 
-	const narrowed = narrowedProviders(c);
 	const key =
 		plane.cacheTtlS > 0
 			? await cacheKey(plane.principal.tenantId, "embeddings", cacheModel(body.model, narrowed), request)
@@ -49,11 +51,8 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 			...base,
 			target,
 			promptTokens: answer.usage?.prompt_tokens ?? promptTokens,
-			estimated: false,
 			status: 200,
 			cacheHit: true,
-			byok: false,
-			attempts: 0,
 		});
 		return c.json(answer, 200, servedHeaders(target, 0, "HIT"));
 	}
@@ -62,14 +61,7 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 		const served = await route(plane.routeEnv, targets, (a) => {
 			const embed = a.provider.embed?.bind(a.provider);
 			if (!embed) throw new ProviderError("connection", `${a.provider.name} has no embeddings API`);
-			return embed({
-				model: a.target.model,
-				request,
-				apiKey: a.key.apiKey,
-				signal: a.signal,
-				traceparent: plane.traceparent,
-				onResponse: a.responded,
-			});
+			return embed(providerCall(plane, a, request, "whole"));
 		});
 		settle(plane, reservation, {
 			...base,
@@ -87,16 +79,7 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 		}
 		return c.json(served.value, 200, servedHeaders(served.target, served.attempts, plane.cacheStatus));
 	} catch (err) {
-		settle(plane, reservation, {
-			...base,
-			target: null,
-			promptTokens: 0,
-			estimated: false,
-			status: typeof (err as { status?: unknown }).status === "number" ? (err as { status: number }).status : 500,
-			cacheHit: false,
-			byok: false,
-			attempts: 0,
-		});
+		settle(plane, reservation, { ...base, status: statusOf(err) });
 		throw err;
 	}
 }

@@ -13,8 +13,8 @@ import { type BudgetReservation, budgetsFor } from "../ratelimit";
 import { keyResolver } from "./byok";
 import { type CachedAnswer, readCache } from "./cache";
 import { costMicroUsd, type LlmConfig, llmConfig, priceOf, type Target } from "./config";
-import { providersFor } from "./providers";
-import type { RouteEnv } from "./router";
+import { type ProviderCall, providersFor } from "./providers";
+import type { Attempt, RouteEnv } from "./router";
 import { recordUsage, type UsageRecord } from "./usage";
 
 export type LlmEnv = { Bindings: Env; Variables: AuthVariables };
@@ -77,6 +77,21 @@ export function planeFor(c: Context<LlmEnv>): Plane {
 			signal: c.req.raw.signal,
 			traceparent,
 		},
+	};
+}
+
+/**
+ * One attempt's provider call. `answer: "whole"` stops the attempt's timer at the response head (see
+ * Attempt.responded); a stream keeps it running until its first chunk.
+ */
+export function providerCall<R>(plane: Plane, a: Attempt, request: R, answer: "whole" | "stream"): ProviderCall<R> {
+	return {
+		model: a.target.model,
+		request,
+		apiKey: a.key.apiKey,
+		signal: a.signal,
+		traceparent: plane.traceparent,
+		...(answer === "whole" ? { onResponse: a.responded } : {}),
 	};
 }
 
@@ -190,8 +205,26 @@ export interface Outcome {
 	attempts: number;
 }
 
+/** What a request reports: the fields it leaves out mean "nothing happened" (no target, no tokens, no attempt). */
+export type OutcomeInput = Pick<Outcome, "operation" | "requested" | "status"> & Partial<Outcome>;
+
+/** The status a thrown error is answered with. */
+export function statusOf(err: unknown): number {
+	return err instanceof ApiError ? err.status : 500;
+}
+
 /** After the answer: settles the reservation with what was spent and records the usage (both in the background). */
-export function settle(plane: Plane, reservation: BudgetReservation | null, o: Outcome): void {
+export function settle(plane: Plane, reservation: BudgetReservation | null, input: OutcomeInput): void {
+	const o: Outcome = {
+		target: null,
+		promptTokens: 0,
+		completionTokens: 0,
+		estimated: false,
+		cacheHit: false,
+		byok: false,
+		attempts: 0,
+		...input,
+	};
 	const price = o.target ? priceOf(plane.cfg, o.target.provider, o.target.model) : null;
 	// A cached answer costs no provider call: it is recorded with its tokens, charged nothing.
 	const cost = o.cacheHit ? 0 : costMicroUsd(price, o.promptTokens, o.completionTokens);
@@ -289,18 +322,7 @@ export async function refuseInput(
 	requested: string,
 	check: string,
 ): Promise<never> {
-	settle(plane, null, {
-		operation,
-		requested,
-		target: null,
-		promptTokens: 0,
-		completionTokens: 0,
-		estimated: false,
-		status: 400,
-		cacheHit: false,
-		byok: false,
-		attempts: 0,
-	});
+	settle(plane, null, { operation, requested, status: 400 });
 	await auditBlock(plane, "input", check, requested);
 	throw contentBlocked("input", check);
 }

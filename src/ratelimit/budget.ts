@@ -105,23 +105,13 @@ export interface BudgetReservation {
 	microUsd: number;
 }
 
+/** The client's answer: the object's, with the grant turned into a reservation to settle, or `unavailable`. */
 export type BudgetDecision =
-	| {
-			ok: true;
-			reservation: BudgetReservation;
-			/** Null = unlimited. */
-			remainingTokens: number | null;
-			remainingMicroUsd: number | null;
-			resetMs: number;
-	  }
-	| {
-			ok: false;
-			limitedBy: "tokens" | "cost";
-			retryAfterMs: number;
-			remainingTokens: number | null;
-			remainingMicroUsd: number | null;
-			resetMs: number;
-	  }
+	| ({ ok: true; reservation: BudgetReservation } & Omit<
+			Extract<ReserveBudgetResult, { ok: true }>,
+			"ok" | "reservationId"
+	  >)
+	| Extract<ReserveBudgetResult, { ok: false }>
 	/** The object could not be reached or did not answer in time: the call must not be made (503). */
 	| { ok: false; limitedBy: "unavailable"; reason: string };
 
@@ -184,13 +174,8 @@ export class BudgetClient implements Budgets {
 			const answer = await within(pending, this.#timeout);
 			if (answer !== TIMED_OUT) {
 				if (!answer.ok) return answer;
-				return {
-					ok: true,
-					reservation: { id: answer.reservationId, name, tokens, microUsd },
-					remainingTokens: answer.remainingTokens,
-					remainingMicroUsd: answer.remainingMicroUsd,
-					resetMs: answer.resetMs,
-				};
+				const { reservationId, ...remaining } = answer;
+				return { ...remaining, reservation: { id: reservationId, name, tokens, microUsd } };
 			}
 			// The object may still grant it: release a late grant at once rather than let it expire charged.
 			void pending.then(

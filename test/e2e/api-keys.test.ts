@@ -5,27 +5,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Gateway, startGateway } from "../helpers/node/gateway.ts";
-import { eventually, expectProblem } from "../helpers/node/http.ts";
+import { call, eventually, expectProblem } from "../helpers/node/http.ts";
 
 /** How long isolates cache a key (src/auth/api-keys.ts KEY_CACHE_MS), plus room for a loaded machine. */
 const REVOCATION_DEADLINE_MS = 5000 + 5000;
 
 let gw: Gateway;
 let operator: string;
-
-function call(
-	base: URL,
-	path: string,
-	init: { method?: string; headers?: Record<string, string>; body?: unknown } = {},
-) {
-	const headers: Record<string, string> = { ...init.headers };
-	if (init.body !== undefined) headers["content-type"] = "application/json";
-	return fetch(new URL(path, base), {
-		method: init.method ?? "GET",
-		headers,
-		body: init.body === undefined ? undefined : JSON.stringify(init.body),
-	});
-}
 
 beforeAll(async () => {
 	gw = await startGateway({ isolates: 2 });

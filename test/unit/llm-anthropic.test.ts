@@ -5,8 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { anthropicProvider } from "../../src/llm/providers/anthropic";
-import { type ChatStream, ProviderError } from "../../src/llm/providers/interface";
 import type { ChatCompletionChunk, ChatRequest } from "../../src/llm/types";
+import { collect, json, providerError } from "../helpers/llm";
 
 const BASE_URL = "https://anthropic.test";
 const MODEL = "claude-sonnet-4-5";
@@ -45,11 +45,6 @@ function call(request: Partial<ChatRequest>, extra: { signal?: AbortSignal; trac
 		traceparent: extra.traceparent,
 	};
 }
-
-function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-	return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } });
-}
-
 function message(overrides: Record<string, unknown> = {}) {
 	return {
 		id: "msg_01XFDUDYJgAACzvnptvVoYEL",
@@ -123,23 +118,6 @@ const messageDelta = (stop_reason: string, output_tokens: number): SseEvent => (
 });
 const PING: SseEvent = { type: "ping" };
 const MESSAGE_STOP: SseEvent = { type: "message_stop" };
-
-async function collect(stream: ChatStream): Promise<ChatCompletionChunk[]> {
-	const chunks: ChatCompletionChunk[] = [];
-	for await (const chunk of stream) chunks.push(chunk);
-	return chunks;
-}
-
-/** Runs `action` and returns the ProviderError it fails with. */
-async function providerError(action: () => Promise<unknown>): Promise<ProviderError> {
-	const error = await action().then(
-		() => undefined,
-		(err: unknown) => err,
-	);
-	expect(error).toBeInstanceOf(ProviderError);
-	return error as ProviderError;
-}
-
 describe("anthropic provider: request translation", () => {
 	it("posts to /v1/messages with the key, version, extra headers and traceparent", async () => {
 		const { provider, requests } = setup(() => json(message()));
@@ -363,7 +341,7 @@ describe("anthropic provider: request translation", () => {
 		["a data: URL that is not an image", "{}", "data:text/plain;base64,aGk="],
 	])("answers 400 without calling upstream for %s", async (_, args, url) => {
 		const { provider, requests } = setup(() => json(message()));
-		const error = await providerError(() =>
+		const error = await providerError(
 			provider.chat(
 				call({
 					messages: [
@@ -445,9 +423,9 @@ describe("anthropic provider: answers", () => {
 
 	it("fails with a protocol error on a 2xx body it cannot read", async () => {
 		const notJson = setup(() => new Response("<html>gateway</html>", { status: 200 }));
-		expect((await providerError(() => notJson.provider.chat(call({})))).kind).toBe("protocol");
+		expect((await providerError(notJson.provider.chat(call({})))).kind).toBe("protocol");
 		const wrongShape = setup(() => json({ completion: "hi" }));
-		expect((await providerError(() => wrongShape.provider.chat(call({})))).kind).toBe("protocol");
+		expect((await providerError(wrongShape.provider.chat(call({})))).kind).toBe("protocol");
 	});
 });
 
@@ -567,9 +545,11 @@ describe("anthropic provider: streams", () => {
 		);
 		const stream = await provider.chatStream(call({}));
 		const seen: ChatCompletionChunk[] = [];
-		const error = await providerError(async () => {
-			for await (const chunk of stream) seen.push(chunk);
-		});
+		const error = await providerError(
+			(async () => {
+				for await (const chunk of stream) seen.push(chunk);
+			})(),
+		);
 		expect(seen.map((chunk) => chunk.choices[0]?.delta.content)).toEqual(["", "Hel"]);
 		expect(error.kind).toBe("stream");
 		expect(error.upstreamMessage).toBe("Overloaded");
@@ -578,7 +558,7 @@ describe("anthropic provider: streams", () => {
 	it("fails the iterator with a stream error when the stream ends before message_stop", async () => {
 		const { provider } = setup(() => sse([messageStart(), textStart(0), textDelta(0, "Hel")]));
 		const stream = await provider.chatStream(call({}));
-		expect((await providerError(() => collect(stream))).kind).toBe("stream");
+		expect((await providerError(collect(stream))).kind).toBe("stream");
 	});
 
 	it("fails the iterator with a stream error on an event that is not JSON", async () => {
@@ -590,7 +570,7 @@ describe("anthropic provider: streams", () => {
 				),
 		);
 		const stream = await provider.chatStream(call({}));
-		expect((await providerError(() => collect(stream))).kind).toBe("stream");
+		expect((await providerError(collect(stream))).kind).toBe("stream");
 	});
 
 	it("cancels the upstream body when the consumer stops early", async () => {
@@ -625,7 +605,7 @@ describe("anthropic provider: failures", () => {
 	it("rejects chat and chatStream on 429 with the status, Retry-After and upstream message", async () => {
 		const { provider } = setup(rateLimited);
 		for (const action of [() => provider.chat(call({})), () => provider.chatStream(call({}))]) {
-			const error = await providerError(action);
+			const error = await providerError(action());
 			expect(error).toMatchObject({
 				kind: "http",
 				status: 429,
@@ -637,7 +617,7 @@ describe("anthropic provider: failures", () => {
 
 	it("rejects on 500 as an http error", async () => {
 		const { provider } = setup(() => json({ type: "error", error: { type: "api_error", message: "Internal" } }, 500));
-		const error = await providerError(() => provider.chatStream(call({})));
+		const error = await providerError(provider.chatStream(call({})));
 		expect(error.kind).toBe("http");
 		expect(error.status).toBe(500);
 	});
@@ -651,13 +631,13 @@ describe("anthropic provider: failures", () => {
 					controller.abort(new DOMException("attempt timed out", "TimeoutError"));
 				}),
 		);
-		const error = await providerError(() => provider.chatStream(call({}, { signal: controller.signal })));
+		const error = await providerError(provider.chatStream(call({}, { signal: controller.signal })));
 		expect(error.kind).toBe("timeout");
 	});
 
 	it("rejects with a connection error when fetch fails without the signal firing", async () => {
 		const { provider } = setup(() => Promise.reject(new TypeError("Network connection lost.")));
-		const error = await providerError(() => provider.chat(call({})));
+		const error = await providerError(provider.chat(call({})));
 		expect(error.kind).toBe("connection");
 		expect(error.message).not.toContain("sk-ant-test-key");
 	});

@@ -1,8 +1,9 @@
 /** The OpenAI / OpenAI-compatible provider against a fake fetch: request shape, headers, streams, errors, embeddings. */
 import { describe, expect, it } from "vitest";
-import { type ProviderCall, ProviderError } from "../../src/llm/providers/interface";
+import type { ProviderCall } from "../../src/llm/providers/interface";
 import { openAiProvider } from "../../src/llm/providers/openai";
 import type { ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingsRequest } from "../../src/llm/types";
+import { collect, json, providerError } from "../helpers/llm";
 
 const encoder = new TextEncoder();
 
@@ -40,30 +41,9 @@ function sse(events: string[], onCancel?: () => void): ReadableStream<Uint8Array
 		cancel: onCancel,
 	});
 }
-
-function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-	return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } });
-}
-
 function call<R>(request: R, extra: Partial<ProviderCall<R>> = {}): ProviderCall<R> {
 	return { model: "gpt-upstream", request, signal: new AbortController().signal, ...extra };
 }
-
-async function collect(stream: AsyncIterable<ChatCompletionChunk>): Promise<ChatCompletionChunk[]> {
-	const out: ChatCompletionChunk[] = [];
-	for await (const chunk of stream) out.push(chunk);
-	return out;
-}
-
-async function providerError(promise: Promise<unknown>): Promise<ProviderError> {
-	const err = await promise.then(
-		() => undefined,
-		(e: unknown) => e,
-	);
-	expect(err).toBeInstanceOf(ProviderError);
-	return err as ProviderError;
-}
-
 const REQUEST: ChatRequest = {
 	model: "fast",
 	messages: [{ role: "user", content: "hi" }],

@@ -1,9 +1,10 @@
 /** The Workers AI provider against a fake `AI` binding: request translation, answers, streams, tool calls, errors, embeddings. */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { type ProviderCall, ProviderError } from "../../src/llm/providers/interface";
+import type { ProviderCall } from "../../src/llm/providers/interface";
 import { type AiBinding, workersAiProvider } from "../../src/llm/providers/workers-ai";
 import type { ChatCompletionChunk, ChatRequest, EmbeddingsRequest } from "../../src/llm/types";
+import { collect, providerError } from "../helpers/llm";
 
 const MODEL = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 const encoder = new TextEncoder();
@@ -44,22 +45,6 @@ function sse(events: unknown[]): ReadableStream<Uint8Array> {
 function call<R>(request: R, extra: Partial<ProviderCall<R>> = {}): ProviderCall<R> {
 	return { model: MODEL, request, signal: new AbortController().signal, ...extra };
 }
-
-async function collect(stream: AsyncIterable<ChatCompletionChunk>): Promise<ChatCompletionChunk[]> {
-	const out: ChatCompletionChunk[] = [];
-	for await (const chunk of stream) out.push(chunk);
-	return out;
-}
-
-async function providerError(promise: Promise<unknown>): Promise<ProviderError> {
-	const err = await promise.then(
-		() => undefined,
-		(e: unknown) => e,
-	);
-	expect(err).toBeInstanceOf(ProviderError);
-	return err as ProviderError;
-}
-
 const deltas = (chunks: ChatCompletionChunk[]) => chunks.map((c) => c.choices[0]?.delta);
 
 const WEATHER_TOOL = {

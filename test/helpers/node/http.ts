@@ -32,3 +32,18 @@ export async function eventually(probe: () => Promise<boolean>, timeoutMs: numbe
 	}
 	return false;
 }
+
+/** A request to the gateway at `base`: JSON-encodes `body` (with its content type) when there is one. */
+export function call(
+	base: URL,
+	path: string,
+	init: { method?: string; headers?: Record<string, string>; body?: unknown } = {},
+) {
+	const headers: Record<string, string> = { ...init.headers };
+	if (init.body !== undefined) headers["content-type"] = "application/json";
+	return fetch(new URL(path, base), {
+		method: init.method ?? "GET",
+		headers,
+		body: init.body === undefined ? undefined : JSON.stringify(init.body),
+	});
+}
