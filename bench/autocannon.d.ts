@@ -1,4 +1,4 @@
-// The part of autocannon's programmatic API that bench/gateway.mjs uses (autocannon ships no types).
+// The part of autocannon's programmatic API that bench/lib.mjs uses (autocannon ships no types).
 declare module "autocannon" {
 	interface Options {
 		url: string;

@@ -14,13 +14,21 @@
  * --no-write (print only).
  * Loads test/helpers/node/gateway.ts through Node's built-in TypeScript type stripping (Node ≥ 22.18).
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import os from "node:os";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import autocannon from "autocannon";
-import { buildWorker, ROOT, startGateway } from "../test/helpers/node/gateway.ts";
+import { buildWorker, startGateway } from "../test/helpers/node/gateway.ts";
+import {
+	BENCH_LIMITS,
+	loadAverage,
+	machineFacts,
+	median,
+	ms,
+	pass,
+	percentile,
+	runAutocannon,
+	say,
+	workerLogTally,
+	writeResults,
+} from "./lib.mjs";
 
 const { values: args } = parseArgs({
 	options: {
@@ -40,36 +48,9 @@ const SEQUENTIAL_WARMUP = 300;
 for (const [name, v] of Object.entries({ DURATION_S, CONNECTIONS, SAMPLES, ROUNDS })) {
 	if (!Number.isInteger(v) || v < 1 || v > 100_000) throw new Error(`bad ${name}: ${v}`);
 }
-const RESULTS = join(ROOT, "bench", "RESULTS.md");
-const BEGIN = "<!-- BEGIN bench/gateway.mjs (generated: do not edit by hand) -->";
-const END = "<!-- END bench/gateway.mjs -->";
 /** Targets from the issue. */
 const TARGET_RATIO = 0.7;
 const TARGET_ADDED_MS = 0.3;
-
-const say = (/** @type {string} */ line = "") => process.stdout.write(`${line}\n`);
-
-/** @param {number[]} sorted @param {number} p */
-function percentile(sorted, p) {
-	if (sorted.length === 0) return Number.NaN;
-	const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-	return /** @type {number} */ (sorted[rank]);
-}
-
-/** @param {number[]} values */
-function median(values) {
-	const s = [...values].sort((a, b) => a - b);
-	const mid = s.length >> 1;
-	return s.length % 2 ? percentile(s, 50) : (percentile(s, 50) + (s[mid] ?? Number.NaN)) / 2;
-}
-
-function packageVersion(/** @type {string} */ name) {
-	try {
-		return JSON.parse(readFileSync(join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
-	} catch {
-		return "?";
-	}
-}
 
 /**
  * One autocannon run. Latency percentiles are computed from every response's own time (fractional ms,
@@ -77,28 +58,13 @@ function packageVersion(/** @type {string} */ name) {
  * @param {string} label @param {URL} url @param {Record<string, string>} headers @param {number} seconds
  */
 async function load(label, url, headers, seconds) {
-	/** @type {number[]} */
-	const times = [];
-	/** @type {Record<string, number>} */
-	const statuses = {};
-	const instance = autocannon({ url: url.href, headers, connections: CONNECTIONS, pipelining: 1, duration: seconds });
-	instance.on(
-		"response",
-		(
-			/** @type {unknown} */ _client,
-			/** @type {number} */ status,
-			/** @type {number} */ _bytes,
-			/** @type {number} */ ms,
-		) => {
-			times.push(ms);
-			statuses[status] = (statuses[status] ?? 0) + 1;
-		},
-	);
-	const result = await instance;
-	times.sort((a, b) => a - b);
-	const ok = Object.entries(statuses)
-		.filter(([s]) => s.startsWith("2"))
-		.reduce((n, [, c]) => n + c, 0);
+	const { result, times, statuses, ok } = await runAutocannon({
+		url: url.href,
+		headers,
+		connections: CONNECTIONS,
+		pipelining: 1,
+		duration: seconds,
+	});
 	return {
 		label,
 		seconds: result.duration,
@@ -123,9 +89,6 @@ async function timed(url, init) {
 	return ms;
 }
 
-/** @param {number} n */
-const ms = (n, digits = 3) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
-
 /**
  * The two configurations measured. The static-assets layer is how wrangler.toml serves `public/`: Miniflare
  * emulates it with a router and an asset Worker in front of the gateway, which costs more than the gateway
@@ -138,23 +101,11 @@ const CONFIGS = [
 
 /** Measures one configuration. @param {(typeof CONFIGS)[number]} config */
 async function measure(config) {
-	/** @type {Record<string, number>} */
-	const workerLogs = {};
+	const logs = workerLogTally();
 	say(`bench [${config.key}]: starting the gateway under Miniflare (${config.title})…`);
-	const gw = await startGateway({
-		assets: config.assets,
-		onLog: ({ level, message }) => {
-			const key = /"level":"(\w+)"/.exec(message)?.[1] ?? level;
-			workerLogs[key] = (workerLogs[key] ?? 0) + 1;
-		},
-	});
+	const gw = await startGateway({ assets: config.assets, onLog: logs.onLog });
 	try {
-		// An enterprise tenant with limits far above anything this run can reach: no 429s.
-		await gw.seedTenant({
-			id: "bench",
-			tier: "enterprise",
-			limits: { rate: { perSecond: 1_000_000, burst: 1_000_000_000 }, monthlyQuota: 1_000_000_000_000 },
-		});
+		await gw.seedTenant({ id: "bench", tier: "enterprise", limits: BENCH_LIMITS });
 		const token = await gw.mintJwt({ tenantId: "bench", scopes: ["api:read"], tier: "enterprise", expiresInS: 3600 });
 		const healthz = new URL("/healthz", gw.url);
 		const me = new URL("/v1/me", gw.url);
@@ -185,7 +136,7 @@ async function measure(config) {
 		for (const [label, url, headers] of Array.from({ length: ROUNDS }, () => abba).flat()) {
 			const r = await load(label, url, headers, DURATION_S);
 			say(
-				`  ${label.padEnd(9)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${ms(r.p50)} ms  p99 ${ms(r.p99)} ms  non-2xx ${r.non2xx}  errors ${r.errors}`,
+				`  ${label.padEnd(9)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${ms(r.p50, 3)} ms  p99 ${ms(r.p99, 3)} ms  non-2xx ${r.non2xx}  errors ${r.errors}`,
 			);
 			runs.push(r);
 		}
@@ -234,7 +185,7 @@ async function measure(config) {
 			seqH: { p50: median(seqH), p90: percentile(seqH, 90), p99: percentile(seqH, 99) },
 			seqP: { p50: median(seqP), p90: percentile(seqP, 90), p99: percentile(seqP, 99) },
 			added: median(seqP) - median(seqH),
-			workerLogs,
+			workerLogs: logs.byLevel,
 		};
 	} finally {
 		await gw.dispose();
@@ -243,30 +194,14 @@ async function measure(config) {
 
 async function main() {
 	const started = Date.now();
-	const load1 = os.loadavg()[0] ?? 0;
+	const loadBefore = loadAverage();
 	say("bench: building the Worker bundle if it is stale…");
 	await buildWorker();
 	const results = [];
 	for (const config of CONFIGS) results.push(await measure(config));
 
 	const totalS = (Date.now() - started) / 1000;
-	const load2 = os.loadavg()[0] ?? 0;
-	const cpus = os.cpus();
-	let nproc = String(cpus.length);
-	try {
-		nproc = execFileSync("nproc", { encoding: "utf8" }).trim();
-	} catch {}
-	const facts = {
-		date: new Date().toISOString(),
-		nproc,
-		cpu: `${cpus[0]?.model ?? "?"} (${cpus.length} logical CPUs visible to Node)`,
-		memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
-		load: `${load1.toFixed(2)} before, ${load2.toFixed(2)} after (1-min load average; the machine is shared)`,
-		node: process.version,
-		platform: `${os.type()} ${os.release()} ${os.arch()}`,
-		versions: `miniflare ${packageVersion("miniflare")}, workerd ${packageVersion("workerd")}, wrangler ${packageVersion("wrangler")}, autocannon ${packageVersion("autocannon")}`,
-	};
-	const pass = (/** @type {boolean} */ ok) => (ok ? "met" : "MISSED");
+	const facts = machineFacts(loadBefore);
 
 	const table = [
 		"| configuration | route | req/s (runs) | p50 ms | p99 ms | non-2xx | errors |",
@@ -280,19 +215,18 @@ async function main() {
 		"| configuration | route | median ms | p90 ms | p99 ms |",
 		"| --- | --- | ---: | ---: | ---: |",
 		...results.flatMap((r) => [
-			`| ${r.config.key} | GET /healthz | ${ms(r.seqH.p50)} | ${ms(r.seqH.p90)} | ${ms(r.seqH.p99)} |`,
-			`| ${r.config.key} | GET /v1/me | ${ms(r.seqP.p50)} | ${ms(r.seqP.p90)} | ${ms(r.seqP.p99)} |`,
+			`| ${r.config.key} | GET /healthz | ${ms(r.seqH.p50, 3)} | ${ms(r.seqH.p90, 3)} | ${ms(r.seqH.p99, 3)} |`,
+			`| ${r.config.key} | GET /v1/me | ${ms(r.seqP.p50, 3)} | ${ms(r.seqP.p90, 3)} | ${ms(r.seqP.p99, 3)} |`,
 		]),
 	];
 	const summary = results.flatMap((r) => [
 		`- **${r.config.key}** — ${r.config.title}: /v1/me keeps **${(r.ratio * 100).toFixed(1)} %** of /healthz throughput` +
-			` (target ≥ ${TARGET_RATIO * 100} %: ${pass(r.ratio >= TARGET_RATIO)}); the edge checks add **${ms(r.added)} ms**` +
+			` (target ≥ ${TARGET_RATIO * 100} %: ${pass(r.ratio >= TARGET_RATIO)}); the edge checks add **${ms(r.added, 3)} ms**` +
 			` at the median with one request in flight (target ≤ ${TARGET_ADDED_MS} ms: ${pass(r.added <= TARGET_ADDED_MS)}).` +
 			` Non-2xx during the /v1/me runs: ${r.p.non2xx}${r.p.non2xx ? ` (${JSON.stringify(r.p.statuses)})` : ""};` +
 			` connection errors: ${r.p.errors + r.h.errors}; Worker log lines by level: ${JSON.stringify(r.workerLogs)}.`,
 	]);
 	const section = [
-		BEGIN,
 		`## Latest run: ${facts.date}`,
 		"",
 		...summary,
@@ -327,8 +261,7 @@ async function main() {
 		"  leased admission (RateLimiter Durable Object, one round trip per lease of up to 100 tokens).",
 		`- Machine: nproc ${facts.nproc}; ${facts.cpu}; ${facts.memory}; ${facts.platform}; load ${facts.load}.`,
 		`- Node ${facts.node}; ${facts.versions}. Whole run: ${totalS.toFixed(0)} s.`,
-		END,
-	].join("\n");
+	];
 
 	say();
 	say(`Gateway benchmark (${facts.date}; nproc ${facts.nproc}; Node ${facts.node}; Miniflare's own listener)`);
@@ -336,24 +269,7 @@ async function main() {
 	for (const line of [...table, "", ...seqTable, "", ...summary]) say(line);
 	say();
 
-	if (!args["no-write"]) {
-		const current = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
-		const start = current.indexOf(BEGIN);
-		const end = current.indexOf(END);
-		const next =
-			start >= 0 && end > start
-				? `${current.slice(0, start)}${section}${current.slice(end + END.length)}`
-				: `${current.trimEnd()}\n\n${section}\n`;
-		writeFileSync(RESULTS, next);
-		// Lay the tables out as the project's formatter does, so `biome check .` stays clean.
-		try {
-			const biome = join(ROOT, "node_modules", "@biomejs", "biome", "bin", "biome");
-			execFileSync(process.execPath, [biome, "format", "--write", RESULTS], { cwd: ROOT, stdio: "ignore" });
-		} catch {
-			say("bench: could not run biome format on RESULTS.md; run `npm run format`");
-		}
-		say(`bench: wrote ${RESULTS}`);
-	}
+	if (!args["no-write"]) writeResults("bench/gateway.mjs", section);
 }
 
 await main();

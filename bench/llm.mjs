@@ -26,15 +26,28 @@
  * --no-write (print only).
  * Loads the TypeScript helpers through Node's built-in type stripping (Node ≥ 22.18).
  */
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import autocannon from "autocannon";
 import { buildWorker, ROOT, startGateway } from "../test/helpers/node/gateway.ts";
 import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
 import { mulberry32 } from "../test/helpers/random.ts";
+import {
+	BENCH_LIMITS,
+	cpuNow,
+	loadAverage,
+	machineFacts,
+	median,
+	ms,
+	pass,
+	percentile,
+	runAutocannon,
+	say,
+	sleep,
+	workerdPids,
+	workerLogTally,
+	writeResults,
+} from "./lib.mjs";
 
 const { values: args } = parseArgs({
 	options: {
@@ -66,9 +79,6 @@ const STUB_STOP_TIMEOUT_MS = 5_000;
 const USAGE_SETTLE_MS = 3_000;
 const USAGE_TIMEOUT_MS = 60_000;
 
-const RESULTS = join(ROOT, "bench", "RESULTS.md");
-const BEGIN = "<!-- BEGIN bench/llm.mjs (generated: do not edit by hand) -->";
-const END = "<!-- END bench/llm.mjs -->";
 /** Written once, above the marked section, when the file has no such section yet. */
 const INTRO = [
 	"## LLM plane (`npm run bench:llm`)",
@@ -86,88 +96,8 @@ const TARGET_RATIO = 0.8;
 const TARGET_ADDED_MS = 1;
 const TARGET_TTFB_MS = 2;
 
-const say = (/** @type {string} */ line = "") => process.stdout.write(`${line}\n`);
-const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
-
-/** @param {number[]} sorted @param {number} p */
-function percentile(sorted, p) {
-	if (sorted.length === 0) return Number.NaN;
-	const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-	return /** @type {number} */ (sorted[rank]);
-}
-
-/** @param {number[]} values */
-function median(values) {
-	const s = [...values].sort((a, b) => a - b);
-	const mid = s.length >> 1;
-	return s.length % 2 ? percentile(s, 50) : (percentile(s, 50) + (s[mid] ?? Number.NaN)) / 2;
-}
-
-/** @param {number} n */
-const ms = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
 /** A signed difference. @param {number} n */
 const delta = (n, digits = 3) => (Number.isFinite(n) ? `${n >= 0 ? "+" : "−"}${Math.abs(n).toFixed(digits)}` : "n/a");
-
-function packageVersion(/** @type {string} */ name) {
-	try {
-		return JSON.parse(readFileSync(join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
-	} catch {
-		return "?";
-	}
-}
-
-// ---------------------------------------------------------------- CPU accounting
-
-let clockTicks = 100;
-try {
-	clockTicks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-} catch {}
-
-/** This process's workerd children (Miniflare's runtime), from /proc; empty where there is no /proc. */
-function workerdPids() {
-	/** @type {number[]} */
-	const pids = [];
-	try {
-		for (const entry of readdirSync("/proc")) {
-			if (!/^\d+$/.test(entry)) continue;
-			try {
-				const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(readFileSync(`/proc/${entry}/stat`, "utf8"));
-				if (m?.[1] === "workerd" && Number(m[2]) === process.pid) pids.push(Number(entry));
-			} catch {}
-		}
-	} catch {}
-	return pids;
-}
-
-/** User + system CPU ms of processes (all their threads), from /proc/<pid>/stat; NaN when unreadable. @param {number[]} pids */
-function processCpuMs(pids) {
-	if (pids.length === 0) return Number.NaN;
-	let total = 0;
-	for (const pid of pids) {
-		try {
-			const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-			const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-			total += ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
-		} catch {
-			return Number.NaN;
-		}
-	}
-	return total;
-}
-
-/**
- * CPU time used so far (ms): by workerd (the gateway, its D1, Durable Objects, cache and queue), by the stub's
- * process, and by this Node process (autocannon or fetch, plus Miniflare's Node side, which reads the Worker's logs).
- * @param {number[]} workerd @param {number} stubPid
- */
-function cpuNow(workerd, stubPid) {
-	const own = process.cpuUsage();
-	return {
-		workerd: processCpuMs(workerd),
-		stub: processCpuMs([stubPid]),
-		node: (own.user + own.system) / 1000,
-	};
-}
 
 // ---------------------------------------------------------------- the stub, in its own process
 
@@ -279,11 +209,7 @@ function chatBody(model, stream) {
 	return body;
 }
 
-/**
- * The part of an autocannon request this file uses (autocannon ships no types).
- * @typedef {{ method?: string; path?: string; headers?: Record<string, string>; body?: Buffer | string;
- *   setupRequest?: (req: AutocannonRequest) => AutocannonRequest }} AutocannonRequest
- */
+/** @typedef {import("./lib.mjs").AutocannonRequest} AutocannonRequest */
 
 /** autocannon's request list for a route: every request a fresh, unique body. @param {Route} route */
 function requestsFor(route) {
@@ -362,44 +288,24 @@ async function firstByte(route) {
 // ---------------------------------------------------------------- load
 
 /**
- * One autocannon run. Latency percentiles from every response's own time (fractional ms, autocannon
- * `response` events), not from autocannon's 1 ms-resolution histogram. The run's time is measured here, from
- * the start to the last response (autocannon's own `duration` ends on its next 1 s tick). Any non-2xx answer
- * or connection error invalidates the run: it throws.
+ * One autocannon run, with latency percentiles from every response's own time and its time measured from the
+ * start to the last response; CPU time over the run of workerd (the gateway, its D1, Durable Objects, cache and
+ * queue), of the stub's process and of this Node process. Any non-2xx answer or connection error invalidates
+ * the run: it throws.
  * @param {string} label @param {Route} route @param {number} seconds
- * @param {{ workerd: number[]; stub: number }} pids
+ * @param {{ workerd: number[]; stub: number[] }} pids
  */
 async function load(label, route, seconds, pids) {
-	/** @type {number[]} */
-	const times = [];
-	/** @type {Record<string, number>} */
-	const statuses = {};
-	const cpu0 = cpuNow(pids.workerd, pids.stub);
-	const started = performance.now();
-	let last = started;
-	// bench/autocannon.d.ts declares no `requests`: pass the options as a value, as bench/webhooks.mjs does.
-	const options = { url: route.origin, duration: seconds, requests: requestsFor(route) };
-	const instance = autocannon({ connections: CONNECTIONS, pipelining: 1, ...options });
-	instance.on(
-		"response",
-		(
-			/** @type {unknown} */ _client,
-			/** @type {number} */ status,
-			/** @type {number} */ _bytes,
-			/** @type {number} */ time,
-		) => {
-			last = performance.now();
-			times.push(time);
-			statuses[status] = (statuses[status] ?? 0) + 1;
-		},
-	);
-	const result = await instance;
+	const cpu0 = cpuNow(pids);
+	const { result, times, statuses, ok, started, last } = await runAutocannon({
+		url: route.origin,
+		duration: seconds,
+		requests: requestsFor(route),
+		connections: CONNECTIONS,
+		pipelining: 1,
+	});
 	const wall = last - started;
-	const cpu1 = cpuNow(pids.workerd, pids.stub);
-	times.sort((a, b) => a - b);
-	const ok = Object.entries(statuses)
-		.filter(([s]) => s.startsWith("2"))
-		.reduce((n, [, c]) => n + c, 0);
+	const cpu1 = cpuNow(pids);
 	const run = {
 		label,
 		route: route.key,
@@ -458,14 +364,8 @@ async function sequential(routes, one) {
 
 // ---------------------------------------------------------------- the run
 
-/** Tenants: `bench` has a monthly token budget (reserve and settle run); `bench-nobudget` has none. */
-const LIMITS = { rate: { perSecond: 1_000_000, burst: 1_000_000_000 }, monthlyQuota: 1_000_000_000_000 };
-
 async function measure() {
-	/** @type {Record<string, number>} */
-	const workerLogs = {};
-	/** @type {string[]} */
-	const notable = [];
+	const logs = workerLogTally();
 	say("bench: starting the stub upstream in its own process…");
 	const upstream = await startStubProcess();
 	try {
@@ -479,14 +379,10 @@ async function measure() {
 				OPENAI_API_KEY: GATEWAY_OPENAI_KEY,
 				BENCH_PASSTHROUGH_URL: directUrl,
 			},
-			onLog: ({ level, message }) => {
-				const key = /"level":"(\w+)"/.exec(message)?.[1] ?? level;
-				workerLogs[key] = (workerLogs[key] ?? 0) + 1;
-				if (key !== "info" && key !== "log" && notable.length < 5) notable.push(message.slice(0, 300));
-			},
+			onLog: logs.onLog,
 		});
 		try {
-			return await measureWith(gw, upstream, directUrl, workerLogs, notable);
+			return await measureWith(gw, upstream, directUrl, logs.byLevel, logs.notable);
 		} finally {
 			await gw.dispose();
 		}
@@ -504,14 +400,15 @@ async function measure() {
  */
 async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 	const db = await gw.db();
+	// `bench` has a monthly token budget (reserve and settle run); `bench-nobudget` has none.
 	await gw.seedTenant({
 		id: "bench",
 		tier: "enterprise",
-		limits: { ...LIMITS, llmBudget: { monthlyTokens: 1_000_000_000_000 } },
+		limits: { ...BENCH_LIMITS, llmBudget: { monthlyTokens: 1_000_000_000_000 } },
 	});
-	await gw.seedTenant({ id: "bench-nobudget", tier: "enterprise", limits: LIMITS });
+	await gw.seedTenant({ id: "bench-nobudget", tier: "enterprise", limits: BENCH_LIMITS });
 	// Only for the check that the cache serves a repeated request (its usage is not counted below).
-	await gw.seedTenant({ id: "bench-probe", tier: "enterprise", limits: LIMITS });
+	await gw.seedTenant({ id: "bench-probe", tier: "enterprise", limits: BENCH_LIMITS });
 	const jwt = (/** @type {string} */ tenantId) =>
 		gw.mintJwt({ tenantId, scopes: ["llm"], tier: "enterprise", sub: `${tenantId}-user`, expiresInS: 3600 });
 	const budgeted = `Bearer ${await jwt("bench")}`;
@@ -609,7 +506,7 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 	say("bench: checks passed (plane: 200, MISS, openai, 1 attempt; a repeated request is a cache HIT)");
 
 	// ---- under load
-	const pids = { workerd: workerdPids(), stub: upstream.pid };
+	const pids = { workerd: workerdPids(), stub: [upstream.pid] };
 	say(`bench: warm-up ${WARMUP_S} s per route, then ${ROUNDS} × ABBA rounds of ${DURATION_S} s runs…`);
 	for (const route of routes) await load(`warm-up ${route.key}`, route, WARMUP_S, pids);
 	const gatewayRoutes = routes.filter((r) => r.key !== "direct");
@@ -698,29 +595,13 @@ function figures(byRoute, key) {
 
 async function main() {
 	const started = Date.now();
-	const load1 = os.loadavg()[0] ?? 0;
+	const loadBefore = loadAverage();
 	say("bench: building the Worker bundle if it is stale…");
 	await buildWorker();
 	const r = await measure();
 
 	const totalS = (Date.now() - started) / 1000;
-	const load2 = os.loadavg()[0] ?? 0;
-	const cpus = os.cpus();
-	let nproc = String(cpus.length);
-	try {
-		nproc = execFileSync("nproc", { encoding: "utf8" }).trim();
-	} catch {}
-	const facts = {
-		date: new Date().toISOString(),
-		nproc,
-		cpu: `${cpus[0]?.model ?? "?"} (${cpus.length} logical CPUs visible to Node)`,
-		memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
-		load: `${load1.toFixed(2)} before, ${load2.toFixed(2)} after (1-min load average; the machine is shared)`,
-		node: process.version,
-		platform: `${os.type()} ${os.release()} ${os.arch()}`,
-		versions: `miniflare ${packageVersion("miniflare")}, workerd ${packageVersion("workerd")}, wrangler ${packageVersion("wrangler")}, autocannon ${packageVersion("autocannon")}`,
-	};
-	const pass = (/** @type {boolean} */ ok) => (ok ? "met" : "MISSED");
+	const facts = machineFacts(loadBefore);
 	const L = (/** @type {string} */ k) => figures(r.underLoad, k);
 	const S = (/** @type {string} */ k) => figures(r.oneInFlight, k);
 	const F = (/** @type {string} */ k) => figures(r.firstBytes, k);
@@ -786,7 +667,6 @@ async function main() {
 			]
 		: [];
 	const section = [
-		BEGIN,
 		`### Latest LLM plane run: ${facts.date}`,
 		"",
 		...summary,
@@ -844,8 +724,7 @@ async function main() {
 		`- Machine: nproc ${facts.nproc}; ${facts.cpu}; ${facts.memory}; ${facts.platform}; load ${facts.load}. Client, stub,`,
 		"  Miniflare (Node) and workerd share the machine.",
 		`- Node ${facts.node}; ${facts.versions}. Whole run: ${totalS.toFixed(0)} s.`,
-		END,
-	].join("\n");
+	];
 
 	say();
 	say(`LLM plane benchmark (${facts.date}; nproc ${facts.nproc}; Node ${facts.node}; Miniflare's own listener)`);
@@ -853,24 +732,7 @@ async function main() {
 	for (const line of [...loadTable, "", ...seqTable, "", ...ttfbTable, "", ...summary, ...notable]) say(line);
 	say();
 
-	if (!args["no-write"]) {
-		const current = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
-		const start = current.indexOf(BEGIN);
-		const end = current.indexOf(END);
-		const next =
-			start >= 0 && end > start
-				? `${current.slice(0, start)}${section}${current.slice(end + END.length)}`
-				: `${current.trimEnd()}\n\n${INTRO}\n\n${section}\n`;
-		writeFileSync(RESULTS, next);
-		// Lay the tables out as the project's formatter does, so `biome check .` stays clean.
-		try {
-			const biome = join(ROOT, "node_modules", "@biomejs", "biome", "bin", "biome");
-			execFileSync(process.execPath, [biome, "format", "--write", RESULTS], { cwd: ROOT, stdio: "ignore" });
-		} catch {
-			say("bench: could not run biome format on RESULTS.md; run `npm run format`");
-		}
-		say(`bench: wrote ${RESULTS}`);
-	}
+	if (!args["no-write"]) writeResults("bench/llm.mjs", section, INTRO);
 }
 
 await main();

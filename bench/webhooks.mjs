@@ -24,20 +24,25 @@
  * --no-write (print only).
  * Loads test/helpers/node/gateway.ts through Node's built-in TypeScript type stripping (Node ≥ 22.18).
  */
-import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import os from "node:os";
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import autocannon from "autocannon";
+import { buildWorker, githubSignature, registerWebhookEndpoint, startGateway } from "../test/helpers/node/gateway.ts";
 import {
-	buildWorker,
-	githubSignature,
-	ROOT,
-	registerWebhookEndpoint,
-	startGateway,
-} from "../test/helpers/node/gateway.ts";
+	BENCH_LIMITS,
+	cpuNow,
+	loadAverage,
+	machineFacts,
+	median,
+	ms,
+	pass,
+	percentile,
+	runAutocannon,
+	say,
+	sleep,
+	workerdPids,
+	workerLogTally,
+	writeResults,
+} from "./lib.mjs";
 
 const { values: args } = parseArgs({
 	options: {
@@ -82,9 +87,6 @@ const POLL_MS = 20;
 const MAX_IDS_PER_QUERY = 90;
 const HANDLER = "webhook-delivery-status";
 
-const RESULTS = join(ROOT, "bench", "RESULTS.md");
-const BEGIN = "<!-- BEGIN bench/webhooks.mjs (generated: do not edit by hand) -->";
-const END = "<!-- END bench/webhooks.mjs -->";
 /** Written once, above the marked section, when the file has no such section yet. */
 const INTRO = [
 	"## Webhook deliveries (`npm run bench:webhooks`)",
@@ -101,35 +103,8 @@ const INTRO = [
 const TARGET_RATIO = 0.35;
 const TARGET_P99_MS = 50;
 
-const say = (/** @type {string} */ line = "") => process.stdout.write(`${line}\n`);
-const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
 /** Wall-clock milliseconds with sub-millisecond resolution (the same clock as `Date.now()`). */
 const wallMs = () => performance.timeOrigin + performance.now();
-
-/** @param {number[]} sorted @param {number} p */
-function percentile(sorted, p) {
-	if (sorted.length === 0) return Number.NaN;
-	const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-	return /** @type {number} */ (sorted[rank]);
-}
-
-/** @param {number[]} values */
-function median(values) {
-	const s = [...values].sort((a, b) => a - b);
-	const mid = s.length >> 1;
-	return s.length % 2 ? percentile(s, 50) : (percentile(s, 50) + (s[mid] ?? Number.NaN)) / 2;
-}
-
-/** @param {number} n */
-const ms = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
-
-function packageVersion(/** @type {string} */ name) {
-	try {
-		return JSON.parse(readFileSync(join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
-	} catch {
-		return "?";
-	}
-}
 
 // ---------------------------------------------------------------- payloads
 
@@ -219,96 +194,29 @@ const GITHUB_HEADERS = {
 	"x-github-hook-installation-target-type": "repository",
 };
 
-// ---------------------------------------------------------------- CPU accounting
-
-let clockTicks = 100;
-try {
-	clockTicks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-} catch {}
-
-/** This process's workerd children (Miniflare's runtime), from /proc; empty where there is no /proc. */
-function workerdPids() {
-	/** @type {number[]} */
-	const pids = [];
-	try {
-		for (const entry of readdirSync("/proc")) {
-			if (!/^\d+$/.test(entry)) continue;
-			try {
-				const m = /^\d+ \((.*)\) \S+ (\d+)/.exec(readFileSync(`/proc/${entry}/stat`, "utf8"));
-				if (m?.[1] === "workerd" && Number(m[2]) === process.pid) pids.push(Number(entry));
-			} catch {}
-		}
-	} catch {}
-	return pids;
-}
-
-/**
- * CPU time used so far (ms): by workerd (user + system, all its threads, from /proc/<pid>/stat in clock
- * ticks) and by this Node process (the load generator and Miniflare's Node side, `process.cpuUsage()`).
- * @param {number[]} pids
- */
-function cpuNow(pids) {
-	let workerd = 0;
-	for (const pid of pids) {
-		try {
-			const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-			const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-			workerd += ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
-		} catch {
-			workerd = Number.NaN;
-		}
-	}
-	const own = process.cpuUsage();
-	return { workerd: pids.length ? workerd : Number.NaN, node: (own.user + own.system) / 1000 };
-}
-
 // ---------------------------------------------------------------- load
 
-/**
- * The part of an autocannon request this file uses (autocannon ships no types).
- * @typedef {{ method?: string; path?: string; headers?: Record<string, string>; body?: Buffer | string;
- *   setupRequest?: (req: AutocannonRequest) => AutocannonRequest }} AutocannonRequest
- */
+/** @typedef {import("./lib.mjs").AutocannonRequest} AutocannonRequest */
 
 /**
- * One autocannon run. Latency percentiles from every response's own time (fractional ms, autocannon
- * `response` events), not from autocannon's 1 ms-resolution histogram. The run's time is measured here,
+ * One autocannon run, with latency percentiles from every response's own time. The run's time is measured
  * from the start to the last response: autocannon's own `duration` only ends on its next 1 s tick, which
- * pads a run of a fixed number of requests by up to a second.
+ * pads a run of a fixed number of requests by up to a second. CPU time of workerd (all its threads) and of
+ * this Node process (the load generator and Miniflare's Node side) over the run.
  * @param {string} label
  * @param {{ url: string; duration?: number; amount?: number; requests?: AutocannonRequest[] }} options
  */
 async function load(label, options) {
-	/** @type {number[]} */
-	const times = [];
-	/** @type {Record<string, number>} */
-	const statuses = {};
 	const pids = workerdPids();
-	const cpu0 = cpuNow(pids);
-	const started = performance.now();
-	let last = started;
-	const instance = autocannon({ connections: CONNECTIONS, pipelining: 1, ...options });
-	instance.on(
-		"response",
-		(
-			/** @type {unknown} */ _client,
-			/** @type {number} */ status,
-			/** @type {number} */ _bytes,
-			/** @type {number} */ time,
-		) => {
-			last = performance.now();
-			times.push(time);
-			statuses[status] = (statuses[status] ?? 0) + 1;
-		},
-	);
-	const result = await instance;
+	const cpu0 = cpuNow({ workerd: pids });
+	const { result, times, statuses, ok, started, last } = await runAutocannon({
+		connections: CONNECTIONS,
+		pipelining: 1,
+		...options,
+	});
 	const seconds = (last - started) / 1000;
-	const cpu1 = cpuNow(pids);
+	const cpu1 = cpuNow({ workerd: pids });
 	const wall = performance.now() - started;
-	times.sort((a, b) => a - b);
-	const ok = Object.entries(statuses)
-		.filter(([s]) => s.startsWith("2"))
-		.reduce((n, [, c]) => n + c, 0);
 	return {
 		label,
 		seconds,
@@ -356,27 +264,12 @@ async function rowCounts(db, endpointId) {
 
 /** Measures one configuration. @param {(typeof ALL_CONFIGS)[number]} config */
 async function measure(config) {
-	/** @type {Record<string, number>} */
-	const workerLogs = {};
-	/** @type {string[]} */
-	const notable = [];
+	const logs = workerLogTally();
 	say(`bench [${config.key}]: starting the gateway under Miniflare (${config.title})…`);
-	const gw = await startGateway({
-		assets: config.assets,
-		onLog: ({ level, message }) => {
-			const key = /"level":"(\w+)"/.exec(message)?.[1] ?? level;
-			workerLogs[key] = (workerLogs[key] ?? 0) + 1;
-			if (key !== "info" && key !== "log" && notable.length < 5) notable.push(message.slice(0, 300));
-		},
-	});
+	const gw = await startGateway({ assets: config.assets, onLog: logs.onLog });
 	try {
 		const db = await gw.db();
-		// An enterprise tenant with limits far above anything this run can reach.
-		await gw.seedTenant({
-			id: "bench",
-			tier: "enterprise",
-			limits: { rate: { perSecond: 1_000_000, burst: 1_000_000_000 }, monthlyQuota: 1_000_000_000_000 },
-		});
+		await gw.seedTenant({ id: "bench", tier: "enterprise", limits: BENCH_LIMITS });
 		const token = await gw.mintJwt({
 			tenantId: "bench",
 			scopes: ["webhooks:manage"],
@@ -523,8 +416,8 @@ async function measure(config) {
 			failures: Number(failures?.n),
 			deadLetters: Number(deadLetters?.n),
 			drainedAfterS,
-			workerLogs,
-			notable,
+			workerLogs: logs.byLevel,
+			notable: logs.notable,
 		};
 	} finally {
 		await gw.dispose();
@@ -654,7 +547,7 @@ async function effectSample(gw, db, endpoint, pool) {
 
 async function main() {
 	const started = Date.now();
-	const load1 = os.loadavg()[0] ?? 0;
+	const loadBefore = loadAverage();
 	const wanted = new Set(
 		String(args.configs)
 			.split(",")
@@ -668,23 +561,7 @@ async function main() {
 	for (const config of configs) results.push(await measure(config));
 
 	const totalS = (Date.now() - started) / 1000;
-	const load2 = os.loadavg()[0] ?? 0;
-	const cpus = os.cpus();
-	let nproc = String(cpus.length);
-	try {
-		nproc = execFileSync("nproc", { encoding: "utf8" }).trim();
-	} catch {}
-	const facts = {
-		date: new Date().toISOString(),
-		nproc,
-		cpu: `${cpus[0]?.model ?? "?"} (${cpus.length} logical CPUs visible to Node)`,
-		memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
-		load: `${load1.toFixed(2)} before, ${load2.toFixed(2)} after (1-min load average; the machine is shared)`,
-		node: process.version,
-		platform: `${os.type()} ${os.release()} ${os.arch()}`,
-		versions: `miniflare ${packageVersion("miniflare")}, workerd ${packageVersion("workerd")}, wrangler ${packageVersion("wrangler")}, autocannon ${packageVersion("autocannon")}`,
-	};
-	const pass = (/** @type {boolean} */ ok) => (ok ? "met" : "MISSED");
+	const facts = machineFacts(loadBefore);
 	const yes = (/** @type {boolean} */ ok) => (ok ? "yes" : "**NO**");
 
 	const table = [
@@ -738,7 +615,6 @@ async function main() {
 	});
 	const notable = results.flatMap((r) => r.notable.map((m) => `  - ${r.config.key}: \`${m.replace(/`/g, "'")}\``));
 	const section = [
-		BEGIN,
 		`### Latest webhook run: ${facts.date}`,
 		"",
 		...summary,
@@ -799,8 +675,7 @@ async function main() {
 		`- Machine: nproc ${facts.nproc}; ${facts.cpu}; ${facts.memory}; ${facts.platform}; load ${facts.load}. Client, Miniflare`,
 		"  (Node) and workerd share the machine; the Worker's log lines are read and counted by Miniflare in this process.",
 		`- Node ${facts.node}; ${facts.versions}. Whole run: ${totalS.toFixed(0)} s.`,
-		END,
-	].join("\n");
+	];
 
 	say();
 	say(`Webhook benchmark (${facts.date}; nproc ${facts.nproc}; Node ${facts.node}; Miniflare's own listener)`);
@@ -808,24 +683,7 @@ async function main() {
 	for (const line of [...table, "", ...effectTable, "", ...countTable, "", ...summary, ...notable]) say(line);
 	say();
 
-	if (!args["no-write"]) {
-		const current = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
-		const start = current.indexOf(BEGIN);
-		const end = current.indexOf(END);
-		const nextText =
-			start >= 0 && end > start
-				? `${current.slice(0, start)}${section}${current.slice(end + END.length)}`
-				: `${current.trimEnd()}\n\n${INTRO}\n\n${section}\n`;
-		writeFileSync(RESULTS, nextText);
-		// Lay the tables out as the project's formatter does, so `biome check .` stays clean.
-		try {
-			const biome = join(ROOT, "node_modules", "@biomejs", "biome", "bin", "biome");
-			execFileSync(process.execPath, [biome, "format", "--write", RESULTS], { cwd: ROOT, stdio: "ignore" });
-		} catch {
-			say("bench: could not run biome format on RESULTS.md; run `npm run format`");
-		}
-		say(`bench: wrote ${RESULTS}`);
-	}
+	if (!args["no-write"]) writeResults("bench/webhooks.mjs", section, INTRO);
 	const failed = results.some(
 		(r) => r.acks.ok !== r.loadRows.total || r.sample.acked !== r.sampleRows.total || r.acks.duplicates > 0,
 	);
