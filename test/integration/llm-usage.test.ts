@@ -179,7 +179,7 @@ describe("usageRecorder", () => {
 		]);
 	});
 
-	it(`writes all ${MAX_EVENT_RECORDS} records of a full event in its one batch`, async () => {
+	it(`writes all ${MAX_EVENT_RECORDS} records of a full event in its one statement`, async () => {
 		const tenantId = uniqueId("usage");
 		const records = Array.from({ length: MAX_EVENT_RECORDS }, (_, i) =>
 			record(new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(), { promptTokens: i }),

@@ -538,6 +538,50 @@ describe("releasing probes and coalesced successes", () => {
 		expect(state).toMatchObject({ consecutiveFailures: 1, window: { successes: 21, failures: 1 } });
 		expect(calls.record).toBe(3);
 	});
+
+	it("the client renews a trusted closed answer before it lapses: steady traffic sends only coalesced records", async () => {
+		let admits = 0;
+		const counts: (number | undefined)[] = [];
+		const client = new BreakerClient({
+			stub: (): BreakerStub => ({
+				admit: async () => {
+					admits++;
+					return { allowed: true, state: "closed", probe: false };
+				},
+				record: async (input) => {
+					counts.push(input.count);
+					return {
+						name: "steady",
+						state: "closed",
+						since: 0,
+						consecutiveFailures: 0,
+						window: { successes: 0, failures: 0 },
+						probesInFlight: 0,
+						probeSuccesses: 0,
+						reopenings: 0,
+						seq: counts.length,
+						pendingEvents: 0,
+					} satisfies BreakerSnapshot;
+				},
+			}),
+			closedTrustMs: 400,
+		});
+		const policy = {};
+		const pending: Promise<unknown>[] = [];
+		const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+		// A call starts every 50 ms for three trust periods and succeeds 100 ms later. Were the successes
+		// sent a whole trust period after the first, the trust would lapse first (at 400 ms) and the calls
+		// finishing then would each make a record round trip of their own.
+		for (let i = 0; i < 24; i++) {
+			expect((await client.admit("steady", policy)).allowed).toBe(true);
+			pending.push(sleep(100).then(() => client.record("steady", policy, { success: true })));
+			await sleep(50);
+		}
+		await Promise.all(pending);
+		expect(admits).toBe(1);
+		expect(counts.every((count) => count !== undefined)).toBe(true);
+		expect(counts.reduce((sum: number, count) => sum + (count ?? 0), 0)).toBe(24);
+	});
 });
 
 describe("answers that arrive out of order", () => {
