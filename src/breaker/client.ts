@@ -244,6 +244,8 @@ export class BreakerClient implements Breakers {
 			local.flushing = false;
 			return this.#flush(name, policy, local);
 		}
+		// A failure may open the breaker: trust closed no more until the object answers again.
+		if (!outcome.success && !outcome.release) local.closedUntil = 0;
 		// Anything else goes at once, after the pending successes, so the object sees outcomes in order.
 		if (local.pendingSuccesses > 0) await this.#flush(name, policy, local);
 		return this.#send(name, local, {

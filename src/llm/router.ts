@@ -167,6 +167,24 @@ function breakerNames(tenantId: string, target: Target, byok: boolean): string[]
 }
 
 /**
+ * Asks a call's breakers one at a time: one that refuses (from memory when open) spares asking the next.
+ * `decisions` are those that admitted the call, for its outcome to be recorded on.
+ */
+async function admitAll(
+	r: RouteEnv,
+	names: readonly string[],
+	policy: BreakerPolicy,
+): Promise<{ decisions: BreakerDecision[]; refused: BreakerDecision | undefined }> {
+	const decisions: BreakerDecision[] = [];
+	for (const name of names) {
+		const decision = await r.breakers.admit(name, policy, { traceparent: r.traceparent });
+		if (!decision.allowed) return { decisions, refused: decision };
+		decisions.push(decision);
+	}
+	return { decisions, refused: undefined };
+}
+
+/**
  * Runs `run` against the planned targets until one succeeds, following the routing policy. Throws
  * an ApiError describing the last failure when none does.
  */
@@ -186,6 +204,8 @@ export async function route<T>(
 	let last: { cause: FallbackCause | "unavailable"; error?: ProviderError; retryAfterMs?: number } = {
 		cause: "unavailable",
 	};
+	/** The last target that could not take this request at all. */
+	let unsupported: { error: ProviderError; target: Target } | undefined;
 
 	for (const target of targets) {
 		const provider = r.providers.get(target.provider);
@@ -194,51 +214,38 @@ export async function route<T>(
 		const key = await r.keyFor(target.provider, providerConfig);
 		if (!key) continue;
 
-		// Asked one at a time: a breaker that refuses (from memory when open) spares asking the next.
 		const names = breakerNames(r.tenantId, target, key.byok);
-		const decisions: BreakerDecision[] = [];
-		let refused: BreakerDecision | undefined;
-		for (const name of names) {
-			const decision = await r.breakers.admit(name, policy, { traceparent: r.traceparent });
-			if (!decision.allowed) {
-				refused = decision;
-				break;
-			}
-			decisions.push(decision);
-		}
-		/**
-		 * Tells the breakers how the call went. A `release` frees a probe slot without counting (the call
-		 * was not made, the client went away, or a 429 says nothing of health); for a plain call it
-		 * records nothing. After the first outcome, no decision is a probe any more.
-		 */
-		const record = (verdict: "success" | "failure" | "release") => {
-			decisions.forEach((d, i) => {
-				const name = names[i];
-				if (!name || (verdict === "release" && !d.probe)) return;
-				r.waitUntil(
-					r.breakers.record(name, policy, {
-						success: verdict === "success",
-						release: verdict === "release",
-						probe: d.probe,
-						probeId: d.probeId,
-						traceparent: r.traceparent,
-					}),
-				);
-				d.probe = false;
-				d.probeId = undefined;
-			});
-		};
-		if (refused) {
-			record("release");
-			last = { cause: "circuit-open", retryAfterMs: refused.retryAfterMs };
-			if (!routing.fallbackOn.includes("circuit-open")) break;
-			continue;
-		}
-
 		for (let retry = 0; retry <= routing.retriesPerTarget; retry++) {
 			const remaining = deadline - now();
 			if (remaining <= 0 || r.signal?.aborted) {
 				throw failure(last.cause === "unavailable" ? { cause: "timeout" } : last, attempts, r.signal?.aborted);
+			}
+			// Every attempt, a retry too, asks the breakers: a failure just recorded may have opened one.
+			const { decisions, refused } = await admitAll(r, names, policy);
+			/**
+			 * Tells the breakers how the call went. A `release` frees a probe slot without counting (the call
+			 * was not made, the client went away, or a 429 says nothing of health); for a plain call it
+			 * records nothing.
+			 */
+			const record = (verdict: "success" | "failure" | "release") => {
+				decisions.forEach((d, i) => {
+					const name = names[i];
+					if (!name || (verdict === "release" && !d.probe)) return;
+					r.waitUntil(
+						r.breakers.record(name, policy, {
+							success: verdict === "success",
+							release: verdict === "release",
+							probe: d.probe,
+							probeId: d.probeId,
+							traceparent: r.traceparent,
+						}),
+					);
+				});
+			};
+			if (refused) {
+				record("release");
+				last = { cause: "circuit-open", retryAfterMs: refused.retryAfterMs };
+				break;
 			}
 			attempts++;
 			const controller = new AbortController();
@@ -269,6 +276,12 @@ export async function route<T>(
 				clearTimeout(timer);
 				r.signal?.removeEventListener("abort", onClientAbort);
 				if (!(err instanceof ProviderError)) throw err;
+				if (err.kind === "unsupported") {
+					// Says nothing of the target's health, and another target may take the request.
+					record("release");
+					unsupported = { error: err, target };
+					break;
+				}
 				const cause = causeOf(err);
 				if (r.signal?.aborted || err.status === 429) record("release");
 				else record(isBreakerFailure(err) ? "failure" : "success");
@@ -289,6 +302,8 @@ export async function route<T>(
 		}
 		if (last.cause !== "unavailable" && !routing.fallbackOn.includes(last.cause)) break;
 	}
+	// Only targets that could not take the request were tried: it is the request's doing.
+	if (unsupported && last.cause === "unavailable") throw requestError(unsupported.error, unsupported.target);
 	throw failure(last, attempts, r.signal?.aborted);
 }
 

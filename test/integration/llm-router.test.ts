@@ -52,7 +52,7 @@ function completion(model: string): ChatCompletion {
 	};
 }
 
-type Script = Array<"ok" | "500" | "429" | "429-long" | "400" | "hang" | "refused">;
+type Script = Array<"ok" | "500" | "429" | "429-long" | "400" | "unsupported" | "hang" | "refused">;
 
 /** A provider that follows a script per model and counts calls. */
 function fakeProviders(scripts: Record<string, Script>) {
@@ -74,6 +74,11 @@ function fakeProviders(scripts: Record<string, Script>) {
 					throw new ProviderError("http", "429", { status: 429, retryAfterMs: 60_000 });
 				case "400":
 					throw new ProviderError("http", "400", { status: 400, upstreamMessage: "bad messages" });
+				case "unsupported":
+					throw new ProviderError("unsupported", `${name} cannot take it`, {
+						status: 400,
+						upstreamMessage: `${name} cannot take it`,
+					});
 				case "refused":
 					throw new ProviderError("connection", "refused");
 				case "hang":
@@ -221,6 +226,27 @@ describe("route", () => {
 		expect(calls).toEqual(["a/m1"]);
 	});
 
+	it("moves on from a target that cannot take the request, and answers 400 only when none can", async () => {
+		const cfg = config();
+		const one = fakeProviders({ "a/m1": ["unsupported"], "b/m2": ["ok"] });
+		const served = await route(
+			routeEnv(cfg, one.providers).r,
+			planTargets(cfg, ["fast"], "fast", "chat"),
+			call("fast"),
+		);
+		expect(served.target.provider).toBe("b");
+		expect(one.calls).toEqual(["a/m1", "b/m2"]);
+
+		const none = fakeProviders({ "a/m1": ["unsupported"], "b/m2": ["unsupported"] });
+		const { r, sleeps } = routeEnv(cfg, none.providers);
+		const err = await rejection(route(r, planTargets(cfg, ["fast"], "fast", "chat"), call("fast")));
+		expect(err.status).toBe(400);
+		expect(err.message).toBe("b cannot take it");
+		// Not retried: the same target would refuse it again.
+		expect(none.calls).toEqual(["a/m1", "b/m2"]);
+		expect(sleeps).toEqual([]);
+	});
+
 	it("says why when every target failed", async () => {
 		const cfg = config({ routing: { retriesPerTarget: 0 } });
 		const limited = fakeProviders({ "a/m1": ["429"], "b/m2": ["429"] });
@@ -343,6 +369,36 @@ describe("route with the real CircuitBreaker", () => {
 		expect(calls.filter((c) => c === "a/m1")).toHaveLength(1);
 		await settle();
 		expect((await ns.getByName(name).state()).state).toBe("closed");
+	});
+});
+
+describe("route: retries ask the breakers again", () => {
+	it("stops retrying a target whose breaker the last failure opened, and falls back", async () => {
+		const cfg = config({
+			routing: { retriesPerTarget: 2 },
+			breaker: { consecutiveFailures: 1, cooldownMs: 60_000, minimumVolume: 1000 },
+		});
+		const ns = env.CIRCUIT_BREAKER;
+		// As the plane makes it: a closed answer is trusted for a second.
+		const breakers = new BreakerClient({ stub: (name) => ns.getByName(name), closedTrustMs: 1000 });
+		const tenantId = `t${crypto.randomUUID().slice(0, 8)}`;
+		const { calls, providers } = fakeProviders({ "a/m1": ["500", "500", "500"] });
+		const background: Promise<unknown>[] = [];
+		const { r } = routeEnv(cfg, providers, {
+			breakers,
+			tenantId,
+			waitUntil: (p) => background.push(p),
+			// The backoff lets the failure's record reach the object, as a real wait would.
+			sleep: async () => {
+				await Promise.all(background);
+			},
+		});
+		const served = await route(r, planTargets(cfg, ["fast"], "fast", "chat"), call("fast"));
+		expect(calls).toEqual(["a/m1", "b/m2"]);
+		expect(served).toMatchObject({ target: { provider: "b" }, attempts: 2 });
+		await Promise.all(background);
+		const gateway = breakerName({ gateway: true, target: "llm:a" });
+		expect((await ns.getByName(gateway).state()).state).toBe("open");
 	});
 });
 

@@ -539,6 +539,23 @@ describe("releasing probes and coalesced successes", () => {
 		expect(calls.record).toBe(3);
 	});
 
+	it("the client trusts closed no more after a failure, until the object answers again", async () => {
+		const { client, calls } = countingClient({ closedTrustMs: 60_000 });
+		const policy = { consecutiveFailures: 5, minimumVolume: 1000 };
+		const breaker = name(`distrust-${crypto.randomUUID()}`);
+		await client.admit(breaker, policy);
+		await client.admit(breaker, policy);
+		expect(calls.admit).toBe(1);
+		// Not awaited: the next admit must not wait for the failure's answer to stop trusting closed.
+		const failed = client.record(breaker, policy, { success: false });
+		await client.admit(breaker, policy);
+		expect(calls.admit).toBe(2);
+		await failed;
+		// The answers (closed, one failure) restore the trust.
+		await client.admit(breaker, policy);
+		expect(calls.admit).toBe(2);
+	});
+
 	it("the client renews a trusted closed answer before it lapses: steady traffic sends only coalesced records", async () => {
 		let admits = 0;
 		const counts: (number | undefined)[] = [];

@@ -339,7 +339,7 @@ describe("anthropic provider: request translation", () => {
 		["an image URL of another scheme", "{}", "ftp://images.test/a.png"],
 		["a data: URL that is not base64", "{}", "data:image/png,rawbytes"],
 		["a data: URL that is not an image", "{}", "data:text/plain;base64,aGk="],
-	])("answers 400 without calling upstream for %s", async (_, args, url) => {
+	])("refuses %s as unsupported (400) without calling upstream", async (_, args, url) => {
 		const { provider, requests } = setup(() => json(message()));
 		const error = await providerError(
 			provider.chat(
@@ -355,7 +355,7 @@ describe("anthropic provider: request translation", () => {
 				}),
 			),
 		);
-		expect(error.kind).toBe("http");
+		expect(error.kind).toBe("unsupported");
 		expect(error.status).toBe(400);
 		expect(error.upstreamMessage).toBeTruthy();
 		expect(requests).toHaveLength(0);

@@ -442,17 +442,17 @@ describe("workersAiProvider embed", () => {
 		expect([0, 4, 8].map((offset) => view.getFloat32(offset, true))).toEqual([0.5, -0.25, 1]);
 	});
 
-	it("refuses token arrays and a size it cannot give as 400, and a malformed answer as protocol", async () => {
+	it("refuses token arrays and a size it cannot give as unsupported (400), and a malformed answer as protocol", async () => {
 		const { provider, runs } = fakeAi(() => ({ shape: [1, 3], data: [[1, 2, 3]] }));
 		const tokens = await providerError(
 			provider.embed?.(call({ model: "embed", input: [1, 2, 3] })) ?? Promise.resolve(),
 		);
-		expect(tokens.status).toBe(400);
+		expect(tokens).toMatchObject({ kind: "unsupported", status: 400 });
 		expect(runs).toHaveLength(0);
 		const size = await providerError(
 			provider.embed?.(call({ model: "embed", input: "x", dimensions: 256 })) ?? Promise.resolve(),
 		);
-		expect(size.status).toBe(400);
+		expect(size).toMatchObject({ kind: "unsupported", status: 400 });
 		expect(size.upstreamMessage).toContain("3 dimensions");
 
 		const broken = fakeAi(() => ({ shape: [0], data: [] }));

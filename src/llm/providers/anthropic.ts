@@ -119,9 +119,9 @@ export function anthropicProvider(name: string, options: AnthropicProviderOption
 	};
 }
 
-/** A request this provider cannot translate: the client's doing, so the router answers 400 with the reason. */
+/** A request this provider cannot translate: the next target may take it; if none does, the client gets 400. */
 function badRequest(provider: string, reason: string): ProviderError {
-	return new ProviderError("http", `${provider} cannot take this request: ${reason}`, {
+	return new ProviderError("unsupported", `${provider} cannot take this request: ${reason}`, {
 		status: 400,
 		upstreamMessage: reason,
 	});

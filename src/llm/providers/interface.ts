@@ -52,9 +52,11 @@ export interface Provider {
  *  - `timeout`: the call's signal fired before an answer;
  *  - `connection`: the request never got an answer (DNS, refused, reset);
  *  - `protocol`: the upstream answered 2xx with something this provider cannot read;
- *  - `stream`: a started stream broke off or carried an error event.
+ *  - `stream`: a started stream broke off or carried an error event;
+ *  - `unsupported`: this provider cannot take this request (it cannot be translated, or the model cannot do
+ *    what was asked): status 400; the router tries the next target and answers 400 only if none can.
  */
-export type ProviderErrorKind = "http" | "timeout" | "connection" | "protocol" | "stream";
+export type ProviderErrorKind = "http" | "timeout" | "connection" | "protocol" | "stream" | "unsupported";
 
 export class ProviderError extends Error {
 	readonly kind: ProviderErrorKind;

@@ -65,7 +65,7 @@ export function workersAiProvider(name: string, options: WorkersAiProviderOption
 			const { input, encoding_format: encoding, dimensions } = call.request;
 			const texts = typeof input === "string" ? [input] : input;
 			if (!isStringArray(texts)) {
-				throw new ProviderError("http", `${name} embeds text only`, {
+				throw new ProviderError("unsupported", `${name} embeds text only`, {
 					status: 400,
 					upstreamMessage: "Workers AI embeds text, not token arrays",
 				});
@@ -79,7 +79,7 @@ export function workersAiProvider(name: string, options: WorkersAiProviderOption
 				throw new ProviderError("protocol", `${name} answered embeddings that are not vectors`);
 			}
 			if (dimensions !== undefined && rows.some((row) => row.length !== dimensions)) {
-				throw new ProviderError("http", `${name} cannot change the embedding size`, {
+				throw new ProviderError("unsupported", `${name} cannot change the embedding size`, {
 					status: 400,
 					upstreamMessage: `${call.model} returns ${rows[0]?.length} dimensions, not ${dimensions}`,
 				});
