@@ -43,6 +43,12 @@ interface Detector {
 	readonly accept?: (match: string) => number;
 	/** Sticky run of the characters that extend a match when they follow it (tokens of no fixed length). */
 	readonly tail?: RegExp;
+	/**
+	 * Every character a match (before its tail) can hold, as a one-character test: a stream guard knows
+	 * that no match can run across any other character, so it holds back only the trailing run of these.
+	 * Absent for custom patterns, which are held back `lookBehind` characters.
+	 */
+	readonly chars?: RegExp;
 }
 
 export interface CompiledCheck {
@@ -79,6 +85,7 @@ const SECRET_TOKENS: Detector = {
 	),
 	reach: 81,
 	tail: /[A-Za-z0-9_-]*/y,
+	chars: /[A-Za-z0-9_-]/,
 };
 
 /**
@@ -89,6 +96,7 @@ const JWT: Detector = {
 	re: /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,200}\.eyJ[A-Za-z0-9_-]{5}/g,
 	reach: 213,
 	tail: /[A-Za-z0-9_.-]*/y,
+	chars: /[A-Za-z0-9_.-]/,
 };
 
 /**
@@ -99,6 +107,7 @@ const PRIVATE_KEY: Detector = {
 	re: /-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----/g,
 	reach: 68,
 	tail: /[A-Za-z0-9+/=\s\\]*/y,
+	chars: /[A-Z0-9 -]/,
 };
 
 /** The longest prefix of a digit run, cut at its end or before a non-digit, with min..max digits passing `valid`. */
@@ -140,6 +149,7 @@ function luhnValid(digits: string): boolean {
 const CARD: Detector = {
 	re: /(?<![0-9])[0-9][0-9 -]{11,35}[0-9](?![0-9])/g,
 	reach: 38,
+	chars: /[0-9 -]/,
 	accept: (run) => longestValidPrefix(run, 13, 19, (d) => luhnValid(d) && d !== (d[0] ?? "").repeat(d.length)),
 };
 
@@ -150,6 +160,7 @@ const FILE_SUFFIXES = new Set(["png", "jpg", "jpeg", "gif", "svg", "webp", "avif
 const EMAIL: Detector = {
 	re: /[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,160}\.[A-Za-z]{2,24}/g,
 	reach: 251,
+	chars: /[A-Za-z0-9._%+@-]/,
 	accept: (m) => (FILE_SUFFIXES.has(m.slice(m.lastIndexOf(".") + 1).toLowerCase()) ? 0 : m.length),
 };
 
@@ -163,6 +174,7 @@ const EMAIL: Detector = {
 const PHONE_INTERNATIONAL: Detector = {
 	re: /(?<![\w+])\+[1-9][0-9 ().-]{8,22}[0-9](?![0-9])/g,
 	reach: 26,
+	chars: /[0-9 ().+-]/,
 	accept: (run) => longestValidPrefix(run, 10, 15, () => true),
 };
 
@@ -177,6 +189,7 @@ const PHONE_NATIONAL: Detector = {
 		"g",
 	),
 	reach: 16,
+	chars: /[0-9 ().-]/,
 	accept: (m) => longestValidPrefix(m, 10, 13, () => true),
 };
 
@@ -606,7 +619,7 @@ export const MAX_LOOK_BEHIND = 65_536;
 export const STREAM_CONTEXT_CHARS = 32;
 
 export interface StreamGuardOptions {
-	/** Characters held back (default {@link DEFAULT_LOOK_BEHIND}); at least the checks' `minLookBehind`. */
+	/** Characters a custom pattern holds back (default {@link DEFAULT_LOOK_BEHIND}); at least the checks' `minLookBehind`. */
 	lookBehind?: number;
 }
 
@@ -633,8 +646,10 @@ export interface StreamStep {
  *    of the redacted stream that holds nothing at or after the blocked match's start except, at most, a
  *    placeholder of a redaction that overlaps it.
  * A match is settled once no further text can change it; text is emitted once every match that could
- * touch it is settled, so the last `lookBehind` characters are held back (a client sees content that
- * much later; the route can send headers and the role chunk at once). A redaction that runs past that
+ * touch it is settled. A built-in detector says which characters its matches hold, and no match runs
+ * across any other: for it, only the trailing run of those characters is held back (the last word, or
+ * a run of digits and spaces; at most its reach). A custom pattern holds back the last `lookBehind`
+ * characters. A client sees content that much later; the route sends headers and the role chunk at once. A redaction that runs past that
  * point is emitted whole as its placeholder and later overlapping matches extend it silently, so no
  * redaction is applied twice and the text emitted so far is always a prefix of the redacted stream.
  * Streamed tool-call arguments are scanned as raw JSON text: a value spelt with `\u` escapes is not
@@ -697,6 +712,20 @@ export class StreamGuard {
 		return this.#step(true);
 	}
 
+	/**
+	 * The last start (relative to the buffer) at which a match of `d` can be decided now: one `reach` back
+	 * from the end, or, when `d` says which characters its matches hold, the character before the trailing
+	 * run of them: a match starting there or earlier cannot run across that character, so it is decided.
+	 */
+	#lastStart(d: Detector): number {
+		const buf = this.#buf;
+		const byReach = buf.length - (d.reach ?? this.#lookBehind + 1);
+		if (!d.chars) return byReach;
+		let run = buf.length;
+		while (run > 0 && run > byReach && d.chars.test(buf.charAt(run - 1))) run--;
+		return Math.max(byReach, run - 1);
+	}
+
 	#step(final: boolean): StreamStep {
 		const base = this.#base;
 		const len = base + this.#buf.length;
@@ -714,7 +743,7 @@ export class StreamGuard {
 				this.#open[k] = null;
 				this.#next[k] = end;
 			}
-			const lastStart = final ? this.#buf.length : this.#buf.length - (d.reach ?? this.#lookBehind + 1);
+			const lastStart = final ? this.#buf.length : this.#lastStart(d);
 			const from = (this.#next[k] ?? 0) - base;
 			const r = matchesOf(d, check, this.#buf, base, from, lastStart, final, this.#queue);
 			counts[check] = (counts[check] ?? 0) + r.count;
@@ -730,7 +759,9 @@ export class StreamGuard {
 			return { emit: "", blocked, findings };
 		}
 
-		const upTo = final ? len : len - this.#lookBehind;
+		// Every match that could start before the least of the detectors' next search positions is found.
+		let upTo = len;
+		if (!final) for (const n of this.#next) upTo = Math.min(upTo, n);
 		this.#queue.sort(byStart);
 		let ready = 0;
 		while (ready < this.#queue.length && (this.#queue[ready] as Span).start < upTo) ready++;
