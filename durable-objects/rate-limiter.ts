@@ -74,6 +74,10 @@ import {
 	type Grant,
 	type LeaseReturn,
 	type LimiterState,
+	type RenewBudgetInput,
+	type RenewBudgetRequest,
+	RenewBudgetRequestSchema,
+	type RenewBudgetResult,
 	type ReserveBudgetRequest,
 	ReserveBudgetRequestSchema,
 	type ReserveBudgetResult,
@@ -82,7 +86,16 @@ import {
 	SettleBudgetRequestSchema,
 } from "../src/ratelimit";
 
-export type { BucketPolicy, BudgetSettlement, BudgetState, Grant, LeaseReturn, LimiterState, ReserveBudgetResult };
+export type {
+	BucketPolicy,
+	BudgetSettlement,
+	BudgetState,
+	Grant,
+	LeaseReturn,
+	LimiterState,
+	RenewBudgetResult,
+	ReserveBudgetResult,
+};
 
 /** A lease as the object records it. */
 export interface LeaseRow {
@@ -430,54 +443,91 @@ export class BudgetLedger {
 		};
 	}
 
-	/** Reserves the request's estimate if it fits in what is left of each limit this month. */
+	/** Reserves one request's estimate if it fits in what is left of each limit this month: a lease granted exactly that. */
 	reserve(
 		request: { budget: LlmBudget; tokens: number; microUsd: number; ttlMs: number },
 		clock: number,
 	): ReserveBudgetResult {
 		const { budget, tokens, microUsd, ttlMs } = request;
+		const estimate = { tokens, microUsd };
+		const none = { tokens: 0, microUsd: 0 };
+		const answer = this.renew({ budget, used: none, held: none, want: estimate, atLeast: estimate, ttlMs }, clock);
+		const { remainingTokens, remainingMicroUsd, resetMs } = answer;
+		if (!answer.ok) return { ...answer, ok: false };
+		return { ok: true, reservationId: answer.leaseId ?? "", remainingTokens, remainingMicroUsd, resetMs };
+	}
+
+	/**
+	 * Renews an isolate's budget lease (src/ratelimit/budget.ts): one reservation that the isolate
+	 * spends its requests' estimates from. In one synchronous step it charges `used` (what the requests
+	 * settled since the last renewal actually used) and drops the old reservation, then reserves `held`
+	 * (the estimates of its requests still in flight) plus a grant for new requests: up to `want`, at
+	 * least `atLeast`, within what is left of each limit; if not even `atLeast` fits, it grants nothing
+	 * and refuses. A lease that had already expired was charged its whole amount then: its `used` and
+	 * `held` are covered by that charge, so neither is charged or reserved again (`expired` tells the
+	 * isolate to forget them). The invariant of {@link reserve} holds: every estimate in flight is
+	 * reserved, and only settlements above their estimates overshoot.
+	 */
+	renew(request: RenewBudgetInput, clock: number): RenewBudgetResult {
+		const { budget, used, held, want, atLeast, ttlMs } = request;
 		const now = this.#advance(clock);
 		const resetMs = monthEnd(now) - now;
+		const old = request.leaseId === undefined ? undefined : this.#reservations.get(request.leaseId);
+		const expired = request.leaseId !== undefined && old === undefined;
+		if (old) this.#close(old, used.tokens, used.microUsd);
+		const keep = expired ? { tokens: 0, microUsd: 0 } : held;
 		const row = this.#row;
-		const tokensLeft = left(budget.monthlyTokens, row.usedTokens, this.#reservedTokens);
-		const costLeft = left(budget.monthlyMicroUsd, row.usedMicroUsd, this.#reservedMicroUsd);
+		const tokensLeft = left(budget.monthlyTokens, row.usedTokens, this.#reservedTokens + keep.tokens);
+		const costLeft = left(budget.monthlyMicroUsd, row.usedMicroUsd, this.#reservedMicroUsd + keep.microUsd);
 		const limitedBy =
-			tokensLeft !== null && tokens > tokensLeft ? "tokens" : costLeft !== null && microUsd > costLeft ? "cost" : null;
+			tokensLeft !== null && atLeast.tokens > tokensLeft
+				? "tokens"
+				: costLeft !== null && atLeast.microUsd > costLeft
+					? "cost"
+					: null;
+		const grant = limitedBy
+			? { tokens: 0, microUsd: 0 }
+			: {
+					tokens: tokensLeft === null ? want.tokens : Math.min(want.tokens, tokensLeft),
+					microUsd: costLeft === null ? want.microUsd : Math.min(want.microUsd, costLeft),
+				};
+		let leaseId: string | null = null;
+		const tokens = keep.tokens + grant.tokens;
+		const microUsd = keep.microUsd + grant.microUsd;
+		if (tokens > 0 || microUsd > 0) {
+			const reservation: ReservationRow = {
+				id: this.#newId(),
+				tokens,
+				microUsd,
+				expiresAt: now + ttlMs,
+				period: row.period,
+			};
+			this.#reservations.set(reservation.id, reservation);
+			this.#reservedTokens += tokens;
+			this.#reservedMicroUsd += microUsd;
+			this.#nextExpiry = Math.min(this.#nextExpiry, reservation.expiresAt);
+			this.#store?.saveReservation(reservation);
+			leaseId = reservation.id;
+		}
+		this.#store?.saveBudget({ ...row });
+		const remainingTokens = tokensLeft === null ? null : Math.max(0, tokensLeft - grant.tokens);
+		const remainingMicroUsd = costLeft === null ? null : Math.max(0, costLeft - grant.microUsd);
 		if (limitedBy) {
-			this.#store?.saveBudget({ ...row });
-			// Spent by usage alone: nothing frees room before the month ends. Otherwise a settlement may.
 			const spent =
-				(budget.monthlyTokens !== null && row.usedTokens + tokens > budget.monthlyTokens) ||
-				(budget.monthlyMicroUsd !== null && row.usedMicroUsd + microUsd > budget.monthlyMicroUsd);
+				(budget.monthlyTokens !== null && row.usedTokens + atLeast.tokens > budget.monthlyTokens) ||
+				(budget.monthlyMicroUsd !== null && row.usedMicroUsd + atLeast.microUsd > budget.monthlyMicroUsd);
 			return {
 				ok: false,
+				leaseId,
+				expired,
 				limitedBy,
-				remainingTokens: tokensLeft === null ? null : Math.max(0, tokensLeft),
-				remainingMicroUsd: costLeft === null ? null : Math.max(0, costLeft),
+				remainingTokens,
+				remainingMicroUsd,
 				resetMs,
 				retryAfterMs: spent ? resetMs : Math.min(resetMs, RESERVED_RETRY_MS),
 			};
 		}
-		const reservation: ReservationRow = {
-			id: this.#newId(),
-			tokens,
-			microUsd,
-			expiresAt: now + ttlMs,
-			period: row.period,
-		};
-		this.#reservations.set(reservation.id, reservation);
-		this.#reservedTokens += tokens;
-		this.#reservedMicroUsd += microUsd;
-		this.#nextExpiry = Math.min(this.#nextExpiry, reservation.expiresAt);
-		this.#store?.saveReservation(reservation);
-		this.#store?.saveBudget({ ...row });
-		return {
-			ok: true,
-			reservationId: reservation.id,
-			remainingTokens: tokensLeft === null ? null : tokensLeft - tokens,
-			remainingMicroUsd: costLeft === null ? null : costLeft - microUsd,
-			resetMs,
-		};
+		return { ok: true, leaseId, expired, grant, remainingTokens, remainingMicroUsd, resetMs };
 	}
 
 	/** Replaces a reservation by the actual usage; a reservation already settled or expired is not charged again. */
@@ -646,6 +696,12 @@ export class RateLimiter extends DurableObject<Env> {
 	reserveBudget(input: ReserveBudgetRequest): ReserveBudgetResult {
 		const request = ReserveBudgetRequestSchema.parse(input);
 		return this.#budget.reserve(request, request.now ?? Date.now());
+	}
+
+	/** Renews an isolate's budget lease: charges what it used, keeps what is in flight, grants more or refuses. */
+	renewBudgetLease(input: RenewBudgetRequest): RenewBudgetResult {
+		const request = RenewBudgetRequestSchema.parse(input);
+		return this.#budget.renew(request, request.now ?? Date.now());
 	}
 
 	/** Replaces a reservation by the request's actual usage. Idempotent: a reservation is charged once. */

@@ -136,10 +136,13 @@ export async function reserveBudget(
 		0,
 		...targets.map((t) => costMicroUsd(priceOf(plane.cfg, t.provider, t.model), promptTokens, outputTokens)),
 	);
-	const answer = await budgetsFor(plane.c.env).reserve(plane.principal.tenantId, budget, {
-		tokens: promptTokens + outputTokens,
-		microUsd,
-	});
+	const { c } = plane;
+	const answer = await budgetsFor(c.env).reserve(
+		plane.principal.tenantId,
+		budget,
+		{ tokens: promptTokens + outputTokens, microUsd },
+		(p) => waitUntil(c, p),
+	);
 	if (answer.ok) return answer.reservation;
 	if (answer.limitedBy === "unavailable") {
 		throw new ApiError("limiter-unavailable", "The budget could not be checked; retry shortly.", {

@@ -2,12 +2,25 @@
  * Monthly LLM budgets (tokens and micro-dollars): the RPC contract with the RateLimiter Durable Object
  * (durable-objects/rate-limiter.ts, which holds the ledger and the proof of exactness) and the
  * isolate's client. A request *reserves* its estimate before the provider is called and *settles*
- * its actual usage afterwards; a reservation never settled is charged its reserved amount when it
- * expires. The budget lives in the same object as the tenant's rate limiter.
+ * its actual usage afterwards; the budget lives in the same object as the tenant's rate limiter.
  *
- * A budget with both limits null is unlimited: the client then makes no Durable Object call at all,
- * neither to reserve nor to settle. Usage is recorded elsewhere in every case (a usage event per
- * request, stored in D1); the ledger exists only to enforce limits.
+ * Leases. Like admission (lease-client.ts), an isolate does not go to the object for every request: it
+ * holds one *budget lease* per tenant, a reservation in the object that its requests reserve their
+ * estimates from in memory and settle into in memory. It renews the lease when a request's estimate no
+ * longer fits or the lease is older than `leaseMs`, and reports in the same call what its requests
+ * used: the object charges that, keeps the estimates of requests still in flight reserved, and grants
+ * room for about `headroom` requests (and one per request waiting) (less near the limit; nothing, a refusal, if not even this
+ * request's estimate fits). After `leaseMs` without renewal, the isolate reports and gives the room
+ * back (from the renewing request's `waitUntil`), and a request settling on a lease past its time
+ * reports at once. Exactness is the ledger's: every estimate in flight is reserved in the object, so
+ * concurrency never overshoots; only requests that use more than they reserved do, by that excess.
+ * The price is the ledger's too, a little larger: room another isolate holds is refused here until it
+ * is given back (at most `leaseMs` plus a request), and an isolate that dies holding a lease is charged
+ * the lease whole when it expires (its requests in flight and its unused room, never less than used).
+ *
+ * A budget with both limits null is unlimited: the client then makes no Durable Object call at all.
+ * Usage is recorded elsewhere in every case (a usage event per request, stored in D1); the ledger
+ * exists only to enforce limits.
  */
 import { z } from "zod";
 import { type LlmBudget, LlmBudgetSchema } from "../config";
@@ -41,6 +54,40 @@ export const SettleBudgetRequestSchema = z.object({
 	now: clock,
 });
 export type SettleBudgetRequest = z.input<typeof SettleBudgetRequestSchema>;
+
+const pair = z.object({ tokens: amount, microUsd: amount });
+
+export const RenewBudgetRequestSchema = z.object({
+	budget: LlmBudgetSchema,
+	/** The lease being renewed; absent for the isolate's first. */
+	leaseId: z.string().min(1).max(64).optional(),
+	/** Used by the requests settled since the last renewal: charged now. */
+	used: pair,
+	/** Estimates of the requests still in flight: kept reserved. */
+	held: pair,
+	/** Room wanted for new requests, and the least worth having (this request's estimate). */
+	want: pair,
+	atLeast: pair,
+	ttlMs: z.number().int().min(1000).max(MAX_RESERVATION_TTL_MS).default(DEFAULT_RESERVATION_TTL_MS),
+	now: clock,
+});
+export type RenewBudgetRequest = z.input<typeof RenewBudgetRequestSchema>;
+export type RenewBudgetInput = z.output<typeof RenewBudgetRequestSchema>;
+
+/** What the object answers to a renewal: the room granted, or a refusal by the limit `atLeast` would exceed. */
+export type RenewBudgetResult =
+	| ({ ok: true; grant: { tokens: number; microUsd: number } } & RenewCommon)
+	| ({ ok: false; limitedBy: "tokens" | "cost"; retryAfterMs: number } & RenewCommon);
+
+interface RenewCommon {
+	/** The lease's reservation now (null when it holds nothing). */
+	leaseId: string | null;
+	/** The renewed lease had expired and been charged whole: forget what it held and used. */
+	expired: boolean;
+	remainingTokens: number | null;
+	remainingMicroUsd: number | null;
+	resetMs: number;
+}
 
 export const BudgetStateRequestSchema = z.object({ now: clock }).default({});
 export type BudgetStateRequest = z.input<typeof BudgetStateRequestSchema>;
@@ -92,34 +139,85 @@ export interface BudgetState extends BudgetTotals {
 
 /** What the client needs of a RateLimiter stub. */
 export interface BudgetStub {
-	reserveBudget(input: ReserveBudgetRequest): Promise<ReserveBudgetResult>;
-	settleBudget(input: SettleBudgetRequest): Promise<BudgetSettlement>;
+	renewBudgetLease(input: RenewBudgetRequest): Promise<RenewBudgetResult>;
 }
 
-/** A granted reservation, handed back to {@link Budgets.settle}. `id` is null when the budget is unlimited. */
-export interface BudgetReservation {
+type Amount = { tokens: number; microUsd: number };
+const NONE: Amount = { tokens: 0, microUsd: 0 };
+const plus = (a: Amount, b: Amount): Amount => ({ tokens: a.tokens + b.tokens, microUsd: a.microUsd + b.microUsd });
+const minus = (a: Amount, b: Amount): Amount => ({ tokens: a.tokens - b.tokens, microUsd: a.microUsd - b.microUsd });
+const fits = (need: Amount, room: Amount): boolean => need.tokens <= room.tokens && need.microUsd <= room.microUsd;
+
+/** An isolate's lease on one tenant's budget. */
+interface Lease {
+	readonly name: string;
+	readonly budget: LlmBudget;
+	/** The lease's reservation in the object, if it holds one. */
 	id: string | null;
-	/** The Durable Object holding it. */
+	/** Bumped when the lease is given up or found expired: reservations of an older epoch settle into nothing. */
+	epoch: number;
+	/** What the object reserved for the lease at its last renewal. */
+	amount: Amount;
+	/** Used by requests settled since the last renewal. */
+	used: Amount;
+	/** Estimates of requests in flight. */
+	held: Amount;
+	/** Requests reserve from the lease until this (isolate clock, from when the renewal was sent). */
+	until: number;
+	renewal: { promise: Promise<void>; startedAt: number } | null;
+	/** Requests waiting for a renewal. */
+	waiting: number;
+	last: Pick<RenewCommon, "remainingTokens" | "remainingMicroUsd" | "resetMs">;
+}
+
+/** A granted reservation, handed back to {@link Budgets.settle}. */
+export interface BudgetReservation {
+	/** The Durable Object holding the budget. */
 	name: string;
 	tokens: number;
 	microUsd: number;
+	/** The lease it was taken from (null for an unlimited budget) and that lease's epoch then. */
+	lease: Lease | null;
+	epoch: number;
 }
 
-/** The client's answer: the object's, with the grant turned into a reservation to settle, or `unavailable`. */
+/** The client's answer: a reservation to settle, the object's refusal, or `unavailable`. */
 export type BudgetDecision =
-	| ({ ok: true; reservation: BudgetReservation } & Omit<
-			Extract<ReserveBudgetResult, { ok: true }>,
-			"ok" | "reservationId"
-	  >)
-	| Extract<ReserveBudgetResult, { ok: false }>
+	| {
+			ok: true;
+			reservation: BudgetReservation;
+			/** Left this month as of the lease's last renewal (null = unlimited). */
+			remainingTokens: number | null;
+			remainingMicroUsd: number | null;
+			resetMs: number;
+	  }
+	| {
+			ok: false;
+			limitedBy: "tokens" | "cost";
+			remainingTokens: number | null;
+			remainingMicroUsd: number | null;
+			resetMs: number;
+			/** The month's end if usage alone leaves no room; a short hint if room is held by requests in flight. */
+			retryAfterMs: number;
+	  }
 	/** The object could not be reached or did not answer in time: the call must not be made (503). */
 	| { ok: false; limitedBy: "unavailable"; reason: string };
 
+/** What keeps the isolate alive for a promise. */
+export type WaitUntil = (promise: Promise<unknown>) => void;
+
 /** Reserves before an LLM call and settles after it. */
 export interface Budgets {
-	reserve(tenantId: string, budget: LlmBudget, estimate: { tokens: number; microUsd: number }): Promise<BudgetDecision>;
-	/** Replaces the reservation by the actual usage. Never throws: on failure the reservation's expiry charges it. */
+	reserve(
+		tenantId: string,
+		budget: LlmBudget,
+		estimate: { tokens: number; microUsd: number },
+		waitUntil?: WaitUntil,
+	): Promise<BudgetDecision>;
+	/** Replaces the reservation by the actual usage. Never throws: on failure the lease's expiry charges it. */
 	settle(reservation: BudgetReservation, actual: { tokens: number; microUsd: number }): Promise<void>;
+	/** Reports every idle lease's usage and gives its room back now (tests, and an isolate winding down). */
+	flush(): Promise<void>;
 }
 
 export interface BudgetClientOptions {
@@ -127,7 +225,17 @@ export interface BudgetClientOptions {
 	stub: (name: string) => BudgetStub;
 	/** A call to the object that has not answered after this long counts as failed. */
 	timeoutMs?: number;
+	/** How long a lease is reserved from before it is renewed (and, idle, reported). */
+	leaseMs?: number;
+	/** Room asked for at a renewal, in estimates of the request that renews (itself included), plus one per request waiting. */
+	headroom?: number;
+	now?: () => number;
 }
+
+/** Upper bound on renewals one request waits through; each grants room or refuses. */
+const MAX_PASSES = 64;
+/** Most leases an isolate keeps; the oldest is forgotten (its lease expires in the object, charged whole). */
+const MAX_LEASES = 10_000;
 
 /** Whole, non-negative units: estimates are rounded up so a budget is never undercharged. */
 function whole(n: number): number {
@@ -138,89 +246,222 @@ function unlimited(budget: LlmBudget): boolean {
 	return budget.monthlyTokens === null && budget.monthlyMicroUsd === null;
 }
 
-/** Budgets over RateLimiter objects. Stateless apart from its options; see {@link budgetsFor}. */
+/** Budgets over RateLimiter objects, through one lease per tenant and budget in this isolate; see {@link budgetsFor}. */
 export class BudgetClient implements Budgets {
+	readonly #leases = new Map<string, Lease>();
 	readonly #stub: (name: string) => BudgetStub;
 	readonly #timeout: number;
+	readonly #leaseMs: number;
+	readonly #headroom: number;
+	readonly #now: () => number;
 
 	constructor(options: BudgetClientOptions) {
 		this.#stub = options.stub;
 		this.#timeout = options.timeoutMs ?? 1000;
-		if (!(this.#timeout > 0)) throw new Error("BudgetClient: invalid options");
+		this.#leaseMs = options.leaseMs ?? 1000;
+		this.#headroom = options.headroom ?? 4;
+		this.#now = options.now ?? Date.now;
+		if (!(this.#timeout > 0) || !(this.#leaseMs >= 0) || !(this.#headroom >= 1)) {
+			throw new Error("BudgetClient: invalid options");
+		}
+	}
+
+	#lease(name: string, budget: LlmBudget): Lease {
+		const key = `${name} ${budget.monthlyTokens} ${budget.monthlyMicroUsd}`;
+		let lease = this.#leases.get(key);
+		if (!lease) {
+			lease = {
+				name,
+				budget,
+				id: null,
+				epoch: 0,
+				amount: NONE,
+				used: NONE,
+				held: NONE,
+				until: 0,
+				renewal: null,
+				waiting: 0,
+				last: { remainingTokens: null, remainingMicroUsd: null, resetMs: 0 },
+			};
+			this.#leases.set(key, lease);
+			if (this.#leases.size > MAX_LEASES) {
+				const oldest = this.#leases.keys().next().value;
+				if (oldest !== undefined) this.#leases.delete(oldest);
+			}
+		}
+		return lease;
 	}
 
 	async reserve(
 		tenantId: string,
 		budget: LlmBudget,
 		estimate: { tokens: number; microUsd: number },
+		waitUntil?: WaitUntil,
 	): Promise<BudgetDecision> {
 		const name = rateLimiterName({ tenantId });
-		const tokens = whole(estimate.tokens);
-		const microUsd = whole(estimate.microUsd);
+		const need = { tokens: whole(estimate.tokens), microUsd: whole(estimate.microUsd) };
 		if (unlimited(budget)) {
-			return {
-				ok: true,
-				reservation: { id: null, name, tokens, microUsd },
-				remainingTokens: null,
-				remainingMicroUsd: null,
-				resetMs: 0,
-			};
+			const reservation = { name, ...need, lease: null, epoch: 0 };
+			return { ok: true, reservation, remainingTokens: null, remainingMicroUsd: null, resetMs: 0 };
 		}
-		let reason: string;
-		try {
-			// A stub belongs to the request that made it: make one per call, never cache it across requests.
-			const stub = this.#stub(name);
-			const pending = stub.reserveBudget({ budget, tokens, microUsd });
-			const answer = await within(pending, this.#timeout);
-			if (answer !== TIMED_OUT) {
-				if (!answer.ok) return answer;
-				const { reservationId, ...remaining } = answer;
-				return { ...remaining, reservation: { id: reservationId, name, tokens, microUsd } };
+		const lease = this.#lease(name, budget);
+		for (let pass = 0; pass < MAX_PASSES; pass++) {
+			const now = this.#now();
+			if (now < lease.until && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
+				lease.held = plus(lease.held, need);
+				return { ok: true, reservation: { name, ...need, lease, epoch: lease.epoch }, ...lease.last };
 			}
-			// The object may still grant it: release a late grant at once rather than let it expire charged.
-			void pending.then(
-				(late) => (late.ok ? this.#release(stub, late.reservationId) : undefined),
-				() => undefined,
-			);
-			reason = `the rate limiter did not answer within ${this.#timeout} ms`;
-		} catch (err) {
-			reason = err instanceof Error ? err.message : String(err);
+			// A renewal older than the timeout belongs to a request that may have been cancelled: give it up.
+			if (lease.renewal && now - lease.renewal.startedAt > this.#timeout) this.#abandon(lease);
+			if (lease.renewal) {
+				lease.waiting++;
+				const done = await within(lease.renewal.promise, this.#timeout).finally(() => lease.waiting--);
+				if (done === TIMED_OUT) return this.#unavailable(name, "a budget lease renewal did not finish in time");
+				continue;
+			}
+			const requests = this.#headroom + lease.waiting;
+			const want = { tokens: need.tokens * requests, microUsd: need.microUsd * requests };
+			const answer = await this.#renew(lease, want, need, waitUntil);
+			if (typeof answer === "string") return this.#unavailable(name, answer);
+			if (answer.ok && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
+				// The renewing request takes its share of the room it was granted, however short the lease.
+				lease.held = plus(lease.held, need);
+				return { ok: true, reservation: { name, ...need, lease, epoch: lease.epoch }, ...lease.last };
+			}
+			if (!answer.ok) {
+				const { limitedBy, remainingTokens, remainingMicroUsd, resetMs, retryAfterMs } = answer;
+				return { ok: false, limitedBy, remainingTokens, remainingMicroUsd, resetMs, retryAfterMs };
+			}
 		}
-		log("warn", "llm budget unavailable; refusing the call", { limiter: name, reason });
+		return this.#unavailable(name, `no budget lease room after ${MAX_PASSES} renewals`);
+	}
+
+	#unavailable(limiter: string, reason: string): BudgetDecision {
+		log("warn", "llm budget unavailable; refusing the call", { limiter, reason });
 		return { ok: false, limitedBy: "unavailable", reason };
 	}
 
-	async #release(stub: BudgetStub, reservationId: string): Promise<void> {
+	/** Forgets the lease's reservation and what it holds: the object charges the reservation whole when it expires. */
+	#abandon(lease: Lease): void {
+		lease.id = null;
+		lease.epoch++;
+		lease.amount = NONE;
+		lease.used = NONE;
+		lease.held = NONE;
+		lease.until = 0;
+		lease.renewal = null;
+	}
+
+	/**
+	 * One renewal: reports what the lease's requests used, keeps what is in flight, asks for `want`
+	 * (at least `atLeast`). Answers the object's answer, or why it could not be had. Shared with the
+	 * requests that wait for it; while it is out, settlements only update the lease in memory.
+	 */
+	async #renew(
+		lease: Lease,
+		want: Amount,
+		atLeast: Amount,
+		waitUntil: WaitUntil | undefined,
+	): Promise<RenewBudgetResult | string> {
+		const sent = { used: lease.used, held: lease.held, epoch: lease.epoch };
+		const sentAt = this.#now();
+		let finish = () => {};
+		const renewal = { promise: new Promise<void>((resolve) => (finish = resolve)), startedAt: sentAt };
+		lease.renewal = renewal;
+		let outcome: RenewBudgetResult | string;
 		try {
-			await stub.settleBudget({ reservationId, tokens: 0, microUsd: 0 });
-		} catch {
-			// Its expiry charges it instead.
+			const answer = await within(
+				this.#stub(lease.name).renewBudgetLease({
+					budget: lease.budget,
+					...(lease.id ? { leaseId: lease.id } : {}),
+					used: sent.used,
+					held: sent.held,
+					want,
+					atLeast,
+				}),
+				this.#timeout,
+			);
+			outcome = answer === TIMED_OUT ? `the rate limiter did not answer within ${this.#timeout} ms` : answer;
+		} catch (err) {
+			outcome = err instanceof Error ? err.message : String(err);
+		}
+		if (lease.renewal === renewal) {
+			lease.renewal = null;
+			if (typeof outcome === "string" || lease.epoch !== sent.epoch) {
+				// Whether the object applied it is unknown: start afresh; the old reservation expires, charged whole.
+				this.#abandon(lease);
+			} else {
+				const { remainingTokens, remainingMicroUsd, resetMs } = outcome;
+				lease.last = { remainingTokens, remainingMicroUsd, resetMs };
+				lease.id = outcome.leaseId;
+				if (outcome.expired) {
+					// Everything taken before this renewal was charged with the expired reservation.
+					lease.epoch++;
+					lease.used = NONE;
+					lease.held = NONE;
+					lease.amount = outcome.ok ? outcome.grant : NONE;
+				} else {
+					// Settlements that came in meanwhile stay to be reported next time.
+					lease.used = minus(lease.used, sent.used);
+					lease.amount = plus(sent.held, outcome.ok ? outcome.grant : NONE);
+				}
+				// A report (nothing wanted) leaves nothing to reserve from: the next request renews.
+				const granted = outcome.ok && (want.tokens > 0 || want.microUsd > 0);
+				lease.until = granted ? sentAt + this.#leaseMs : 0;
+				if (granted && waitUntil) waitUntil(this.#returnWhenIdle(lease));
+			}
+		}
+		finish();
+		return outcome;
+	}
+
+	/** After the lease's time, unless a later renewal extended it, reports its usage and gives its room back. */
+	async #returnWhenIdle(lease: Lease): Promise<void> {
+		await new Promise((resolve) => setTimeout(resolve, this.#leaseMs));
+		if (lease.renewal || this.#now() < lease.until || !this.#owes(lease)) return;
+		await this.#report(lease);
+	}
+
+	/** Whether the object should hear from the lease: usage to charge, or room beyond what is in flight to give back. */
+	#owes(lease: Lease): boolean {
+		const room = minus(lease.amount, lease.held);
+		return lease.used.tokens > 0 || lease.used.microUsd > 0 || room.tokens > 0 || room.microUsd > 0;
+	}
+
+	/** Reports the lease's usage and keeps only what is in flight reserved. Never throws. */
+	async #report(lease: Lease): Promise<void> {
+		const answer = await this.#renew(lease, NONE, NONE, undefined);
+		if (typeof answer === "string") {
+			log("warn", "llm budget lease not reported; its reservation's expiry will charge it", {
+				limiter: lease.name,
+				reason: answer,
+			});
 		}
 	}
 
 	async settle(reservation: BudgetReservation, actual: { tokens: number; microUsd: number }): Promise<void> {
-		if (reservation.id === null) return;
-		let reason: string;
-		try {
-			const answer = await within(
-				this.#stub(reservation.name).settleBudget({
-					reservationId: reservation.id,
-					tokens: whole(actual.tokens),
-					microUsd: whole(actual.microUsd),
-				}),
-				this.#timeout,
-			);
-			if (answer !== TIMED_OUT) return;
-			reason = `the rate limiter did not answer within ${this.#timeout} ms`;
-		} catch (err) {
-			reason = err instanceof Error ? err.message : String(err);
+		const lease = reservation.lease;
+		// Unlimited, or taken from a lease since given up or expired: its charge covered this request.
+		if (!lease || reservation.epoch !== lease.epoch) return;
+		lease.held = minus(lease.held, reservation);
+		lease.used = plus(lease.used, { tokens: whole(actual.tokens), microUsd: whole(actual.microUsd) });
+		// Past its time, nobody may report this soon: report it here (after a renewal already on its way).
+		for (let pass = 0; pass < 3 && this.#now() >= lease.until && reservation.epoch === lease.epoch; pass++) {
+			if (lease.renewal) {
+				if ((await within(lease.renewal.promise, this.#timeout)) === TIMED_OUT) return;
+				continue;
+			}
+			if (this.#owes(lease)) await this.#report(lease);
+			return;
 		}
-		// Giving up is safe: an unsettled reservation is charged its reserved amount when it expires.
-		log("warn", "llm budget settlement failed; the reservation's expiry will charge it", {
-			limiter: reservation.name,
-			reservationId: reservation.id,
-			reason,
-		});
+	}
+
+	async flush(): Promise<void> {
+		for (const lease of this.#leases.values()) {
+			if (lease.renewal) await within(lease.renewal.promise, this.#timeout);
+			lease.until = 0;
+			if (this.#owes(lease)) await this.#report(lease);
+		}
 	}
 }
 

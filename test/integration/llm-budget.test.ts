@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { RateLimiter } from "../../durable-objects/rate-limiter";
 import type { LlmBudget } from "../../src/config";
-import { type BudgetReservation, budgetsFor, rateLimiterName } from "../../src/ratelimit";
+import { BudgetClient, type BudgetReservation, budgetsFor, rateLimiterName } from "../../src/ratelimit";
 
 const TOKENS_1000: LlmBudget = { monthlyTokens: 1000, monthlyMicroUsd: null };
 /** A time ahead of the real clock, for tests that drive the object's clock through its `now` hook. */
@@ -29,10 +29,11 @@ describe("LLM budgets in the RateLimiter object", () => {
 		const { decisions, reservations } = await reserveMany("budget-exact", TOKENS_1000, 60, 30);
 		expect(reservations).toHaveLength(33);
 		expect(decisions.find((d) => !d.ok)).toMatchObject({ ok: false, limitedBy: "tokens", remainingTokens: 10 });
+		// The isolate's one lease holds all 33 estimates.
 		expect(await stubFor("budget-exact").budgetState()).toMatchObject({
 			usedTokens: 0,
 			reservedTokens: 990,
-			reservations: 33,
+			reservations: 1,
 		});
 	});
 
@@ -104,6 +105,28 @@ describe("LLM budgets in the RateLimiter object", () => {
 			remainingTokens: 0,
 		});
 		expect(await stub.budgetState({ now: april })).toMatchObject({ period: "2040-04", usedTokens: 0 });
+	});
+
+	it("a second isolate is refused the room a first one's lease holds, until the first gives it back", async () => {
+		const isolate = () => new BudgetClient({ stub: (name) => env.RATE_LIMITER.getByName(name), leaseMs: 60_000 });
+		const first = isolate();
+		const second = isolate();
+		const one = await first.reserve("budget-isolates", TOKENS_1000, { tokens: 100, microUsd: 0 });
+		if (!one.ok) throw new Error("expected room");
+		// The first lease holds room for four such requests (its own included): 400 of the 1000.
+		expect(await stubFor("budget-isolates").budgetState()).toMatchObject({ reservedTokens: 400 });
+		expect(await second.reserve("budget-isolates", TOKENS_1000, { tokens: 700, microUsd: 0 })).toMatchObject({
+			ok: false,
+			limitedBy: "tokens",
+			remainingTokens: 600,
+			retryAfterMs: 1000,
+		});
+		await first.settle(one.reservation, { tokens: 60, microUsd: 0 });
+		await first.flush();
+		expect(await stubFor("budget-isolates").budgetState()).toMatchObject({ usedTokens: 60, reservedTokens: 0 });
+		expect(await second.reserve("budget-isolates", TOKENS_1000, { tokens: 600, microUsd: 0 })).toMatchObject({
+			ok: true,
+		});
 	});
 
 	it("keeps budgets per tenant: one tenant's spending leaves another's untouched", async () => {

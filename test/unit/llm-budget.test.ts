@@ -1,6 +1,7 @@
 /**
  * The LLM budget ledger against simulated time (reserve, settle, expiry, month rollover, persistence),
- * and the isolate's budget client against stub objects that answer, refuse, fail or hang.
+ * lease renewals, and the isolate's lease client against the ledger and stub objects that answer,
+ * refuse, fail or hang.
  */
 import { describe, expect, it, vi } from "vitest";
 import {
@@ -12,8 +13,10 @@ import {
 import type { LlmBudget } from "../../src/config";
 import {
 	BudgetClient,
-	type BudgetSettlement,
 	type BudgetStub,
+	type RenewBudgetRequest,
+	RenewBudgetRequestSchema,
+	type RenewBudgetResult,
 	ReserveBudgetRequestSchema,
 	type ReserveBudgetResult,
 	SettleBudgetRequestSchema,
@@ -222,6 +225,46 @@ describe("BudgetLedger", () => {
 		expect(ledger.state(Date.UTC(2030, 0, 15))).toMatchObject({ period: "2030-02", reservedTokens: 1000 });
 	});
 
+	it("renews a lease: charges what it used, keeps what is in flight, grants up to what is wanted", () => {
+		const ledger = new BudgetLedger({ newId: ids() });
+		const none = { tokens: 0, microUsd: 0 };
+		const renew = (
+			leaseId: string | undefined,
+			used: number,
+			held: number,
+			want: number,
+			atLeast: number,
+			at: number,
+		) =>
+			ledger.renew(
+				RenewBudgetRequestSchema.parse({
+					budget: TOKENS_1000,
+					...(leaseId ? { leaseId } : {}),
+					used: { ...none, tokens: used },
+					held: { ...none, tokens: held },
+					want: { ...none, tokens: want },
+					atLeast: { ...none, tokens: atLeast },
+					ttlMs: TTL,
+				}),
+				at,
+			);
+		expect(renew(undefined, 0, 0, 400, 100, T0)).toMatchObject({ ok: true, leaseId: "r-1", grant: { tokens: 400 } });
+		expect(renew("r-1", 150, 100, 200, 50, T0 + 1)).toMatchObject({ ok: true, leaseId: "r-2", expired: false });
+		expect(ledger.state(T0 + 1)).toMatchObject({ usedTokens: 150, reservedTokens: 300, reservations: 1 });
+		// 850 left, of which the lease keeps 100 in flight: a want of 900 gets 750; a need of 800 is refused.
+		expect(renew("r-2", 0, 100, 900, 50, T0 + 2)).toMatchObject({ ok: true, grant: { tokens: 750 } });
+		expect(renew("r-3", 0, 100, 900, 800, T0 + 3)).toMatchObject({ ok: false, limitedBy: "tokens", leaseId: "r-4" });
+		expect(ledger.state(T0 + 3)).toMatchObject({ usedTokens: 150, reservedTokens: 100 });
+		// Expired, the lease was charged its 100 whole: what it reports now is not charged again, nor kept.
+		expect(ledger.state(T0 + 3 + TTL)).toMatchObject({ usedTokens: 250, reservedTokens: 0, reservations: 0 });
+		expect(renew("r-4", 99, 77, 100, 10, T0 + 4 + TTL)).toMatchObject({
+			ok: true,
+			expired: true,
+			grant: { tokens: 100 },
+		});
+		expect(ledger.state(T0 + 4 + TTL)).toMatchObject({ usedTokens: 250, reservedTokens: 100 });
+	});
+
 	it("rebuilds the same state from its stored rows, and settles a reservation made before", () => {
 		const { rows, store } = memoryStore();
 		const first = new BudgetLedger({ store, newId: ids() });
@@ -243,132 +286,223 @@ describe("BudgetLedger", () => {
 	});
 });
 
-/** A stub whose methods not overridden fail the test if called. */
-function stubOf(overrides: Partial<BudgetStub>): BudgetStub {
-	const unexpected = () => Promise.reject(new Error("not expected"));
-	return { reserveBudget: unexpected, settleBudget: unexpected, ...overrides };
+/** A stub over a real ledger (no SQLite), counting renewals and keeping what each was asked. */
+function ledgerStub(ledger = new BudgetLedger({ newId: ids() })) {
+	const requests: RenewBudgetRequest[] = [];
+	const stub: BudgetStub = {
+		renewBudgetLease: async (input) => {
+			requests.push(input);
+			return ledger.renew(RenewBudgetRequestSchema.parse(input), Date.now());
+		},
+	};
+	return { ledger, requests, stub };
 }
 
-const SETTLEMENT: BudgetSettlement = {
-	settled: true,
-	period: "2030-05",
-	usedTokens: 0,
-	usedMicroUsd: 0,
-	reservedTokens: 0,
-	reservedMicroUsd: 0,
+const GRANT: RenewBudgetResult = {
+	ok: true,
+	leaseId: "lease-1",
+	expired: false,
+	grant: { tokens: 100, microUsd: 100 },
+	remainingTokens: 80,
+	remainingMicroUsd: null,
+	resetMs: 5,
 };
 
-describe("BudgetClient", () => {
+describe("BudgetClient (budget leases)", () => {
 	it("makes no call at all for an unlimited budget, to reserve or to settle", async () => {
-		const reserveBudget = vi.fn();
-		const settleBudget = vi.fn();
-		const client = new BudgetClient({ stub: () => ({ reserveBudget, settleBudget }) });
+		const renewBudgetLease = vi.fn();
+		const client = new BudgetClient({ stub: () => ({ renewBudgetLease }) });
 		const decision = await client.reserve(
 			"t1",
 			{ monthlyTokens: null, monthlyMicroUsd: null },
 			{ tokens: 10, microUsd: 5 },
 		);
-		expect(decision).toMatchObject({ ok: true, reservation: { id: null, name: "tenant:t1" }, remainingTokens: null });
+		expect(decision).toMatchObject({
+			ok: true,
+			reservation: { lease: null, name: "tenant:t1" },
+			remainingTokens: null,
+		});
 		if (decision.ok) await client.settle(decision.reservation, { tokens: 12, microUsd: 6 });
-		expect(reserveBudget).not.toHaveBeenCalled();
-		expect(settleBudget).not.toHaveBeenCalled();
+		await client.flush();
+		expect(renewBudgetLease).not.toHaveBeenCalled();
 	});
 
-	it("asks the tenant's rate-limiter object, with estimates rounded up to whole units", async () => {
+	it("asks the tenant's object for room for a few requests, estimates rounded up to whole units", async () => {
 		const names: string[] = [];
-		const reserveBudget = vi.fn(
-			async (): Promise<ReserveBudgetResult> => ({
-				ok: true,
-				reservationId: "r-9",
-				remainingTokens: 80,
-				remainingMicroUsd: null,
-				resetMs: 5,
-			}),
-		);
+		const renewBudgetLease = vi.fn(async () => GRANT);
 		const client = new BudgetClient({
 			stub: (name) => {
 				names.push(name);
-				return stubOf({ reserveBudget });
+				return { renewBudgetLease };
 			},
 		});
 		const decision = await client.reserve("t2", TOKENS_1000, { tokens: 19.2, microUsd: 0.5 });
 		expect(names).toEqual(["tenant:t2"]);
-		expect(reserveBudget).toHaveBeenCalledWith({ budget: TOKENS_1000, tokens: 20, microUsd: 1 });
-		expect(decision).toEqual({
+		expect(renewBudgetLease).toHaveBeenCalledWith({
+			budget: TOKENS_1000,
+			used: { tokens: 0, microUsd: 0 },
+			held: { tokens: 0, microUsd: 0 },
+			want: { tokens: 80, microUsd: 4 },
+			atLeast: { tokens: 20, microUsd: 1 },
+		});
+		expect(decision).toMatchObject({
 			ok: true,
-			reservation: { id: "r-9", name: "tenant:t2", tokens: 20, microUsd: 1 },
+			reservation: { name: "tenant:t2", tokens: 20, microUsd: 1 },
 			remainingTokens: 80,
-			remainingMicroUsd: null,
 			resetMs: 5,
 		});
 	});
 
+	it("reserves from the lease in memory: one renewal for many requests, their usage reported together", async () => {
+		const { ledger, requests, stub } = ledgerStub();
+		const client = new BudgetClient({ stub: () => stub, leaseMs: 60_000 });
+		for (let i = 0; i < 30; i++) {
+			const decision = await client.reserve("t3", TOKENS_1000, { tokens: 100, microUsd: 0 });
+			if (!decision.ok) throw new Error("expected room");
+			await client.settle(decision.reservation, { tokens: 7, microUsd: 0 });
+		}
+		expect(requests).toHaveLength(1);
+		expect(ledger.state(Date.now())).toMatchObject({ usedTokens: 0, reservedTokens: 400 });
+		await client.flush();
+		expect(requests).toHaveLength(2);
+		expect(requests[1]).toMatchObject({
+			leaseId: "r-1",
+			used: { tokens: 210 },
+			held: { tokens: 0 },
+			want: { tokens: 0 },
+		});
+		expect(ledger.state(Date.now())).toMatchObject({ usedTokens: 210, reservedTokens: 0, reservations: 0 });
+	});
+
+	it("admits exactly what fits when requests outnumber the room, whatever the renewals", async () => {
+		const { ledger, stub } = ledgerStub();
+		const client = new BudgetClient({ stub: () => stub, leaseMs: 60_000 });
+		const decisions = await Promise.all(
+			Array.from({ length: 60 }, () => client.reserve("t4", TOKENS_1000, { tokens: 30, microUsd: 0 })),
+		);
+		expect(decisions.filter((d) => d.ok)).toHaveLength(33);
+		expect(decisions.find((d) => !d.ok)).toMatchObject({ ok: false, limitedBy: "tokens", remainingTokens: 10 });
+		expect(ledger.state(Date.now())).toMatchObject({ usedTokens: 0, reservedTokens: 990 });
+	});
+
+	it("reports at once a settlement on a lease past its time", async () => {
+		let now = 1_000;
+		const { ledger, requests, stub } = ledgerStub();
+		const client = new BudgetClient({ stub: () => stub, leaseMs: 1000, now: () => now });
+		const decision = await client.reserve("t5", TOKENS_1000, { tokens: 100, microUsd: 0 });
+		if (!decision.ok) throw new Error("expected room");
+		now += 1000;
+		await client.settle(decision.reservation, { tokens: 42, microUsd: 0 });
+		expect(requests).toHaveLength(2);
+		expect(ledger.state(Date.now())).toMatchObject({ usedTokens: 42, reservedTokens: 0 });
+	});
+
+	it("forgets what a lease the object found expired held: its whole charge covered it", async () => {
+		let call = 0;
+		const answers: RenewBudgetResult[] = [
+			{ ...GRANT, leaseId: "old" },
+			{ ...GRANT, leaseId: "new", expired: true },
+		];
+		const requests: RenewBudgetRequest[] = [];
+		const client = new BudgetClient({
+			leaseMs: 0,
+			stub: () => ({
+				renewBudgetLease: async (input) => {
+					requests.push(input);
+					return answers[Math.min(call++, answers.length - 1)] as RenewBudgetResult;
+				},
+			}),
+		});
+		const first = await client.reserve("t6", TOKENS_1000, { tokens: 10, microUsd: 0 });
+		const second = await client.reserve("t6", TOKENS_1000, { tokens: 10, microUsd: 0 });
+		if (!first.ok || !second.ok) throw new Error("expected room");
+		expect(requests[1]).toMatchObject({ leaseId: "old", held: { tokens: 10 } });
+		// `first` was taken from the expired lease: settling it reports nothing.
+		await client.settle(first.reservation, { tokens: 9, microUsd: 0 });
+		await client.settle(second.reservation, { tokens: 4, microUsd: 0 });
+		expect(requests.at(-1)).toMatchObject({ leaseId: "new", used: { tokens: 4 }, held: { tokens: 0 } });
+	});
+
 	it("passes a refusal on with the limit that refused and when to retry", async () => {
-		const refusal: ReserveBudgetResult = {
+		const refusal: RenewBudgetResult = {
 			ok: false,
+			leaseId: null,
+			expired: false,
 			limitedBy: "cost",
 			remainingTokens: null,
 			remainingMicroUsd: 3,
 			resetMs: 100,
 			retryAfterMs: 100,
 		};
-		const client = new BudgetClient({ stub: () => stubOf({ reserveBudget: async () => refusal }) });
+		const client = new BudgetClient({ stub: () => ({ renewBudgetLease: async () => refusal }) });
 		expect(
-			await client.reserve("t3", { monthlyTokens: null, monthlyMicroUsd: 10 }, { tokens: 1, microUsd: 9 }),
-		).toEqual(refusal);
+			await client.reserve("t7", { monthlyTokens: null, monthlyMicroUsd: 10 }, { tokens: 1, microUsd: 9 }),
+		).toEqual({
+			ok: false,
+			limitedBy: "cost",
+			remainingTokens: null,
+			remainingMicroUsd: 3,
+			resetMs: 100,
+			retryAfterMs: 100,
+		});
 	});
 
 	it("fails closed as unavailable when the object throws", async () => {
 		const client = new BudgetClient({
-			stub: () => stubOf({ reserveBudget: () => Promise.reject(new Error("Durable Object reset")) }),
+			stub: () => ({ renewBudgetLease: () => Promise.reject(new Error("Durable Object reset")) }),
 		});
-		expect(await client.reserve("t4", TOKENS_1000, { tokens: 1, microUsd: 0 })).toEqual({
+		expect(await client.reserve("t8", TOKENS_1000, { tokens: 1, microUsd: 0 })).toEqual({
 			ok: false,
 			limitedBy: "unavailable",
 			reason: "Durable Object reset",
 		});
 	});
 
-	it("fails closed as unavailable when the object does not answer in time, and releases a late grant", async () => {
-		let answer: (r: ReserveBudgetResult) => void = () => {};
-		const settleBudget = vi.fn(async () => SETTLEMENT);
+	it("fails closed when the object does not answer in time, and then starts a fresh lease", async () => {
+		const requests: RenewBudgetRequest[] = [];
+		let hang = true;
 		const client = new BudgetClient({
 			timeoutMs: 20,
+			leaseMs: 0,
 			stub: () => ({
-				reserveBudget: () =>
-					new Promise<ReserveBudgetResult>((resolve) => {
-						answer = resolve;
-					}),
-				settleBudget,
+				renewBudgetLease: (input) => {
+					requests.push(input);
+					return hang ? new Promise<RenewBudgetResult>(() => {}) : Promise.resolve(GRANT);
+				},
 			}),
 		});
-		const decision = await client.reserve("t5", TOKENS_1000, { tokens: 5, microUsd: 0 });
+		const decision = await client.reserve("t9", TOKENS_1000, { tokens: 5, microUsd: 0 });
 		expect(decision).toMatchObject({ ok: false, limitedBy: "unavailable", reason: expect.stringContaining("20 ms") });
-		answer({ ok: true, reservationId: "late", remainingTokens: 0, remainingMicroUsd: null, resetMs: 0 });
-		await vi.waitFor(
-			() => expect(settleBudget).toHaveBeenCalledWith({ reservationId: "late", tokens: 0, microUsd: 0 }),
-			{
-				timeout: 1000,
-			},
-		);
+		hang = false;
+		expect(await client.reserve("t9", TOKENS_1000, { tokens: 5, microUsd: 0 })).toMatchObject({ ok: true });
+		// Whether the lost renewal was applied is unknown: the old reservation is left to expire, charged whole.
+		expect(requests[1]?.leaseId).toBeUndefined();
 	});
 
-	it("settles the actual usage, and never throws when the object fails or hangs", async () => {
-		const settleBudget = vi.fn(async () => SETTLEMENT);
-		const reservation = { id: "r-1", name: "tenant:t6", tokens: 10, microUsd: 3 };
-		await new BudgetClient({ stub: () => stubOf({ settleBudget }) }).settle(reservation, {
-			tokens: 7.5,
-			microUsd: 2,
-		});
-		expect(settleBudget).toHaveBeenCalledWith({ reservationId: "r-1", tokens: 8, microUsd: 2 });
-
-		const failing = new BudgetClient({ stub: () => stubOf({ settleBudget: () => Promise.reject(new Error("gone")) }) });
-		await expect(failing.settle(reservation, { tokens: 1, microUsd: 1 })).resolves.toBeUndefined();
-		const hanging = new BudgetClient({
-			timeoutMs: 20,
-			stub: () => stubOf({ settleBudget: () => new Promise<BudgetSettlement>(() => {}) }),
-		});
-		await expect(hanging.settle(reservation, { tokens: 1, microUsd: 1 })).resolves.toBeUndefined();
+	it("never throws from settle when the object fails or hangs", async () => {
+		for (const renewBudgetLease of [
+			() => Promise.reject(new Error("gone")),
+			() => new Promise<RenewBudgetResult>(() => {}),
+		]) {
+			let first = true;
+			const client = new BudgetClient({
+				timeoutMs: 20,
+				leaseMs: 0,
+				stub: () => ({
+					renewBudgetLease: async (input) => {
+						if (first) {
+							first = false;
+							return GRANT;
+						}
+						void input;
+						return renewBudgetLease();
+					},
+				}),
+			});
+			const decision = await client.reserve("t10", TOKENS_1000, { tokens: 5, microUsd: 0 });
+			if (!decision.ok) throw new Error("expected room");
+			await expect(client.settle(decision.reservation, { tokens: 1, microUsd: 1 })).resolves.toBeUndefined();
+		}
 	});
 });
 
