@@ -13,7 +13,7 @@
  * as `fetch`, and nothing else: no parsing, no auth, no routing.
  *
  * Then, with one request in flight: --samples requests per route (after 100 unmeasured ones), the routes
- * rotated, each timed from sending to the last body byte (process.hrtime): the median and what it adds over
+ * in a fresh random order each pass, each timed from sending to the last body byte (process.hrtime): the median and what it adds over
  * `nothing`.
  *
  * Options: --duration <s> (per run, default 3), --rounds <n> (default 2), --connections <n> (default 20),
@@ -22,6 +22,7 @@
 import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
 import { convertV4MiniflareOptions, Log, LogLevel, Miniflare } from "miniflare";
+import { mulberry32 } from "../test/helpers/random.ts";
 import {
 	cpuNow,
 	loadAverage,
@@ -30,6 +31,7 @@ import {
 	ms,
 	runAutocannon,
 	say,
+	sleep,
 	workerdPids,
 	writeResults,
 } from "./lib.mjs";
@@ -147,9 +149,11 @@ const routes = {
 };
 export default {
 	async fetch(request, env, ctx) {
-		const route = routes[new URL(request.url).pathname];
+		const url = new URL(request.url);
+		const route = routes[url.pathname];
 		if (!route) return new Response("no such route", { status: 404 });
-		return route(env, "https://primitives.internal/" + Date.now() + "-" + n++, ctx);
+		// A fixed ?key= only for the checks before measuring; measured requests never repeat a key.
+		return route(env, "https://primitives.internal/" + (url.searchParams.get("key") ?? Date.now() + "-" + n++), ctx);
 	},
 	async queue(batch) { for (const message of batch.messages) message.ack(); },
 };`;
@@ -227,6 +231,17 @@ try {
 		if (res.status !== 200) throw new Error(`${route} answered ${res.status}: ${await res.text()}`);
 		await res.arrayBuffer();
 	}
+	// The floor routes' writes happen after their answers: check that they land (a repeated key is a hit).
+	for (const route of ["/floor-cache", "/floor-cache-budget"]) {
+		const url = new URL(`${route}?key=check`, origin);
+		await (await fetch(url, { method: "POST", body: "{}" })).arrayBuffer();
+		let hit = false;
+		for (let i = 0; i < 50 && !hit; i++) {
+			await sleep(20);
+			hit = (await (await fetch(url, { method: "POST", body: "{}" })).text()) === "hit";
+		}
+		if (!hit) throw new Error(`${route}: its cache write never landed`);
+	}
 	const pids = workerdPids();
 	/** @type {Map<string, { rps: number[]; cpu: number[] }>} */
 	const figures = new Map(ROUTES.map(([route]) => [route, { rps: [], cpu: [] }]));
@@ -250,17 +265,24 @@ try {
 			say(`  ${route.padEnd(20)} ${Math.round(f?.rps.at(-1) ?? 0)} req/s  ${ms(f?.cpu.at(-1) ?? 0, 3)} CPU ms/req`);
 		}
 	}
-	say(`bench: one request in flight, ${SAMPLES} per route (after 100), routes rotated…`);
+	say(`bench: one request in flight, ${SAMPLES} per route (after 100), routes shuffled each pass…`);
 	/** @type {Map<string, number[]>} */
 	const times = new Map(ROUTES.map(([route]) => [route, []]));
+	const random = mulberry32(20261122);
 	for (let i = 0; i < 100 + SAMPLES; i++) {
-		for (let j = 0; j < ROUTES.length; j++) {
-			const route = ROUTES[(i + j) % ROUTES.length]?.[0] ?? "/nothing";
+		// A fresh order each pass, so no route always follows the one whose background writes it would pay for.
+		const order = ROUTES.map(([route]) => route);
+		for (let k = order.length - 1; k > 0; k--) {
+			const m = Math.floor(random() * (k + 1));
+			[order[k], order[m]] = [order[m] ?? "", order[k] ?? ""];
+		}
+		for (const route of order) {
 			const started = process.hrtime.bigint();
 			const res = await fetch(new URL(route, origin), { method: "POST", body: "{}" });
-			await res.arrayBuffer();
+			const body = await res.text();
 			const took = Number(process.hrtime.bigint() - started) / 1e6;
 			if (res.status !== 200) throw new Error(`${route} answered ${res.status}`);
+			if (body === "hit") throw new Error(`${route}: a measured request was a cache hit`);
 			if (i >= 100) times.get(route)?.push(took);
 		}
 	}
@@ -296,7 +318,8 @@ try {
 		"  upstream is a Node HTTP server in a process of its own answering a fixed chat completion.",
 		`- autocannon, ${CONNECTIONS} keep-alive connections, POST, a ${WARMUP_S} s warm-up then ${DURATION_S} s per route,`,
 		`  ${ROUNDS} rounds in ABBA order; every answer must be 200. Cache keys are unique per request (every lookup misses).`,
-		`- One in flight: ${SAMPLES} requests per route after 100 unmeasured, routes rotated, each timed from sending to`,
+		`- One in flight: ${SAMPLES} requests per route after 100 unmeasured, routes in a fresh random order each pass`,
+		"  (no route always follows another's background writes); each timed from sending to",
 		"  its last body byte with Node's fetch; the median.",
 		"- workerd CPU = user + system time of Miniflare's workerd process over the run (from /proc), divided by the",
 		"  requests answered; it includes the queue consumer's and the storage services' work.",

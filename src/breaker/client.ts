@@ -67,6 +67,10 @@ interface Local {
 	flushing: boolean;
 	/** The newest transition count a record answer carried: an older answer arriving later is not learned. */
 	seq: number;
+	/** When a failure was last recorded here: a closed answer to a call sent before it is not trusted. */
+	failedAt: number;
+	/** A failure's record on its way: an `admit` waits for it, so it cannot overtake it to the object. */
+	recording: Promise<unknown> | null;
 }
 
 /** Circuit breakers for one isolate. Create one per isolate (module scope); see {@link breakerClientFor}. */
@@ -131,6 +135,8 @@ export class BreakerClient implements Breakers {
 			pendingSuccesses: 0,
 			flushing: false,
 			seq: 0,
+			failedAt: Number.NEGATIVE_INFINITY,
+			recording: null,
 		};
 		this.#breakers.set(name, local);
 		if (this.#breakers.size > this.#max) {
@@ -154,7 +160,7 @@ export class BreakerClient implements Breakers {
 			local.objectOpenUntil = answer.openUntil ?? 0;
 		} else if (answer.state === "half_open" && answer.allowed === false) {
 			local.deniedUntil = sentAt + Math.min(Math.max(0, answer.retryAfterMs ?? 0), this.#maxDeny);
-		} else if (answer.state === "closed") {
+		} else if (answer.state === "closed" && sentAt >= local.failedAt) {
 			local.closedUntil = sentAt + this.#closedTrust;
 		}
 	}
@@ -215,11 +221,18 @@ export class BreakerClient implements Breakers {
 		}
 		if (now < local.unavailableUntil) return failOpen(local);
 		if (now < local.closedUntil) return { allowed: true, state: "closed", probe: false, source: "local" };
+		// A failure recorded here must reach the object first: it may be the one that opens the breaker.
+		if (local.recording) {
+			await within(local.recording, this.#timeout);
+			if (this.#now() < local.openUntil) return this.admit(name, policyInput, context);
+		}
 
 		const request: AdmitRequest = { policy, ...(context.traceparent ? { traceparent: context.traceparent } : {}) };
+		const seq = local.seq;
 		const answer = await this.#call(name, local, (stub) => stub.admit(request));
 		if (!answer) return failOpen(local);
-		this.#learn(local, answer, now);
+		// A record answered meanwhile may know better (an opening): only learn from an admit if none did.
+		if (local.seq === seq) this.#learn(local, answer, now);
 		return { ...answer, source: "object" };
 	}
 
@@ -240,22 +253,37 @@ export class BreakerClient implements Breakers {
 			local.pendingSuccesses++;
 			if (local.flushing) return { state: "closed" };
 			local.flushing = true;
-			await new Promise((resolve) => setTimeout(resolve, this.#closedTrust / 2));
+			// Half a period, or sooner if the trust ends sooner: the answer must renew it before it lapses.
+			const delay = Math.max(0, Math.min(this.#closedTrust / 2, local.closedUntil - now - this.#closedTrust / 4));
+			await new Promise((resolve) => setTimeout(resolve, delay));
 			local.flushing = false;
 			return this.#flush(name, policy, local);
 		}
-		// A failure may open the breaker: trust closed no more until the object answers again.
-		if (!outcome.success && !outcome.release) local.closedUntil = 0;
-		// Anything else goes at once, after the pending successes, so the object sees outcomes in order.
-		if (local.pendingSuccesses > 0) await this.#flush(name, policy, local);
-		return this.#send(name, local, {
-			policy,
-			success: outcome.success,
-			probe: outcome.probe ?? false,
-			...(outcome.release ? { release: true } : {}),
-			...(outcome.probeId ? { probeId: outcome.probeId } : {}),
-			...(outcome.traceparent ? { traceparent: outcome.traceparent } : {}),
-		});
+		const failure = !outcome.success && !outcome.release;
+		if (failure) {
+			// It may open the breaker: trust closed no more until the object has heard of it.
+			local.closedUntil = 0;
+			local.failedAt = now;
+		}
+		const sending = (async () => {
+			// Anything else goes at once, after the pending successes, so the object sees outcomes in order.
+			if (local.pendingSuccesses > 0) await this.#flush(name, policy, local);
+			return this.#send(name, local, {
+				policy,
+				success: outcome.success,
+				probe: outcome.probe ?? false,
+				...(outcome.release ? { release: true } : {}),
+				...(outcome.probeId ? { probeId: outcome.probeId } : {}),
+				...(outcome.traceparent ? { traceparent: outcome.traceparent } : {}),
+			});
+		})();
+		if (!failure) return sending;
+		local.recording = sending;
+		try {
+			return await sending;
+		} finally {
+			if (local.recording === sending) local.recording = null;
+		}
 	}
 
 	/** Sends the successes counted locally, if any. */

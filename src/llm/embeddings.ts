@@ -60,7 +60,13 @@ export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): P
 	try {
 		const served = await route(plane.routeEnv, targets, (a) => {
 			const embed = a.provider.embed?.bind(a.provider);
-			if (!embed) throw new ProviderError("connection", `${a.provider.name} has no embeddings API`);
+			if (!embed) {
+				// Not a failure of the provider: it must not count on the breakers (the gateway's are shared).
+				throw new ProviderError("unsupported", `${a.provider.name} has no embeddings API`, {
+					status: 400,
+					upstreamMessage: `${a.target.provider} does not serve embeddings`,
+				});
+			}
 			return embed(providerCall(plane, a, request, "whole"));
 		});
 		settle(plane, reservation, {

@@ -216,10 +216,10 @@ export async function route<T>(
 
 		const names = breakerNames(r.tenantId, target, key.byok);
 		for (let retry = 0; retry <= routing.retriesPerTarget; retry++) {
-			const remaining = deadline - now();
-			if (remaining <= 0 || r.signal?.aborted) {
-				throw failure(last.cause === "unavailable" ? { cause: "timeout" } : last, attempts, r.signal?.aborted);
-			}
+			const ended = () => deadline - now() <= 0 || r.signal?.aborted === true;
+			const timedOut = () =>
+				failure(last.cause === "unavailable" ? { cause: "timeout" } : last, attempts, r.signal?.aborted);
+			if (ended()) throw timedOut();
 			// Every attempt, a retry too, asks the breakers: a failure just recorded may have opened one.
 			const { decisions, refused } = await admitAll(r, names, policy);
 			/**
@@ -244,9 +244,16 @@ export async function route<T>(
 			};
 			if (refused) {
 				record("release");
-				last = { cause: "circuit-open", retryAfterMs: refused.retryAfterMs };
+				// On a retry, the failure that opened the breaker stays the cause (it decides the fallback).
+				if (retry === 0) last = { cause: "circuit-open", retryAfterMs: refused.retryAfterMs };
 				break;
 			}
+			// Asking may have taken a round trip: the client may have gone, the deadline passed.
+			if (ended()) {
+				record("release");
+				throw timedOut();
+			}
+			const remaining = deadline - now();
 			attempts++;
 			const controller = new AbortController();
 			const onClientAbort = () => controller.abort();

@@ -149,7 +149,8 @@ export const UsageEventDataSchema = z.object({
 	records: z.array(UsageRecordSchema).min(1).max(MAX_EVENT_RECORDS),
 });
 
-function usageRow(tenantId: string, r: UsageRecord): typeof llmUsage.$inferInsert {
+/** Every column, none left to a default: the recorder's statement writes each one as given. */
+function usageRow(tenantId: string, r: UsageRecord): Required<typeof llmUsage.$inferInsert> {
 	const at = Date.parse(r.time);
 	return {
 		id: r.id,
@@ -196,7 +197,7 @@ export const usageRecorder: EventHandler = {
 		const { records } = UsageEventDataSchema.parse(event.data);
 		const rows = records.map((r) => {
 			const row = usageRow(event.tenantId, r);
-			return USAGE_COLUMNS.map(([key]) => row[key] ?? null);
+			return USAGE_COLUMNS.map(([key]) => row[key]);
 		});
 		const columns = sql.join(
 			USAGE_COLUMNS.map(([, column]) => sql.identifier(column.name)),

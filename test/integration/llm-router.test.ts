@@ -5,7 +5,7 @@
  * half-open with a bounded number of probes → closed).
  */
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { BreakerClient, breakerName } from "../../src/breaker";
 import { ApiError } from "../../src/http";
 import { type LlmConfig, LlmConfigSchema } from "../../src/llm/config";
@@ -373,6 +373,11 @@ describe("route with the real CircuitBreaker", () => {
 });
 
 describe("route: retries ask the breakers again", () => {
+	// The gateway's breaker for a provider is shared: each test starts with it closed.
+	beforeEach(async () => {
+		await env.CIRCUIT_BREAKER.getByName(breakerName({ gateway: true, target: "llm:a" })).reset();
+	});
+
 	it("stops retrying a target whose breaker the last failure opened, and falls back", async () => {
 		const cfg = config({
 			routing: { retriesPerTarget: 2 },
@@ -399,6 +404,47 @@ describe("route: retries ask the breakers again", () => {
 		await Promise.all(background);
 		const gateway = breakerName({ gateway: true, target: "llm:a" });
 		expect((await ns.getByName(gateway).state()).state).toBe("open");
+	});
+
+	it("keeps the failure that opened the breaker as the cause: fallbackOn decides on it, not on circuit-open", async () => {
+		const cfg = config({
+			routing: { retriesPerTarget: 2, fallbackOn: ["5xx"] },
+			breaker: { consecutiveFailures: 1, cooldownMs: 60_000, minimumVolume: 1000 },
+		});
+		const ns = env.CIRCUIT_BREAKER;
+		const breakers = new BreakerClient({ stub: (name) => ns.getByName(name), closedTrustMs: 1000 });
+		const { calls, providers } = fakeProviders({ "a/m1": ["500"] });
+		const background: Promise<unknown>[] = [];
+		const { r } = routeEnv(cfg, providers, {
+			breakers,
+			tenantId: `t${crypto.randomUUID().slice(0, 8)}`,
+			waitUntil: (p) => background.push(p),
+			sleep: async () => {
+				await Promise.all(background);
+			},
+		});
+		const served = await route(r, planTargets(cfg, ["fast"], "fast", "chat"), call("fast"));
+		expect(calls).toEqual(["a/m1", "b/m2"]);
+		expect(served.target.provider).toBe("b");
+		await Promise.all(background);
+	});
+
+	it("makes no call when the client leaves while the breakers are asked", async () => {
+		const cfg = config();
+		const { calls, providers } = fakeProviders({});
+		const controller = new AbortController();
+		const { r } = routeEnv(cfg, providers, {
+			signal: controller.signal,
+			breakers: {
+				admit: async () => {
+					controller.abort();
+					return { allowed: true, state: "closed", probe: false, source: "object" };
+				},
+				record: async () => ({ state: "closed" }),
+			},
+		});
+		await rejection(route(r, planTargets(cfg, ["fast"], "fast", "chat"), call("fast")));
+		expect(calls).toEqual([]);
 	});
 });
 

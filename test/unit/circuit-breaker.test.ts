@@ -556,6 +556,47 @@ describe("releasing probes and coalesced successes", () => {
 		expect(calls.admit).toBe(2);
 	});
 
+	it("the client's admit waits for a failure's record on its way, and learns the opening from it", async () => {
+		let release = () => {};
+		const recorded = new Promise<void>((resolve) => {
+			release = resolve;
+		});
+		let admits = 0;
+		const client = new BreakerClient({
+			stub: (): BreakerStub => ({
+				admit: async () => {
+					admits++;
+					return { allowed: true, state: "closed", probe: false };
+				},
+				record: async () => {
+					await recorded;
+					return {
+						name: "b",
+						state: "open",
+						since: 0,
+						consecutiveFailures: 1,
+						window: { successes: 0, failures: 1 },
+						probesInFlight: 0,
+						probeSuccesses: 0,
+						reopenings: 0,
+						seq: 1,
+						pendingEvents: 0,
+						openUntil: Date.now() + 60_000,
+						retryAfterMs: 60_000,
+					} satisfies BreakerSnapshot;
+				},
+			}),
+			closedTrustMs: 60_000,
+		});
+		await client.admit("b", {});
+		const failing = client.record("b", {}, { success: false });
+		const next = client.admit("b", {});
+		release();
+		expect(await next).toMatchObject({ allowed: false, state: "open", source: "local" });
+		await failing;
+		expect(admits).toBe(1);
+	});
+
 	it("the client renews a trusted closed answer before it lapses: steady traffic sends only coalesced records", async () => {
 		let admits = 0;
 		const counts: (number | undefined)[] = [];
@@ -581,23 +622,23 @@ describe("releasing probes and coalesced successes", () => {
 					} satisfies BreakerSnapshot;
 				},
 			}),
-			closedTrustMs: 400,
+			closedTrustMs: 1000,
 		});
 		const policy = {};
 		const pending: Promise<unknown>[] = [];
 		const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-		// A call starts every 50 ms for three trust periods and succeeds 100 ms later. Were the successes
-		// sent a whole trust period after the first, the trust would lapse first (at 400 ms) and the calls
+		// A call starts every 100 ms for three trust periods and succeeds 200 ms later. Were the successes
+		// sent a whole trust period after the first, the trust would lapse first (at 1000 ms) and the calls
 		// finishing then would each make a record round trip of their own.
-		for (let i = 0; i < 24; i++) {
+		for (let i = 0; i < 30; i++) {
 			expect((await client.admit("steady", policy)).allowed).toBe(true);
-			pending.push(sleep(100).then(() => client.record("steady", policy, { success: true })));
-			await sleep(50);
+			pending.push(sleep(200).then(() => client.record("steady", policy, { success: true })));
+			await sleep(100);
 		}
 		await Promise.all(pending);
 		expect(admits).toBe(1);
 		expect(counts.every((count) => count !== undefined)).toBe(true);
-		expect(counts.reduce((sum: number, count) => sum + (count ?? 0), 0)).toBe(24);
+		expect(counts.reduce((sum: number, count) => sum + (count ?? 0), 0)).toBe(30);
 	});
 });
 
