@@ -88,7 +88,7 @@ export class Ledger extends DurableObject {
 	}
 	noop() { return { ok: true }; }
 	reserve(id) {
-		this.ctx.storage.sql.exec("INSERT INTO reservations VALUES (?, 100)", id);
+		this.ctx.storage.sql.exec("INSERT OR REPLACE INTO reservations VALUES (?, 100)", id);
 		this.ctx.storage.sql.exec("INSERT INTO budget VALUES (1, 0) ON CONFLICT(id) DO UPDATE SET used = used");
 		return { ok: true, id };
 	}
@@ -233,7 +233,7 @@ try {
 	}
 	// The floor routes' writes happen after their answers: check that they land (a repeated key is a hit).
 	for (const route of ["/floor-cache", "/floor-cache-budget"]) {
-		const url = new URL(`${route}?key=check`, origin);
+		const url = new URL(`${route}?key=check${route}`, origin);
 		await (await fetch(url, { method: "POST", body: "{}" })).arrayBuffer();
 		let hit = false;
 		for (let i = 0; i < 50 && !hit; i++) {

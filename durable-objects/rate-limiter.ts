@@ -451,7 +451,12 @@ export class BudgetLedger {
 		const { budget, tokens, microUsd, ttlMs } = request;
 		const estimate = { tokens, microUsd };
 		const none = { tokens: 0, microUsd: 0 };
-		const answer = this.renew({ budget, used: none, held: none, want: estimate, atLeast: estimate, ttlMs }, clock);
+		const answer = this.renew(
+			{ budget, used: none, held: none, want: estimate, atLeast: estimate, ttlMs },
+			clock,
+			// A zero estimate still gets a reservation, for its settlement to charge.
+			{ keepEmpty: true },
+		);
 		const { remainingTokens, remainingMicroUsd, resetMs } = answer;
 		if (!answer.ok) return { ...answer, ok: false };
 		return { ok: true, reservationId: answer.leaseId ?? "", remainingTokens, remainingMicroUsd, resetMs };
@@ -468,13 +473,19 @@ export class BudgetLedger {
 	 * isolate to forget them). The invariant of {@link reserve} holds: every estimate in flight is
 	 * reserved, and only settlements above their estimates overshoot.
 	 */
-	renew(request: RenewBudgetInput, clock: number): RenewBudgetResult {
+	renew(request: RenewBudgetInput, clock: number, options: { keepEmpty?: boolean } = {}): RenewBudgetResult {
 		const { budget, used, held, want, atLeast, ttlMs } = request;
 		const now = this.#advance(clock);
 		const resetMs = monthEnd(now) - now;
 		const old = request.leaseId === undefined ? undefined : this.#reservations.get(request.leaseId);
 		const expired = request.leaseId !== undefined && old === undefined;
-		if (old) this.#close(old, used.tokens, used.microUsd);
+		if (old) {
+			this.#close(old, used.tokens, used.microUsd);
+		} else if (!expired) {
+			// A lease that holds no reservation (it was refused with nothing in flight) still reports usage.
+			this.#row.usedTokens += used.tokens;
+			this.#row.usedMicroUsd += used.microUsd;
+		}
 		const keep = expired ? { tokens: 0, microUsd: 0 } : held;
 		const row = this.#row;
 		const tokensLeft = left(budget.monthlyTokens, row.usedTokens, this.#reservedTokens + keep.tokens);
@@ -494,7 +505,7 @@ export class BudgetLedger {
 		let leaseId: string | null = null;
 		const tokens = keep.tokens + grant.tokens;
 		const microUsd = keep.microUsd + grant.microUsd;
-		if (tokens > 0 || microUsd > 0) {
+		if (tokens > 0 || microUsd > 0 || (options.keepEmpty && !limitedBy)) {
 			const reservation: ReservationRow = {
 				id: this.#newId(),
 				tokens,

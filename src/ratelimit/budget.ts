@@ -16,7 +16,9 @@
  * concurrency never overshoots; only requests that use more than they reserved do, by that excess.
  * The price is the ledger's too, a little larger: room another isolate holds is refused here until it
  * is given back (at most `leaseMs` plus a request), and an isolate that dies holding a lease is charged
- * the lease whole when it expires (its requests in flight and its unused room, never less than used).
+ * the lease whole when it expires (its requests in flight and its unused room, never less than used);
+ * so is a lease whose renewal went unanswered (a late grant is shrunk back to what was in flight). A
+ * request in flight across a month's end is charged to the new month, where its lease was renewed.
  *
  * A budget with both limits null is unlimited: the client then makes no Durable Object call at all.
  * Usage is recorded elsewhere in every case (a usage event per request, stored in D1); the ledger
@@ -307,7 +309,9 @@ export class BudgetClient implements Budgets {
 		const lease = this.#lease(name, budget);
 		for (let pass = 0; pass < MAX_PASSES; pass++) {
 			const now = this.#now();
-			if (now < lease.until && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
+			// Never while a renewal is out: it reports what is in flight as of its sending, and a request
+			// taken after that would be reserved nowhere if the renewal shrinks the lease.
+			if (!lease.renewal && now < lease.until && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
 				lease.held = plus(lease.held, need);
 				return { ok: true, reservation: { name, ...need, lease, epoch: lease.epoch }, ...lease.last };
 			}
@@ -315,8 +319,8 @@ export class BudgetClient implements Budgets {
 			if (lease.renewal && now - lease.renewal.startedAt > this.#timeout) this.#abandon(lease);
 			if (lease.renewal) {
 				lease.waiting++;
-				const done = await within(lease.renewal.promise, this.#timeout).finally(() => lease.waiting--);
-				if (done === TIMED_OUT) return this.#unavailable(name, "a budget lease renewal did not finish in time");
+				// Timed out, the next pass finds the renewal stale and starts afresh.
+				await within(lease.renewal.promise, this.#timeout).finally(() => lease.waiting--);
 				continue;
 			}
 			const requests = this.#headroom + lease.waiting;
@@ -370,18 +374,36 @@ export class BudgetClient implements Budgets {
 		lease.renewal = renewal;
 		let outcome: RenewBudgetResult | string;
 		try {
-			const answer = await within(
-				this.#stub(lease.name).renewBudgetLease({
-					budget: lease.budget,
-					...(lease.id ? { leaseId: lease.id } : {}),
-					used: sent.used,
-					held: sent.held,
-					want,
-					atLeast,
-				}),
-				this.#timeout,
-			);
-			outcome = answer === TIMED_OUT ? `the rate limiter did not answer within ${this.#timeout} ms` : answer;
+			const stub = this.#stub(lease.name);
+			const pending = stub.renewBudgetLease({
+				budget: lease.budget,
+				...(lease.id ? { leaseId: lease.id } : {}),
+				used: sent.used,
+				held: sent.held,
+				want,
+				atLeast,
+			});
+			const answer = await within(pending, this.#timeout);
+			if (answer === TIMED_OUT) {
+				// Given up below: if it was granted after all, shrink it at once to what was in flight when sent.
+				void pending.then(
+					(late) =>
+						late.leaseId === null
+							? undefined
+							: stub.renewBudgetLease({
+									budget: lease.budget,
+									leaseId: late.leaseId,
+									used: NONE,
+									held: late.expired ? NONE : sent.held,
+									want: NONE,
+									atLeast: NONE,
+								}),
+					() => undefined,
+				);
+				outcome = `the rate limiter did not answer within ${this.#timeout} ms`;
+			} else {
+				outcome = answer;
+			}
 		} catch (err) {
 			outcome = err instanceof Error ? err.message : String(err);
 		}
@@ -418,6 +440,8 @@ export class BudgetClient implements Budgets {
 	/** After the lease's time, unless a later renewal extended it, reports its usage and gives its room back. */
 	async #returnWhenIdle(lease: Lease): Promise<void> {
 		await new Promise((resolve) => setTimeout(resolve, this.#leaseMs));
+		// A renewal on its way may be refused and leave nothing scheduled: wait for it, then decide.
+		for (let pass = 0; lease.renewal && pass < 3; pass++) await within(lease.renewal.promise, this.#timeout);
 		if (lease.renewal || this.#now() < lease.until || !this.#owes(lease)) return;
 		await this.#report(lease);
 	}
@@ -458,7 +482,8 @@ export class BudgetClient implements Budgets {
 
 	async flush(): Promise<void> {
 		for (const lease of this.#leases.values()) {
-			if (lease.renewal) await within(lease.renewal.promise, this.#timeout);
+			for (let pass = 0; lease.renewal && pass < 3; pass++) await within(lease.renewal.promise, this.#timeout);
+			if (lease.renewal) continue;
 			lease.until = 0;
 			if (this.#owes(lease)) await this.#report(lease);
 		}

@@ -42,6 +42,7 @@ describe("LLM budgets in the RateLimiter object", () => {
 		const first = await reserveMany("budget-settle-less", TOKENS_1000, 20, 100);
 		expect(first.reservations).toHaveLength(10);
 		await Promise.all(first.reservations.map((r) => budgets.settle(r, { tokens: 40, microUsd: 0 })));
+		await budgets.flush();
 		expect(await stubFor("budget-settle-less").budgetState()).toMatchObject({ usedTokens: 400, reservedTokens: 0 });
 		const second = await reserveMany("budget-settle-less", TOKENS_1000, 20, 100);
 		expect(second.reservations).toHaveLength(6);
@@ -52,6 +53,7 @@ describe("LLM budgets in the RateLimiter object", () => {
 		const { reservations } = await reserveMany("budget-settle-more", TOKENS_1000, 15, 100);
 		expect(reservations).toHaveLength(10);
 		await Promise.all(reservations.map((r, i) => budgets.settle(r, { tokens: i < 3 ? 180 : 100, microUsd: 0 })));
+		await budgets.flush();
 		// Three requests used 80 tokens more than they reserved: 240 over, and nothing more is admitted.
 		expect(await stubFor("budget-settle-more").budgetState()).toMatchObject({ usedTokens: 1240, reservedTokens: 0 });
 		expect(await budgets.reserve("budget-settle-more", TOKENS_1000, { tokens: 1, microUsd: 0 })).toMatchObject({
@@ -137,6 +139,7 @@ describe("LLM budgets in the RateLimiter object", () => {
 		expect(other.reservations).toHaveLength(10);
 		expect(other.reservations.every((r) => r.name === "tenant:budget-tenant-b")).toBe(true);
 		await budgets.settle(other.reservations[0] as BudgetReservation, { tokens: 1, microUsd: 0 });
+		await budgets.flush();
 		expect(await stubFor("budget-tenant-a").budgetState()).toMatchObject({ usedTokens: 0, reservedTokens: 1000 });
 		expect(await stubFor("budget-tenant-b").budgetState()).toMatchObject({ usedTokens: 1, reservedTokens: 900 });
 	});

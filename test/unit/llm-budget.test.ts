@@ -263,6 +263,9 @@ describe("BudgetLedger", () => {
 			grant: { tokens: 100 },
 		});
 		expect(ledger.state(T0 + 4 + TTL)).toMatchObject({ usedTokens: 250, reservedTokens: 100 });
+		// A lease left holding nothing (refused with nothing in flight) still reports what it used.
+		expect(renew(undefined, 30, 0, 0, 0, T0 + 5 + TTL)).toMatchObject({ ok: true, leaseId: null });
+		expect(ledger.state(T0 + 5 + TTL)).toMatchObject({ usedTokens: 280 });
 	});
 
 	it("rebuilds the same state from its stored rows, and settles a reservation made before", () => {
@@ -419,8 +422,40 @@ describe("BudgetClient (budget leases)", () => {
 		expect(requests[1]).toMatchObject({ leaseId: "old", held: { tokens: 10 } });
 		// `first` was taken from the expired lease: settling it reports nothing.
 		await client.settle(first.reservation, { tokens: 9, microUsd: 0 });
+		expect(requests).toHaveLength(2);
 		await client.settle(second.reservation, { tokens: 4, microUsd: 0 });
-		expect(requests.at(-1)).toMatchObject({ leaseId: "new", used: { tokens: 4 }, held: { tokens: 0 } });
+		expect(requests).toHaveLength(3);
+		expect(requests[2]).toMatchObject({ leaseId: "new", used: { tokens: 4 }, held: { tokens: 0 } });
+	});
+
+	it("takes nothing from a lease while its renewal is out: a request then is reserved by a renewal of its own", async () => {
+		const { ledger, stub } = ledgerStub();
+		let open: () => void = () => {};
+		let gate: Promise<void> | null = null;
+		const client = new BudgetClient({
+			leaseMs: 60_000,
+			stub: () => ({
+				renewBudgetLease: async (input) => {
+					if (gate) await gate;
+					return stub.renewBudgetLease(input);
+				},
+			}),
+		});
+		const budget = { monthlyTokens: 100, monthlyMicroUsd: null };
+		const a = await client.reserve("t11", budget, { tokens: 60, microUsd: 0 });
+		if (!a.ok) throw new Error("expected room");
+		await client.settle(a.reservation, { tokens: 60, microUsd: 0 });
+		gate = new Promise<void>((resolve) => {
+			open = resolve;
+		});
+		// 40 left in the lease: 50 does not fit and renews; 30 would fit, but must wait for that renewal.
+		const b = client.reserve("t11", budget, { tokens: 50, microUsd: 0 });
+		const c = client.reserve("t11", budget, { tokens: 30, microUsd: 0 });
+		gate = null;
+		open();
+		expect(await b).toMatchObject({ ok: false, limitedBy: "tokens" });
+		expect(await c).toMatchObject({ ok: true });
+		expect(ledger.state(Date.now())).toMatchObject({ usedTokens: 60, reservedTokens: 40 });
 	});
 
 	it("passes a refusal on with the limit that refused and when to retry", async () => {
@@ -471,12 +506,17 @@ describe("BudgetClient (budget leases)", () => {
 				},
 			}),
 		});
+		hang = false;
+		expect(await client.reserve("t9", TOKENS_1000, { tokens: 5, microUsd: 0 })).toMatchObject({ ok: true });
+		hang = true;
 		const decision = await client.reserve("t9", TOKENS_1000, { tokens: 5, microUsd: 0 });
 		expect(decision).toMatchObject({ ok: false, limitedBy: "unavailable", reason: expect.stringContaining("20 ms") });
+		expect(requests[1]?.leaseId).toBe("lease-1");
 		hang = false;
 		expect(await client.reserve("t9", TOKENS_1000, { tokens: 5, microUsd: 0 })).toMatchObject({ ok: true });
 		// Whether the lost renewal was applied is unknown: the old reservation is left to expire, charged whole.
-		expect(requests[1]?.leaseId).toBeUndefined();
+		expect(requests).toHaveLength(3);
+		expect(requests[2]?.leaseId).toBeUndefined();
 	});
 
 	it("never throws from settle when the object fails or hangs", async () => {
