@@ -9,7 +9,8 @@
  *     returns its body with no checks (workers/gateway.ts, enabled by the `BENCH_PASSTHROUGH_URL` binding);
  *   - plane: `POST <gateway>/v1/chat/completions` with a JWT of an enterprise tenant and model `openai/ok`,
  *     everything on: authentication, admission, the cache (every request a MISS: each prompt is unique),
- *     the budget's reserve and settle (the tenant has a monthly token budget), input and output guardrails
+ *     the budget's reserve and settle (the tenant has a monthly token budget: from the isolate's budget lease,
+ *     renewed in the RateLimiter object about once a second), input and output guardrails
  *     (as in llmConfigFor), routing through the breaker, and the usage record (queue → D1);
  *   - and, to attribute the plane's cost (unless --no-extras): the plane with `x-edgeway-cache: bypass`, the
  *     plane for a tenant without a budget, and both at once.
@@ -400,7 +401,7 @@ async function measure() {
  */
 async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 	const db = await gw.db();
-	// `bench` has a monthly token budget (reserve and settle run); `bench-nobudget` has none.
+	// `bench` has a monthly token budget (reserve and settle run, on the isolate's lease); `bench-nobudget` has none.
 	await gw.seedTenant({
 		id: "bench",
 		tier: "enterprise",
@@ -663,7 +664,8 @@ async function main() {
 		? [
 				"- Extra rows, to attribute the plane's cost (not targets): `plane, cache bypassed` sends `x-edgeway-cache: bypass`",
 				"  (no cache key hashing, no cache read, no cache write); `plane, no budget` is an enterprise tenant without a",
-				"  `llmBudget` (no reserve and no settle round trip to the RateLimiter Durable Object); `bypass + no budget` both.",
+				"  `llmBudget` (no reserve or settle, and no budget lease renewals in the RateLimiter Durable Object); `bypass +",
+				"  no budget` both.",
 			]
 		: [];
 	const section = [
@@ -698,7 +700,8 @@ async function main() {
 		"  `BENCH_PASSTHROUGH_URL` binding: fetches the stub with the body and `x-upstream-authorization`, returns its body,",
 		"  runs none of the app); `LLM plane` = `POST <gateway>/v1/chat/completions`, model `openai/ok`, an HS256 JWT",
 		"  (scope `llm`) of the enterprise tenant `bench` with limits far above the run and a monthly token budget of 10¹²",
-		"  (so the budget's reserve and settle run), the LLM config of test/helpers/node/llm.ts `llmConfigFor` (input checks:",
+		"  (so the budget's reserve and settle run: in memory, on the isolate's budget lease, which is renewed in the",
+		"  RateLimiter Durable Object when it runs out or after a second), the LLM config of test/helpers/node/llm.ts `llmConfigFor` (input checks:",
 		"  secrets, e-mails, a custom pattern, maximum prompt size; output checks: card numbers, e-mails) with the routing",
 		"  defaults of src/llm/config.ts, the gateway's own OpenAI key; the tier caches answers, and every request is a MISS.",
 		...extrasNote,
@@ -720,7 +723,7 @@ async function main() {
 		"  timed from before `fetch()` to the first non-empty chunk of the body (the rest is read, untimed). Added = the",
 		"  route's median (p99) − its reference's median (p99). The p99s with one request in flight include stalls from",
 		"  background work on workerd's one thread (queue consumer batches writing usage rows, cache writes, budget",
-		"  settlements), which land on whichever request is in flight: they say more about the machine than the route.",
+		"  lease renewals), which land on whichever request is in flight: they say more about the machine than the route.",
 		`- Machine: nproc ${facts.nproc}; ${facts.cpu}; ${facts.memory}; ${facts.platform}; load ${facts.load}. Client, stub,`,
 		"  Miniflare (Node) and workerd share the machine.",
 		`- Node ${facts.node}; ${facts.versions}. Whole run: ${totalS.toFixed(0)} s.`,

@@ -315,8 +315,7 @@ export class BudgetClient implements Budgets {
 				lease.held = plus(lease.held, need);
 				return { ok: true, reservation: { name, ...need, lease, epoch: lease.epoch }, ...lease.last };
 			}
-			// A renewal older than the timeout belongs to a request that may have been cancelled: give it up.
-			if (lease.renewal && now - lease.renewal.startedAt > this.#timeout) this.#abandon(lease);
+			this.#dropStale(lease);
 			if (lease.renewal) {
 				lease.waiting++;
 				// Timed out, the next pass finds the renewal stale and starts afresh.
@@ -327,7 +326,7 @@ export class BudgetClient implements Budgets {
 			const want = { tokens: need.tokens * requests, microUsd: need.microUsd * requests };
 			const answer = await this.#renew(lease, want, need, waitUntil);
 			if (typeof answer === "string") return this.#unavailable(name, answer);
-			if (answer.ok && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
+			if (answer.ok && !lease.renewal && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
 				// The renewing request takes its share of the room it was granted, however short the lease.
 				lease.held = plus(lease.held, need);
 				return { ok: true, reservation: { name, ...need, lease, epoch: lease.epoch }, ...lease.last };
@@ -343,6 +342,11 @@ export class BudgetClient implements Budgets {
 	#unavailable(limiter: string, reason: string): BudgetDecision {
 		log("warn", "llm budget unavailable; refusing the call", { limiter, reason });
 		return { ok: false, limitedBy: "unavailable", reason };
+	}
+
+	/** A renewal older than the timeout belongs to a request that may have been cancelled: gives it up. */
+	#dropStale(lease: Lease): void {
+		if (lease.renewal && this.#now() - lease.renewal.startedAt >= this.#timeout) this.#abandon(lease);
 	}
 
 	/** Forgets the lease's reservation and what it holds: the object charges the reservation whole when it expires. */
@@ -373,8 +377,23 @@ export class BudgetClient implements Budgets {
 		const renewal = { promise: new Promise<void>((resolve) => (finish = resolve)), startedAt: sentAt };
 		lease.renewal = renewal;
 		let outcome: RenewBudgetResult | string;
+		const stub = this.#stub(lease.name);
+		/** Shrinks a grant this lease no longer uses to what was in flight when it was asked for. */
+		const release = (late: RenewBudgetResult) => {
+			if (late.leaseId === null) return;
+			const shrink = stub
+				.renewBudgetLease({
+					budget: lease.budget,
+					leaseId: late.leaseId,
+					used: NONE,
+					held: late.expired ? NONE : sent.held,
+					want: NONE,
+					atLeast: NONE,
+				})
+				.catch(() => undefined);
+			if (waitUntil) waitUntil(shrink);
+		};
 		try {
-			const stub = this.#stub(lease.name);
 			const pending = stub.renewBudgetLease({
 				budget: lease.budget,
 				...(lease.id ? { leaseId: lease.id } : {}),
@@ -386,20 +405,8 @@ export class BudgetClient implements Budgets {
 			const answer = await within(pending, this.#timeout);
 			if (answer === TIMED_OUT) {
 				// Given up below: if it was granted after all, shrink it at once to what was in flight when sent.
-				void pending.then(
-					(late) =>
-						late.leaseId === null
-							? undefined
-							: stub.renewBudgetLease({
-									budget: lease.budget,
-									leaseId: late.leaseId,
-									used: NONE,
-									held: late.expired ? NONE : sent.held,
-									want: NONE,
-									atLeast: NONE,
-								}),
-					() => undefined,
-				);
+				const late = pending.then(release, () => undefined);
+				if (waitUntil) waitUntil(late);
 				outcome = `the rate limiter did not answer within ${this.#timeout} ms`;
 			} else {
 				outcome = answer;
@@ -407,7 +414,11 @@ export class BudgetClient implements Budgets {
 		} catch (err) {
 			outcome = err instanceof Error ? err.message : String(err);
 		}
-		if (lease.renewal === renewal) {
+		if (lease.renewal !== renewal) {
+			// Another request gave this renewal up meanwhile (it looked stale): its grant is nobody's.
+			if (typeof outcome !== "string") release(outcome);
+			outcome = "the budget lease renewal was given up";
+		} else {
 			lease.renewal = null;
 			if (typeof outcome === "string" || lease.epoch !== sent.epoch) {
 				// Whether the object applied it is unknown: start afresh; the old reservation expires, charged whole.
@@ -441,7 +452,10 @@ export class BudgetClient implements Budgets {
 	async #returnWhenIdle(lease: Lease): Promise<void> {
 		await new Promise((resolve) => setTimeout(resolve, this.#leaseMs));
 		// A renewal on its way may be refused and leave nothing scheduled: wait for it, then decide.
-		for (let pass = 0; lease.renewal && pass < 3; pass++) await within(lease.renewal.promise, this.#timeout);
+		for (let pass = 0; lease.renewal && pass < 3; pass++) {
+			await within(lease.renewal.promise, this.#timeout);
+			this.#dropStale(lease);
+		}
 		if (lease.renewal || this.#now() < lease.until || !this.#owes(lease)) return;
 		await this.#report(lease);
 	}
@@ -472,7 +486,9 @@ export class BudgetClient implements Budgets {
 		// Past its time, nobody may report this soon: report it here (after a renewal already on its way).
 		for (let pass = 0; pass < 3 && this.#now() >= lease.until && reservation.epoch === lease.epoch; pass++) {
 			if (lease.renewal) {
-				if ((await within(lease.renewal.promise, this.#timeout)) === TIMED_OUT) return;
+				// Timed out, the renewal is stale: the next pass gives it up and reports.
+				await within(lease.renewal.promise, this.#timeout);
+				this.#dropStale(lease);
 				continue;
 			}
 			if (this.#owes(lease)) await this.#report(lease);
@@ -482,7 +498,10 @@ export class BudgetClient implements Budgets {
 
 	async flush(): Promise<void> {
 		for (const lease of this.#leases.values()) {
-			for (let pass = 0; lease.renewal && pass < 3; pass++) await within(lease.renewal.promise, this.#timeout);
+			for (let pass = 0; lease.renewal && pass < 3; pass++) {
+				await within(lease.renewal.promise, this.#timeout);
+				this.#dropStale(lease);
+			}
 			if (lease.renewal) continue;
 			lease.until = 0;
 			if (this.#owes(lease)) await this.#report(lease);
