@@ -458,7 +458,10 @@ export class BudgetLedger {
 			{ keepEmpty: true },
 		);
 		const { remainingTokens, remainingMicroUsd, resetMs } = answer;
-		if (!answer.ok) return { ...answer, ok: false };
+		if (!answer.ok) {
+			const { limitedBy, retryAfterMs } = answer;
+			return { ok: false, limitedBy, remainingTokens, remainingMicroUsd, resetMs, retryAfterMs };
+		}
 		return { ok: true, reservationId: answer.leaseId ?? "", remainingTokens, remainingMicroUsd, resetMs };
 	}
 

@@ -183,25 +183,16 @@ export interface BudgetReservation {
 	epoch: number;
 }
 
-/** The client's answer: a reservation to settle, the object's refusal, or `unavailable`. */
+/**
+ * The client's answer: a reservation to settle (with what was left as of the lease's last renewal), the
+ * object's refusal, or `unavailable`.
+ */
 export type BudgetDecision =
-	| {
-			ok: true;
-			reservation: BudgetReservation;
-			/** Left this month as of the lease's last renewal (null = unlimited). */
-			remainingTokens: number | null;
-			remainingMicroUsd: number | null;
-			resetMs: number;
-	  }
-	| {
-			ok: false;
-			limitedBy: "tokens" | "cost";
-			remainingTokens: number | null;
-			remainingMicroUsd: number | null;
-			resetMs: number;
-			/** The month's end if usage alone leaves no room; a short hint if room is held by requests in flight. */
-			retryAfterMs: number;
-	  }
+	| ({ ok: true; reservation: BudgetReservation } & Omit<
+			Extract<ReserveBudgetResult, { ok: true }>,
+			"ok" | "reservationId"
+	  >)
+	| Extract<ReserveBudgetResult, { ok: false }>
 	/** The object could not be reached or did not answer in time: the call must not be made (503). */
 	| { ok: false; limitedBy: "unavailable"; reason: string };
 

@@ -29,6 +29,23 @@ const isolates = (n: number, options: Partial<BreakerClientOptions> = {}) =>
 	);
 
 /** A client whose every round trip to the object is counted. */
+/** What a stub object answers to a record: `state`, after `seq` transitions (open for a minute). */
+function snapshotOf(state: "closed" | "open", seq: number): BreakerSnapshot {
+	return {
+		name: "n",
+		state,
+		since: 0,
+		consecutiveFailures: 0,
+		window: { successes: 0, failures: 0 },
+		probesInFlight: 0,
+		probeSuccesses: 0,
+		reopenings: 0,
+		seq,
+		pendingEvents: 0,
+		...(state === "open" ? { openUntil: Date.now() + 60_000, retryAfterMs: 60_000 } : {}),
+	};
+}
+
 function countingClient(options: Partial<BreakerClientOptions> = {}) {
 	const calls = { admit: 0, record: 0 };
 	const client = new BreakerClient({
@@ -570,20 +587,7 @@ describe("releasing probes and coalesced successes", () => {
 				},
 				record: async () => {
 					await recorded;
-					return {
-						name: "b",
-						state: "open",
-						since: 0,
-						consecutiveFailures: 1,
-						window: { successes: 0, failures: 1 },
-						probesInFlight: 0,
-						probeSuccesses: 0,
-						reopenings: 0,
-						seq: 1,
-						pendingEvents: 0,
-						openUntil: Date.now() + 60_000,
-						retryAfterMs: 60_000,
-					} satisfies BreakerSnapshot;
+					return snapshotOf("open", 1);
 				},
 			}),
 			closedTrustMs: 60_000,
@@ -608,18 +612,7 @@ describe("releasing probes and coalesced successes", () => {
 				},
 				record: async (input) => {
 					counts.push(input.count);
-					return {
-						name: "steady",
-						state: "closed",
-						since: 0,
-						consecutiveFailures: 0,
-						window: { successes: 0, failures: 0 },
-						probesInFlight: 0,
-						probeSuccesses: 0,
-						reopenings: 0,
-						seq: counts.length,
-						pendingEvents: 0,
-					} satisfies BreakerSnapshot;
+					return snapshotOf("closed", counts.length);
 				},
 			}),
 			closedTrustMs: 1000,
@@ -644,20 +637,6 @@ describe("releasing probes and coalesced successes", () => {
 
 describe("answers that arrive out of order", () => {
 	it("an older record answer never overwrites a newer one the isolate has learned", async () => {
-		const snapshot = (state: "closed" | "open", seq: number) =>
-			({
-				name: "n",
-				state,
-				since: 0,
-				consecutiveFailures: 0,
-				window: { successes: 0, failures: 0 },
-				probesInFlight: 0,
-				probeSuccesses: 0,
-				reopenings: 0,
-				seq,
-				pendingEvents: 0,
-				...(state === "open" ? { openUntil: Date.now() + 60_000, retryAfterMs: 60_000 } : {}),
-			}) satisfies BreakerSnapshot;
 		let releaseOld: (() => void) | undefined;
 		const oldAnswer = new Promise<void>((resolve) => {
 			releaseOld = resolve;
@@ -670,9 +649,9 @@ describe("answers that arrive out of order", () => {
 					// The first record (sent first) answers last, with the older state.
 					if (++records === 1) {
 						await oldAnswer;
-						return snapshot("closed", 1);
+						return snapshotOf("closed", 1);
 					}
-					return snapshot("open", 2);
+					return snapshotOf("open", 2);
 				},
 			}),
 		});
