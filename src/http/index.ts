@@ -1,4 +1,4 @@
-export { TIMED_OUT, waitUntil, within } from "./async";
+export { TIMED_OUT, type WaitUntil, waitUntil, within } from "./async";
 export { limitBody, requireJsonBody } from "./body";
 export {
 	ApiError,

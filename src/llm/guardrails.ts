@@ -619,7 +619,7 @@ export const MAX_LOOK_BEHIND = 65_536;
 export const STREAM_CONTEXT_CHARS = 32;
 
 export interface StreamGuardOptions {
-	/** Characters a custom pattern holds back (default {@link DEFAULT_LOOK_BEHIND}); at least the checks' `minLookBehind`. */
+	/** Characters a custom pattern holds back (default {@link DEFAULT_LOOK_BEHIND}); ≥ the checks' `minLookBehind`. */
 	lookBehind?: number;
 }
 
@@ -649,9 +649,10 @@ export interface StreamStep {
  * touch it is settled. A built-in detector says which characters its matches hold, and no match runs
  * across any other: for it, only the trailing run of those characters is held back (the last word, or
  * a run of digits and spaces; at most its reach). A custom pattern holds back the last `lookBehind`
- * characters. A client sees content that much later; the route sends headers and the role chunk at once. A redaction that runs past that
- * point is emitted whole as its placeholder and later overlapping matches extend it silently, so no
- * redaction is applied twice and the text emitted so far is always a prefix of the redacted stream.
+ * characters. A client sees content that much later; the route sends headers and the role chunk at
+ * once. A redaction that runs past that point is emitted whole as its placeholder and later overlapping
+ * matches extend it silently, so no redaction is applied twice and the text emitted so far is always a
+ * prefix of the redacted stream.
  * Streamed tool-call arguments are scanned as raw JSON text: a value spelt with `\u` escapes is not
  * decoded, unlike in {@link checkChatOutput}.
  *

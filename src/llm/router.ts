@@ -206,6 +206,9 @@ export async function route<T>(
 	};
 	/** The last target that could not take this request at all. */
 	let unsupported: { error: ProviderError; target: Target } | undefined;
+	const ended = () => deadline - now() <= 0 || r.signal?.aborted === true;
+	const timedOut = () =>
+		failure(last.cause === "unavailable" ? { cause: "timeout" } : last, attempts, r.signal?.aborted);
 
 	for (const target of targets) {
 		const provider = r.providers.get(target.provider);
@@ -216,9 +219,6 @@ export async function route<T>(
 
 		const names = breakerNames(r.tenantId, target, key.byok);
 		for (let retry = 0; retry <= routing.retriesPerTarget; retry++) {
-			const ended = () => deadline - now() <= 0 || r.signal?.aborted === true;
-			const timedOut = () =>
-				failure(last.cause === "unavailable" ? { cause: "timeout" } : last, attempts, r.signal?.aborted);
 			if (ended()) throw timedOut();
 			// Every attempt, a retry too, asks the breakers: a failure just recorded may have opened one.
 			const { decisions, refused } = await admitAll(r, names, policy);

@@ -10,7 +10,7 @@ import { getTableColumns, sql } from "drizzle-orm";
 import { z } from "zod";
 import { database, llmUsage } from "../db";
 import { type EventEnvelope, EventEnvelopeSchema, type EventHandler, errorText, newEvent, publish } from "../events";
-import { log } from "../http";
+import { log, type WaitUntil } from "../http";
 import type { ChatCompletion, ChatMessage, ChatRequest, EmbeddingsRequest } from "./types";
 
 /** Tokens a message costs beyond its text (role, separators), as in OpenAI's counting guide. */
@@ -181,6 +181,15 @@ const USAGE_COLUMNS = Object.entries(getTableColumns(llmUsage)) as [
 	keyof typeof llmUsage.$inferInsert,
 	{ name: string },
 ][];
+/** The statement's column list, and each row's values unpacked from its JSON array, in that order. */
+const USAGE_COLUMN_NAMES = sql.join(
+	USAGE_COLUMNS.map(([, column]) => sql.identifier(column.name)),
+	sql`, `,
+);
+const USAGE_VALUES = sql.join(
+	USAGE_COLUMNS.map((_, i) => sql.raw(`value ->> ${i}`)),
+	sql`, `,
+);
 
 /**
  * Writes the records of each `llm.usage` event as `llm_usage` rows keyed by record id, in ONE statement
@@ -199,24 +208,13 @@ export const usageRecorder: EventHandler = {
 			const row = usageRow(event.tenantId, r);
 			return USAGE_COLUMNS.map(([key]) => row[key]);
 		});
-		const columns = sql.join(
-			USAGE_COLUMNS.map(([, column]) => sql.identifier(column.name)),
-			sql`, `,
-		);
-		const values = sql.join(
-			USAGE_COLUMNS.map((_, i) => sql.raw(`value ->> ${i}`)),
-			sql`, `,
-		);
 		// `WHERE true` keeps SQLite from reading ON CONFLICT as part of the SELECT (its documented upsert rule).
 		await database(env.DB).run(
-			sql`INSERT INTO ${llmUsage} (${columns}) SELECT ${values} FROM json_each(${JSON.stringify(rows)}) WHERE true
-				ON CONFLICT (${sql.identifier(llmUsage.id.name)}) DO NOTHING`,
+			sql`INSERT INTO ${llmUsage} (${USAGE_COLUMN_NAMES}) SELECT ${USAGE_VALUES} FROM json_each(${JSON.stringify(rows)})
+				WHERE true ON CONFLICT (${sql.identifier(llmUsage.id.name)}) DO NOTHING`,
 		);
 	},
 };
-
-/** What keeps the isolate alive for a promise: `(p) => ctx.waitUntil(p)`, or `(p) => waitUntil(c, p)` in a Hono handler. */
-export type WaitUntil = (promise: Promise<unknown>) => void;
 
 export type UsagePublisher = (env: Pick<Env, "EVENTS">, events: EventEnvelope[]) => Promise<void>;
 

@@ -9,8 +9,8 @@
  * estimates from in memory and settle into in memory. It renews the lease when a request's estimate no
  * longer fits or the lease is older than `leaseMs`, and reports in the same call what its requests
  * used: the object charges that, keeps the estimates of requests still in flight reserved, and grants
- * room for about `headroom` requests (and one per request waiting) (less near the limit; nothing, a refusal, if not even this
- * request's estimate fits). After `leaseMs` without renewal, the isolate reports and gives the room
+ * room for about `headroom` requests plus one per request waiting (less near the limit; nothing, a
+ * refusal, if not even this request's estimate fits). After `leaseMs` without renewal, the isolate reports and gives the room
  * back (from the renewing request's `waitUntil`), and a request settling on a lease past its time
  * reports at once. Exactness is the ledger's: every estimate in flight is reserved in the object, so
  * concurrency never overshoots; only requests that use more than they reserved do, by that excess.
@@ -26,7 +26,7 @@
  */
 import { z } from "zod";
 import { type LlmBudget, LlmBudgetSchema } from "../config";
-import { log, TIMED_OUT, within } from "../http";
+import { log, TIMED_OUT, type WaitUntil, within } from "../http";
 import { rateLimiterName } from "./interface";
 
 /** A reservation's default life: longer than any call's total deadline, so expiry is a fallback. */
@@ -196,9 +196,6 @@ export type BudgetDecision =
 	/** The object could not be reached or did not answer in time: the call must not be made (503). */
 	| { ok: false; limitedBy: "unavailable"; reason: string };
 
-/** What keeps the isolate alive for a promise. */
-export type WaitUntil = (promise: Promise<unknown>) => void;
-
 /** Reserves before an LLM call and settles after it. */
 export interface Budgets {
 	reserve(
@@ -237,6 +234,23 @@ function whole(n: number): number {
 
 function unlimited(budget: LlmBudget): boolean {
 	return budget.monthlyTokens === null && budget.monthlyMicroUsd === null;
+}
+
+/** What a lease has left for new requests: what the object reserved, less what was used and what is in flight. */
+function room(lease: Lease): Amount {
+	return minus(minus(lease.amount, lease.used), lease.held);
+}
+
+/** Whether the object should hear from the lease: usage to charge, or room beyond what is in flight to give back. */
+function owes(lease: Lease): boolean {
+	const spare = minus(lease.amount, lease.held);
+	return lease.used.tokens > 0 || lease.used.microUsd > 0 || spare.tokens > 0 || spare.microUsd > 0;
+}
+
+/** Reserves `need` from the lease's room (the caller has checked it fits). */
+function take(lease: Lease, need: Amount): BudgetDecision {
+	lease.held = plus(lease.held, need);
+	return { ok: true, reservation: { name: lease.name, ...need, lease, epoch: lease.epoch }, ...lease.last };
 }
 
 /** Budgets over RateLimiter objects, through one lease per tenant and budget in this isolate; see {@link budgetsFor}. */
@@ -299,13 +313,9 @@ export class BudgetClient implements Budgets {
 		}
 		const lease = this.#lease(name, budget);
 		for (let pass = 0; pass < MAX_PASSES; pass++) {
-			const now = this.#now();
 			// Never while a renewal is out: it reports what is in flight as of its sending, and a request
 			// taken after that would be reserved nowhere if the renewal shrinks the lease.
-			if (!lease.renewal && now < lease.until && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
-				lease.held = plus(lease.held, need);
-				return { ok: true, reservation: { name, ...need, lease, epoch: lease.epoch }, ...lease.last };
-			}
+			if (!lease.renewal && this.#now() < lease.until && fits(need, room(lease))) return take(lease, need);
 			this.#dropStale(lease);
 			if (lease.renewal) {
 				lease.waiting++;
@@ -317,11 +327,8 @@ export class BudgetClient implements Budgets {
 			const want = { tokens: need.tokens * requests, microUsd: need.microUsd * requests };
 			const answer = await this.#renew(lease, want, need, waitUntil);
 			if (typeof answer === "string") return this.#unavailable(name, answer);
-			if (answer.ok && !lease.renewal && fits(need, minus(minus(lease.amount, lease.used), lease.held))) {
-				// The renewing request takes its share of the room it was granted, however short the lease.
-				lease.held = plus(lease.held, need);
-				return { ok: true, reservation: { name, ...need, lease, epoch: lease.epoch }, ...lease.last };
-			}
+			// The renewing request takes its share of the room it was granted, however short the lease.
+			if (answer.ok && !lease.renewal && fits(need, room(lease))) return take(lease, need);
 			if (!answer.ok) {
 				const { limitedBy, remainingTokens, remainingMicroUsd, resetMs, retryAfterMs } = answer;
 				return { ok: false, limitedBy, remainingTokens, remainingMicroUsd, resetMs, retryAfterMs };
@@ -443,18 +450,17 @@ export class BudgetClient implements Budgets {
 	async #returnWhenIdle(lease: Lease): Promise<void> {
 		await new Promise((resolve) => setTimeout(resolve, this.#leaseMs));
 		// A renewal on its way may be refused and leave nothing scheduled: wait for it, then decide.
+		if (!(await this.#quiet(lease)) || this.#now() < lease.until || !owes(lease)) return;
+		await this.#report(lease);
+	}
+
+	/** Waits for a renewal on its way, giving up one that has gone stale; true once none is out. */
+	async #quiet(lease: Lease): Promise<boolean> {
 		for (let pass = 0; lease.renewal && pass < 3; pass++) {
 			await within(lease.renewal.promise, this.#timeout);
 			this.#dropStale(lease);
 		}
-		if (lease.renewal || this.#now() < lease.until || !this.#owes(lease)) return;
-		await this.#report(lease);
-	}
-
-	/** Whether the object should hear from the lease: usage to charge, or room beyond what is in flight to give back. */
-	#owes(lease: Lease): boolean {
-		const room = minus(lease.amount, lease.held);
-		return lease.used.tokens > 0 || lease.used.microUsd > 0 || room.tokens > 0 || room.microUsd > 0;
+		return !lease.renewal;
 	}
 
 	/** Reports the lease's usage and keeps only what is in flight reserved. Never throws. */
@@ -474,28 +480,17 @@ export class BudgetClient implements Budgets {
 		if (!lease || reservation.epoch !== lease.epoch) return;
 		lease.held = minus(lease.held, reservation);
 		lease.used = plus(lease.used, { tokens: whole(actual.tokens), microUsd: whole(actual.microUsd) });
-		// Past its time, nobody may report this soon: report it here (after a renewal already on its way).
-		for (let pass = 0; pass < 3 && this.#now() >= lease.until && reservation.epoch === lease.epoch; pass++) {
-			if (lease.renewal) {
-				// Timed out, the renewal is stale: the next pass gives it up and reports.
-				await within(lease.renewal.promise, this.#timeout);
-				this.#dropStale(lease);
-				continue;
-			}
-			if (this.#owes(lease)) await this.#report(lease);
-			return;
-		}
+		// Past its time, nobody may report this soon: report it here (after a renewal already on its way,
+		// unless that one renewed the lease, or gave it up with this request's epoch).
+		if (this.#now() < lease.until || !(await this.#quiet(lease))) return;
+		if (reservation.epoch === lease.epoch && this.#now() >= lease.until && owes(lease)) await this.#report(lease);
 	}
 
 	async flush(): Promise<void> {
 		for (const lease of this.#leases.values()) {
-			for (let pass = 0; lease.renewal && pass < 3; pass++) {
-				await within(lease.renewal.promise, this.#timeout);
-				this.#dropStale(lease);
-			}
-			if (lease.renewal) continue;
+			if (!(await this.#quiet(lease))) continue;
 			lease.until = 0;
-			if (this.#owes(lease)) await this.#report(lease);
+			if (owes(lease)) await this.#report(lease);
 		}
 	}
 }
