@@ -14,10 +14,10 @@
  * --no-write (print only).
  * Loads test/helpers/node/gateway.ts through Node's built-in TypeScript type stripping (Node ≥ 22.18).
  */
-import { parseArgs } from "node:util";
 import { buildWorker, startGateway } from "../test/helpers/node/gateway.ts";
 import {
 	BENCH_LIMITS,
+	benchArgs,
 	loadAverage,
 	machineFacts,
 	median,
@@ -30,24 +30,16 @@ import {
 	writeResults,
 } from "./lib.mjs";
 
-const { values: args } = parseArgs({
-	options: {
-		duration: { type: "string", default: "3" },
-		rounds: { type: "string", default: "2" },
-		connections: { type: "string", default: "10" },
-		samples: { type: "string", default: "2000" },
-		"no-write": { type: "boolean", default: false },
-	},
+const args = benchArgs({
+	counts: { duration: 3, rounds: 2, connections: 10, samples: 2000 },
+	flags: ["no-write"],
 });
-const DURATION_S = Number(args.duration);
-const CONNECTIONS = Number(args.connections);
-const SAMPLES = Number(args.samples);
-const ROUNDS = Number(args.rounds);
+const DURATION_S = args.count.duration;
+const CONNECTIONS = args.count.connections;
+const SAMPLES = args.count.samples;
+const ROUNDS = args.count.rounds;
 const WARMUP_S = 2;
 const SEQUENTIAL_WARMUP = 300;
-for (const [name, v] of Object.entries({ DURATION_S, CONNECTIONS, SAMPLES, ROUNDS })) {
-	if (!Number.isInteger(v) || v < 1 || v > 100_000) throw new Error(`bad ${name}: ${v}`);
-}
 /** Targets from the issue. */
 const TARGET_RATIO = 0.7;
 const TARGET_ADDED_MS = 0.3;
@@ -269,7 +261,7 @@ async function main() {
 	for (const line of [...table, "", ...seqTable, "", ...summary]) say(line);
 	say();
 
-	if (!args["no-write"]) writeResults("bench/gateway.mjs", section);
+	if (!args.flag["no-write"]) writeResults("bench/gateway.mjs", section);
 }
 
 await main();

@@ -8,8 +8,42 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 import autocannon from "autocannon";
 import { ROOT } from "../test/helpers/node/gateway.ts";
+
+/**
+ * Parses a benchmark's command line. Each of `counts` is `--name <n>` with the default given, and must be a
+ * whole number in 1..1,000,000 or the run stops; `flags` are booleans (`--no-write`, …); `texts` are strings.
+ * @template {string} C
+ * @template {string} [F=never]
+ * @template {string} [T=never]
+ * @param {{ counts: Record<C, number>; flags?: readonly F[]; texts?: Record<T, string> }} spec
+ * @returns {{ count: Record<C, number>; flag: Record<F, boolean>; text: Record<T, string> }}
+ */
+export function benchArgs({ counts, flags = [], texts }) {
+	/** @type {Record<string, { type: "string"; default: string } | { type: "boolean"; default: boolean }>} */
+	const options = {};
+	for (const [name, fallback] of Object.entries(counts)) options[name] = { type: "string", default: String(fallback) };
+	for (const [name, fallback] of Object.entries(texts ?? {}))
+		options[name] = { type: "string", default: String(fallback) };
+	for (const name of flags) options[name] = { type: "boolean", default: false };
+	const { values } = parseArgs({ options });
+	/** @type {Record<string, number>} */
+	const count = {};
+	for (const name of Object.keys(counts)) {
+		const v = Number(values[name]);
+		if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new Error(`bad --${name}: ${values[name]}`);
+		count[name] = v;
+	}
+	/** @type {Record<string, boolean>} */
+	const flag = {};
+	for (const name of flags) flag[name] = values[name] === true;
+	/** @type {Record<string, string>} */
+	const text = {};
+	for (const name of Object.keys(texts ?? {})) text[name] = String(values[name]);
+	return { count, flag, text };
+}
 
 /** Prints one line to stdout. */
 export const say = (/** @type {string} */ line = "") => process.stdout.write(`${line}\n`);

@@ -29,12 +29,12 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { buildWorker, ROOT, startGateway } from "../test/helpers/node/gateway.ts";
 import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
 import { mulberry32 } from "../test/helpers/random.ts";
 import {
 	BENCH_LIMITS,
+	benchArgs,
 	cpuNow,
 	loadAverage,
 	machineFacts,
@@ -50,26 +50,16 @@ import {
 	writeResults,
 } from "./lib.mjs";
 
-const { values: args } = parseArgs({
-	options: {
-		duration: { type: "string", default: "5" },
-		rounds: { type: "string", default: "2" },
-		connections: { type: "string", default: "50" },
-		samples: { type: "string", default: "1500" },
-		"body-bytes": { type: "string", default: "1024" },
-		"no-extras": { type: "boolean", default: false },
-		"no-write": { type: "boolean", default: false },
-	},
+const args = benchArgs({
+	counts: { duration: 5, rounds: 2, connections: 50, samples: 1500, "body-bytes": 1024 },
+	flags: ["no-extras", "no-write"],
 });
-const DURATION_S = Number(args.duration);
-const ROUNDS = Number(args.rounds);
-const CONNECTIONS = Number(args.connections);
-const SAMPLES = Number(args.samples);
-const BODY_BYTES = Number(args["body-bytes"]);
-const EXTRAS = !args["no-extras"];
-for (const [name, v] of Object.entries({ DURATION_S, ROUNDS, CONNECTIONS, SAMPLES, BODY_BYTES })) {
-	if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new Error(`bad ${name}: ${v}`);
-}
+const DURATION_S = args.count.duration;
+const ROUNDS = args.count.rounds;
+const CONNECTIONS = args.count.connections;
+const SAMPLES = args.count.samples;
+const BODY_BYTES = args.count["body-bytes"];
+const EXTRAS = !args.flag["no-extras"];
 if (BODY_BYTES < 400) throw new Error("--body-bytes must be at least 400 (the body's fixed part)");
 const WARMUP_S = 2;
 /** Sequential requests per route before the timed ones, in each sequential phase. */
@@ -735,7 +725,7 @@ async function main() {
 	for (const line of [...loadTable, "", ...seqTable, "", ...ttfbTable, "", ...summary, ...notable]) say(line);
 	say();
 
-	if (!args["no-write"]) writeResults("bench/llm.mjs", section, INTRO);
+	if (!args.flag["no-write"]) writeResults("bench/llm.mjs", section, INTRO);
 }
 
 await main();

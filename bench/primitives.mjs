@@ -20,10 +20,10 @@
  * --samples <n> (default 400), --no-write (print only).
  */
 import { spawn } from "node:child_process";
-import { parseArgs } from "node:util";
 import { convertV4MiniflareOptions, Log, LogLevel, Miniflare } from "miniflare";
 import { mulberry32 } from "../test/helpers/random.ts";
 import {
+	benchArgs,
 	cpuNow,
 	loadAverage,
 	machineFacts,
@@ -36,22 +36,11 @@ import {
 	writeResults,
 } from "./lib.mjs";
 
-const { values: args } = parseArgs({
-	options: {
-		duration: { type: "string", default: "3" },
-		rounds: { type: "string", default: "2" },
-		connections: { type: "string", default: "20" },
-		samples: { type: "string", default: "400" },
-		"no-write": { type: "boolean", default: false },
-	},
-});
-const DURATION_S = Number(args.duration);
-const ROUNDS = Number(args.rounds);
-const CONNECTIONS = Number(args.connections);
-const SAMPLES = Number(args.samples);
-for (const [name, v] of Object.entries({ DURATION_S, ROUNDS, CONNECTIONS, SAMPLES })) {
-	if (!Number.isInteger(v) || v < 1 || v > 10_000) throw new Error(`bad ${name}: ${v}`);
-}
+const args = benchArgs({ counts: { duration: 3, rounds: 2, connections: 20, samples: 400 }, flags: ["no-write"] });
+const DURATION_S = args.count.duration;
+const ROUNDS = args.count.rounds;
+const CONNECTIONS = args.count.connections;
+const SAMPLES = args.count.samples;
 const WARMUP_S = 1;
 /** Written once, above the marked section, when the file has no such section yet. */
 const INTRO = [
@@ -326,7 +315,7 @@ try {
 		`- Machine: ${facts.cpu}, nproc ${facts.nproc}, ${facts.memory}; load ${facts.load}; Node ${facts.node};`,
 		`  ${facts.versions}.`,
 	];
-	if (args["no-write"]) say(lines.join("\n"));
+	if (args.flag["no-write"]) say(lines.join("\n"));
 	else writeResults("bench/primitives.mjs", lines, INTRO);
 } finally {
 	await mf.dispose();

@@ -25,10 +25,10 @@
  * Loads test/helpers/node/gateway.ts through Node's built-in TypeScript type stripping (Node ≥ 22.18).
  */
 import { randomUUID } from "node:crypto";
-import { parseArgs } from "node:util";
 import { buildWorker, githubSignature, registerWebhookEndpoint, startGateway } from "../test/helpers/node/gateway.ts";
 import {
 	BENCH_LIMITS,
+	benchArgs,
 	cpuNow,
 	loadAverage,
 	machineFacts,
@@ -44,37 +44,26 @@ import {
 	writeResults,
 } from "./lib.mjs";
 
-const { values: args } = parseArgs({
-	options: {
-		duration: { type: "string", default: "5" },
-		rounds: { type: "string", default: "2" },
-		connections: { type: "string", default: "50" },
-		"body-bytes": { type: "string", default: "2048" },
-		sample: { type: "string", default: "200" },
-		"sample-rate": { type: "string", default: "50" },
-		"drain-timeout": { type: "string", default: "120" },
-		configs: { type: "string", default: "assets,worker" },
-		"no-write": { type: "boolean", default: false },
+const args = benchArgs({
+	counts: {
+		duration: 5,
+		rounds: 2,
+		connections: 50,
+		"body-bytes": 2048,
+		sample: 200,
+		"sample-rate": 50,
+		"drain-timeout": 120,
 	},
+	flags: ["no-write"],
+	texts: { configs: "assets,worker" },
 });
-const DURATION_S = Number(args.duration);
-const ROUNDS = Number(args.rounds);
-const CONNECTIONS = Number(args.connections);
-const BODY_BYTES = Number(args["body-bytes"]);
-const SAMPLE = Number(args.sample);
-const SAMPLE_RATE = Number(args["sample-rate"]);
-const DRAIN_TIMEOUT_S = Number(args["drain-timeout"]);
-for (const [name, v] of Object.entries({
-	DURATION_S,
-	ROUNDS,
-	CONNECTIONS,
-	BODY_BYTES,
-	SAMPLE,
-	SAMPLE_RATE,
-	DRAIN_TIMEOUT_S,
-})) {
-	if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new Error(`bad ${name}: ${v}`);
-}
+const DURATION_S = args.count.duration;
+const ROUNDS = args.count.rounds;
+const CONNECTIONS = args.count.connections;
+const BODY_BYTES = args.count["body-bytes"];
+const SAMPLE = args.count.sample;
+const SAMPLE_RATE = args.count["sample-rate"];
+const DRAIN_TIMEOUT_S = args.count["drain-timeout"];
 if (BODY_BYTES < 600) throw new Error("--body-bytes must be at least 600 (the payload's fixed part)");
 const WARMUP_S = 2;
 /** Deliveries sent (and counted) to warm the ingest path up before the measured runs. */
@@ -548,11 +537,7 @@ async function effectSample(gw, db, endpoint, pool) {
 async function main() {
 	const started = Date.now();
 	const loadBefore = loadAverage();
-	const wanted = new Set(
-		String(args.configs)
-			.split(",")
-			.map((k) => k.trim()),
-	);
+	const wanted = new Set(args.text.configs.split(",").map((k) => k.trim()));
 	const configs = ALL_CONFIGS.filter((c) => wanted.has(c.key));
 	if (configs.length === 0) throw new Error(`--configs: none of ${[...wanted].join(", ")} is assets or worker`);
 	say("bench: building the Worker bundle if it is stale…");
@@ -683,7 +668,7 @@ async function main() {
 	for (const line of [...table, "", ...effectTable, "", ...countTable, "", ...summary, ...notable]) say(line);
 	say();
 
-	if (!args["no-write"]) writeResults("bench/webhooks.mjs", section, INTRO);
+	if (!args.flag["no-write"]) writeResults("bench/webhooks.mjs", section, INTRO);
 	const failed = results.some(
 		(r) => r.acks.ok !== r.loadRows.total || r.sample.acked !== r.sampleRows.total || r.acks.duplicates > 0,
 	);
