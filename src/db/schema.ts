@@ -109,7 +109,8 @@ export const webhookDeliveries = sqliteTable(
 		/** The sender's delivery id (or a digest of the body when the source has none). */
 		deliveryId: text("delivery_id").notNull(),
 		eventType: text("event_type"),
-		status: text("status", { enum: ["received", "processed", "forwarded", "failed"] })
+		/** `parked`: its event could not be enqueued after MAX_ENQUEUE_FAILURES tries; only a replay moves it. */
+		status: text("status", { enum: ["received", "processed", "forwarded", "failed", "parked"] })
 			.notNull()
 			.default("received"),
 		attempts: integer("attempts").notNull().default(0),
@@ -121,14 +122,20 @@ export const webhookDeliveries = sqliteTable(
 		contentType: text("content_type"),
 		/** Set when the consumer first handles the delivery's event; the sweep re-enqueues rows left without it. */
 		enqueuedAt: integer("enqueued_at"),
+		/** Times the queue refused the delivery's event (at ingest, on a redelivery or in the sweep). */
+		enqueueFailures: integer("enqueue_failures").notNull().default(0),
+		/** When the sweep may next try to enqueue the event (ms); set at ingest, pushed back after each refusal. */
+		nextEnqueueAt: integer("next_enqueue_at").notNull().default(0),
 		receivedAt: createdAt(),
 		updatedAt: integer("updated_at"),
 	},
 	(t) => [
 		uniqueIndex("webhook_deliveries_endpoint_delivery_unique").on(t.endpointId, t.deliveryId),
 		index("webhook_deliveries_tenant_idx").on(t.tenantId, t.receivedAt),
-		// The sweep's query: received, never enqueued, oldest first.
-		index("webhook_deliveries_sweep_idx").on(t.status, t.enqueuedAt, t.receivedAt),
+		// The sweep's query: received, never enqueued, due. Partial, so only the rows waiting for an event are in it.
+		index("webhook_deliveries_due_idx")
+			.on(t.nextEnqueueAt)
+			.where(sql`${t.status} = 'received' and ${t.enqueuedAt} is null`),
 	],
 );
 
