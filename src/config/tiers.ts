@@ -20,6 +20,9 @@ export const LlmBudgetSchema = z
 	.strict();
 export type LlmBudget = z.infer<typeof LlmBudgetSchema>;
 
+/** Webhook ingest's own limit: each endpoint has a bucket of its own, beside the tenant's. */
+export const WebhookLimitsSchema = z.object({ perEndpoint: RateSchema }).strict();
+
 /** Limits a tenant or key may carry to override its tier's (set by the operator). */
 export const LimitsSchema = z
 	.object({
@@ -27,6 +30,8 @@ export const LimitsSchema = z
 		monthlyQuota: z.number().int().positive().optional(),
 		/** Monthly LLM budget overriding the tier's (null = unlimited). */
 		llmBudget: LlmBudgetSchema.partial().optional(),
+		/** Webhook ingest limits overriding the tier's (a tenant's only; ignored on a key). */
+		webhooks: WebhookLimitsSchema.optional(),
 	})
 	.strict();
 export type Limits = z.infer<typeof LimitsSchema>;
@@ -54,6 +59,11 @@ export const TierPolicySchema = z
 			.strict(),
 		features: z.array(z.string()),
 		/**
+		 * Webhook ingest: every verified delivery takes a token from its endpoint's bucket (this rate) and
+		 * one from the tenant's bucket (the tier's `rate` and `monthlyQuota`, shared with API traffic).
+		 */
+		webhooks: WebhookLimitsSchema,
+		/**
 		 * What admission does when the RateLimiter object cannot be reached. Rate and quota live in the
 		 * same object, so a request is refused (503) if either says `closed`; with the default (rate
 		 * `open`, quota `closed`) the tier fails closed. Set both to `open` to prefer availability.
@@ -80,6 +90,7 @@ export const TIERS: Record<TierName, TierPolicy> = z.record(TierNameSchema, Tier
 		models: ["fast", "embed"],
 		llm: { cacheTtlS: 0, budget: { monthlyTokens: 100_000, monthlyMicroUsd: 1_000_000 } },
 		features: [],
+		webhooks: { perEndpoint: { perSecond: 2, burst: 10 } },
 		limiterUnavailable: { rate: "open", quota: "closed" },
 		lease: { maxTokens: 5, ttlMs: 1000 },
 	},
@@ -92,6 +103,7 @@ export const TIERS: Record<TierName, TierPolicy> = z.record(TierNameSchema, Tier
 		models: ["fast", "smart", "embed"],
 		llm: { cacheTtlS: 300, budget: { monthlyTokens: 10_000_000, monthlyMicroUsd: 100_000_000 } },
 		features: ["cache", "byok"],
+		webhooks: { perEndpoint: { perSecond: 25, burst: 100 } },
 		limiterUnavailable: { rate: "open", quota: "closed" },
 		lease: { maxTokens: 25, ttlMs: 1000 },
 	},
@@ -104,6 +116,7 @@ export const TIERS: Record<TierName, TierPolicy> = z.record(TierNameSchema, Tier
 		models: ["fast", "smart", "embed", "*"],
 		llm: { cacheTtlS: 3600, budget: { monthlyTokens: null, monthlyMicroUsd: null } },
 		features: ["cache", "byok", "audit-export"],
+		webhooks: { perEndpoint: { perSecond: 500, burst: 2500 } },
 		limiterUnavailable: { rate: "open", quota: "closed" },
 		lease: { maxTokens: 100, ttlMs: 1000 },
 	},

@@ -1,4 +1,7 @@
-/** `admit()`: strict admission for every protected request — the tenant's bucket and quota, and the key's where configured. */
+/**
+ * `admit()`: strict admission for every protected request — the tenant's bucket and quota, and the key's
+ * where configured — and `takeAdmission()`, the same all-or-none take for webhook ingest (`webhookSubjects`).
+ */
 import type { MiddlewareHandler } from "hono";
 import type { AuthVariables, Principal } from "../auth";
 import { type Limits, type TierPolicy, tierPolicy } from "../config";
@@ -51,14 +54,18 @@ export interface AdmitOptions {
 	admission?: (env: Env) => Admission;
 }
 
-interface Subject {
+/** One limiter a request takes a token from: its instance name, its header prefix and its policy. */
+export interface AdmissionSubject {
 	name: string;
+	/** Prefix of its RateLimit policy names (`""` tenant, `"key-"`, `"endpoint-"`). */
 	prefix: string;
 	policy: BucketPolicy;
+	/** Only the rate of this limiter is reported (its quota is the tenant's, counted elsewhere). */
+	rateOnly?: boolean;
 }
 
-function subjects(p: Principal, tier: TierPolicy): Subject[] {
-	const list: Subject[] = [];
+function subjects(p: Principal, tier: TierPolicy): AdmissionSubject[] {
+	const list: AdmissionSubject[] = [];
 	if (p.keyId && p.keyLimits) {
 		list.push({ name: rateLimiterName({ keyId: p.keyId }), prefix: "key-", policy: bucketPolicy(tier, p.keyLimits) });
 	}
@@ -70,6 +77,109 @@ function subjects(p: Principal, tier: TierPolicy): Subject[] {
 	return list;
 }
 
+/** The endpoint's bucket limits rate only: its counter's quota is set out of reach, the tenant's bucket holds the quota. */
+const ENDPOINT_QUOTA = Number.MAX_SAFE_INTEGER;
+
+const endpointPolicies = new WeakMap<object, BucketPolicy>();
+
+/**
+ * What one webhook delivery takes: a token from the endpoint's own bucket (`webhooks.perEndpoint` of
+ * the tier, or the tenant's override), then one from the tenant's bucket — the same bucket and monthly
+ * quota as the tenant's API traffic, so deliveries count in the quota.
+ */
+export function webhookSubjects(endpoint: {
+	id: string;
+	tenantId: string;
+	tier: TierPolicy;
+	tenantLimits: Limits | null;
+}): AdmissionSubject[] {
+	const rate = endpoint.tenantLimits?.webhooks?.perEndpoint ?? endpoint.tier.webhooks.perEndpoint;
+	let endpointPolicy = endpointPolicies.get(rate);
+	if (!endpointPolicy) {
+		endpointPolicy = { rate, monthlyQuota: ENDPOINT_QUOTA, lease: endpoint.tier.lease };
+		endpointPolicies.set(rate, endpointPolicy);
+	}
+	return [
+		{
+			name: rateLimiterName({ webhookEndpointId: endpoint.id }),
+			prefix: "endpoint-",
+			policy: endpointPolicy,
+			rateOnly: true,
+		},
+		{
+			name: rateLimiterName({ tenantId: endpoint.tenantId }),
+			prefix: "",
+			policy: bucketPolicy(endpoint.tier, endpoint.tenantLimits),
+		},
+	];
+}
+
+/** The RateLimit header fields of an admitted request (null when no limiter answered). */
+export interface AdmissionHeaders {
+	"ratelimit-policy": string;
+	ratelimit: string;
+}
+
+/**
+ * Takes one token from every subject, in order, or none: a refusal hands back the tokens already
+ * taken and throws 429 (`rate-limited` / `quota-exceeded`, with Retry-After) or, when a limiter cannot
+ * be reached and the tier says to fail closed, 503. Resolves to the RateLimit headers to send.
+ */
+export async function takeAdmission(
+	admission: Admission,
+	list: AdmissionSubject[],
+	tier: TierPolicy,
+	context: { requestId?: string; tenantId: string },
+): Promise<AdmissionHeaders | null> {
+	const views: LimitView[] = [];
+	const taken: Allowed[] = [];
+	for (const subject of list) {
+		const decision = await admission.take(subject.name, subject.policy);
+		if (decision.kind === "unavailable") {
+			const closed = tier.limiterUnavailable.quota === "closed" || tier.limiterUnavailable.rate === "closed";
+			log(closed ? "error" : "warn", "rate limiter unavailable", {
+				limiter: subject.name,
+				failMode: closed ? "closed" : "open",
+				reason: decision.reason,
+				requestId: context.requestId,
+				tenantId: context.tenantId,
+			});
+			if (closed) {
+				for (const t of taken) t.refund();
+				throw new ApiError("limiter-unavailable", "Admission control is unavailable; try again shortly.", {
+					headers: { "retry-after": "1" },
+				});
+			}
+			continue;
+		}
+		const view: LimitView = {
+			prefix: subject.prefix,
+			policy: subject.policy,
+			...(subject.rateOnly ? { rateOnly: true } : {}),
+			...decision,
+		};
+		views.push(view);
+		if (decision.kind === "denied") {
+			for (const t of taken) t.refund();
+			const retryAfterS = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
+			const quota = decision.limitedBy === "quota";
+			throw new ApiError(
+				quota ? "quota-exceeded" : "rate-limited",
+				quota ? "The monthly quota is used up." : "Too many requests; slow down.",
+				{
+					headers: {
+						"retry-after": String(retryAfterS),
+						"ratelimit-policy": policyField(views),
+						ratelimit: limitField(views),
+					},
+				},
+			);
+		}
+		taken.push(decision);
+	}
+	return views.length > 0 ? { "ratelimit-policy": policyField(views), ratelimit: limitField(views) } : null;
+}
+
 /**
  * Admits the request or throws 429 (`rate-limited` / `quota-exceeded`, with Retry-After) or, when the
  * limiter cannot be reached and the tier says to fail closed, 503. Sets RateLimit headers either way.
@@ -79,51 +189,13 @@ export function admit(options: AdmitOptions = {}): MiddlewareHandler<{ Bindings:
 	return async function admit(c, next) {
 		const principal = c.var.principal;
 		const tier = tierPolicy(principal.tier);
-		const admission = admissionFor(c.env);
-		const views: LimitView[] = [];
-		const taken: Allowed[] = [];
-		for (const subject of subjects(principal, tier)) {
-			const decision = await admission.take(subject.name, subject.policy);
-			if (decision.kind === "unavailable") {
-				const closed = tier.limiterUnavailable.quota === "closed" || tier.limiterUnavailable.rate === "closed";
-				log(closed ? "error" : "warn", "rate limiter unavailable", {
-					limiter: subject.name,
-					failMode: closed ? "closed" : "open",
-					reason: decision.reason,
-					requestId: c.var.requestId,
-					tenantId: principal.tenantId,
-				});
-				if (closed) {
-					for (const t of taken) t.refund();
-					throw new ApiError("limiter-unavailable", "Admission control is unavailable; try again shortly.", {
-						headers: { "retry-after": "1" },
-					});
-				}
-				continue;
-			}
-			const view: LimitView = { prefix: subject.prefix, policy: subject.policy, ...decision };
-			views.push(view);
-			if (decision.kind === "denied") {
-				for (const t of taken) t.refund();
-				const retryAfterS = Math.max(1, Math.ceil(decision.retryAfterMs / 1000));
-				const quota = decision.limitedBy === "quota";
-				throw new ApiError(
-					quota ? "quota-exceeded" : "rate-limited",
-					quota ? "The monthly quota is used up." : "Too many requests; slow down.",
-					{
-						headers: {
-							"retry-after": String(retryAfterS),
-							"ratelimit-policy": policyField(views),
-							ratelimit: limitField(views),
-						},
-					},
-				);
-			}
-			taken.push(decision);
-		}
-		if (views.length > 0) {
-			c.header("ratelimit-policy", policyField(views));
-			c.header("ratelimit", limitField(views));
+		const headers = await takeAdmission(admissionFor(c.env), subjects(principal, tier), tier, {
+			requestId: c.var.requestId,
+			tenantId: principal.tenantId,
+		});
+		if (headers) {
+			c.header("ratelimit-policy", headers["ratelimit-policy"]);
+			c.header("ratelimit", headers.ratelimit);
 		}
 		await next();
 	};

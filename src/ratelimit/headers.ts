@@ -9,6 +9,8 @@ export interface LimitView {
 	rateResetMs: number;
 	quotaRemaining: number;
 	quotaResetMs: number;
+	/** Report the burst only (a webhook endpoint's bucket: its quota is the tenant's). */
+	rateOnly?: boolean;
 }
 
 const MONTH_S = 30 * 24 * 3600;
@@ -16,7 +18,7 @@ const MONTH_S = 30 * 24 * 3600;
 const policyItems = new WeakMap<BucketPolicy, Map<string, string>>();
 
 /** One policy's items, built once per policy object and prefix. */
-function policyItem(prefix: string, policy: BucketPolicy): string {
+function policyItem(prefix: string, policy: BucketPolicy, rateOnly = false): string {
 	let byPrefix = policyItems.get(policy);
 	if (!byPrefix) {
 		byPrefix = new Map();
@@ -25,7 +27,8 @@ function policyItem(prefix: string, policy: BucketPolicy): string {
 	let item = byPrefix.get(prefix);
 	if (item === undefined) {
 		const window = Math.max(1, Math.ceil(policy.rate.burst / policy.rate.perSecond));
-		item = `"${prefix}burst";q=${policy.rate.burst};w=${window}, "${prefix}monthly";q=${policy.monthlyQuota};w=${MONTH_S}`;
+		item = `"${prefix}burst";q=${policy.rate.burst};w=${window}`;
+		if (!rateOnly) item += `, "${prefix}monthly";q=${policy.monthlyQuota};w=${MONTH_S}`;
 		byPrefix.set(prefix, item);
 	}
 	return item;
@@ -34,8 +37,8 @@ function policyItem(prefix: string, policy: BucketPolicy): string {
 /** `"burst";q=200;w=4, "monthly";q=1000000;w=2592000` */
 export function policyField(views: LimitView[]): string {
 	return views.length === 1
-		? policyItem(views[0]?.prefix ?? "", (views[0] as LimitView).policy)
-		: views.map((v) => policyItem(v.prefix, v.policy)).join(", ");
+		? policyItem(views[0]?.prefix ?? "", (views[0] as LimitView).policy, views[0]?.rateOnly)
+		: views.map((v) => policyItem(v.prefix, v.policy, v.rateOnly)).join(", ");
 }
 
 /** `"burst";r=120;t=1, "monthly";r=999000;t=86400` */
@@ -43,7 +46,11 @@ export function limitField(views: LimitView[]): string {
 	return views
 		.flatMap((v) => [
 			`"${v.prefix}burst";r=${Math.max(0, Math.floor(v.rateRemaining))};t=${Math.ceil(v.rateResetMs / 1000)}`,
-			`"${v.prefix}monthly";r=${Math.max(0, Math.floor(v.quotaRemaining))};t=${Math.ceil(v.quotaResetMs / 1000)}`,
+			...(v.rateOnly
+				? []
+				: [
+						`"${v.prefix}monthly";r=${Math.max(0, Math.floor(v.quotaRemaining))};t=${Math.ceil(v.quotaResetMs / 1000)}`,
+					]),
 		])
 		.join(", ");
 }

@@ -1,4 +1,13 @@
-export { type AdmitOptions, admit, bucketPolicy, leaseClientFor } from "./admit";
+export {
+	type AdmissionHeaders,
+	type AdmissionSubject,
+	type AdmitOptions,
+	admit,
+	bucketPolicy,
+	leaseClientFor,
+	takeAdmission,
+	webhookSubjects,
+} from "./admit";
 export {
 	BudgetClient,
 	type BudgetClientOptions,

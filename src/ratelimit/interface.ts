@@ -49,8 +49,12 @@ export interface LimiterState {
 }
 
 /** Durable Object names: the one place limiter instances are named. */
-export function rateLimiterName(subject: { tenantId: string } | { keyId: string }): string {
-	return "tenantId" in subject ? `tenant:${subject.tenantId}` : `key:${subject.keyId}`;
+export function rateLimiterName(
+	subject: { tenantId: string } | { keyId: string } | { webhookEndpointId: string },
+): string {
+	if ("tenantId" in subject) return `tenant:${subject.tenantId}`;
+	if ("keyId" in subject) return `key:${subject.keyId}`;
+	return `webhook-endpoint:${subject.webhookEndpointId}`;
 }
 
 export interface Allowed {

@@ -1,7 +1,7 @@
 /** Webhook endpoints as the ingest path sees them: read from D1, secrets unsealed, cached briefly in the isolate. */
 import { eq } from "drizzle-orm";
 import { TtlLru, tenantView } from "../auth";
-import { config, type TierName, tierPolicy } from "../config";
+import { config, type Limits, type TierName, tierPolicy } from "../config";
 import { database, webhookEndpoints } from "../db";
 import { seal, unseal } from "../storage";
 import { type SourceConfig, SourceConfigSchema, type WebhookSource } from "./signatures";
@@ -17,6 +17,8 @@ export interface EndpointView {
 	destinationUrl: string | null;
 	tenantStatus: "active" | "suspended";
 	tier: TierName;
+	/** The tenant's operator overrides (rate, quota, webhook ingest), for admission. */
+	tenantLimits: Limits | null;
 	maxBodyBytes: number;
 }
 
@@ -61,6 +63,7 @@ export async function endpointView(env: Env, id: string): Promise<EndpointView |
 				destinationUrl: row.destinationUrl,
 				tenantStatus: tenant.status,
 				tier: tenant.tier,
+				tenantLimits: tenant.limits,
 				maxBodyBytes: tierPolicy(tenant.tier).maxBodyBytes,
 			};
 		}

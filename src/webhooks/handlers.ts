@@ -13,11 +13,10 @@ import {
 	webhookDeliveries,
 	webhookEndpoints,
 } from "../db";
-import { newEvent, publish } from "../events";
 import { ApiError, formatTraceparent } from "../http";
 import { unseal } from "../storage";
 import { encryptionKey, endpointCacheForget, sealSecrets } from "./endpoints";
-import { deliveryEventId } from "./ingest";
+import { deliveryEventId, publishDelivery, SWEEP_AFTER_MS } from "./enqueue";
 import type * as routes from "./routes";
 import {
 	generateStandardWebhookSecret,
@@ -53,6 +52,7 @@ function deliveryBody(d: WebhookDelivery) {
 		eventType: d.eventType,
 		status: d.status,
 		attempts: d.attempts,
+		enqueueFailures: d.enqueueFailures,
 		lastError: d.lastError,
 		payloadBytes: d.payloadBytes,
 		payloadIn: d.payloadKey ? ("r2" as const) : ("d1" as const),
@@ -255,34 +255,33 @@ export const replayDelivery: H<typeof routes.replayDelivery> = async (c) => {
 		? `ev_${delivery.id}_k${sha256Hex(`${delivery.id}:${key}`).slice(0, 24)}`
 		: deliveryEventId(delivery.id, Date.now());
 	// Status and audit record first, atomically; then the event (a queue refusal is a 503 to retry).
+	// A parked delivery starts over: its refusals are forgotten and the sweep leaves it to this call for
+	// a while (after which, if no consumer has seen it, the sweep sends its original event).
+	const now = Date.now();
 	await commitWithAudit(
 		c.env.DB,
-		auditOf(c, "webhook_delivery.replay", `webhook_delivery:${delivery.id}`, { eventId }),
+		auditOf(c, "webhook_delivery.replay", `webhook_delivery:${delivery.id}`, {
+			eventId,
+			...(delivery.status === "parked" ? { unparked: true } : {}),
+		}),
 		(db) => [
 			db
 				.update(webhookDeliveries)
-				.set({ status: "received", lastError: null, updatedAt: Date.now() })
+				.set({
+					status: "received",
+					lastError: null,
+					enqueueFailures: 0,
+					nextEnqueueAt: now + SWEEP_AFTER_MS,
+					updatedAt: now,
+				})
 				.where(and(eq(webhookDeliveries.id, delivery.id), eq(webhookDeliveries.tenantId, delivery.tenantId))),
 		],
 	);
 	try {
-		await publish(
+		await publishDelivery(
 			c.env,
-			newEvent({
-				id: eventId,
-				type: "webhook.received",
-				tenantId: delivery.tenantId,
-				source: `webhooks/${delivery.endpointId}`,
-				traceparent: formatTraceparent(c.var.trace),
-				data: {
-					deliveryId: delivery.id,
-					endpointId: delivery.endpointId,
-					eventType: delivery.eventType,
-					sourceDeliveryId: delivery.deliveryId,
-					forward: endpoint.destinationUrl !== null,
-					replay: true,
-				},
-			}),
+			{ ...delivery, forward: endpoint.destinationUrl !== null },
+			{ eventId, traceparent: formatTraceparent(c.var.trace), replay: true },
 		);
 	} catch {
 		throw new ApiError("dependency-unavailable", "The replay could not be queued; retry.");

@@ -6,13 +6,28 @@ import * as handlers from "./handlers";
 import * as routes from "./routes";
 
 export { ENDPOINT_CACHE_MS, endpointCacheForget } from "./endpoints";
-export { deliveryEventId, INLINE_PAYLOAD_MAX_BYTES, ingestRoutes } from "./ingest";
+export {
+	deliveryEventId,
+	ENQUEUE_BACKOFF_BASE_MS,
+	enqueueBackoffMs,
+	MAX_ENQUEUE_FAILURES,
+	SWEEP_AFTER_MS,
+} from "./enqueue";
+export {
+	INLINE_PAYLOAD_MAX_BYTES,
+	ingestRoutes,
+	MAX_CONTENT_TYPE_CHARS,
+	MAX_DELIVERY_ID_CHARS,
+	MAX_EVENT_TYPE_CHARS,
+	REQUEUE_AFTER_MS,
+} from "./ingest";
 export {
 	deliveryStatusUpdater,
 	forwarder,
 	forwardRetryDelay,
 	STANDARD_WEBHOOKS_SCHEDULE_S,
-	SWEEP_AFTER_MS,
+	SWEEP_BATCH,
+	type SweepResult,
 	sweepWebhookDeliveries,
 } from "./processing";
 

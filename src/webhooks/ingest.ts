@@ -1,17 +1,19 @@
 /**
  * `POST /webhooks/{endpointId}`: the public door for deliveries. Verify the signature on the raw
- * bytes, store the delivery (D1, the body in R2 above a threshold) and put its event on the queue —
- * only then answer 2xx. A repeated delivery id answers 200 with the original delivery's id.
+ * bytes, bound what the sender gave, admit it (the endpoint's and the tenant's buckets), store the
+ * delivery (D1, the body in R2 above a threshold) and put its event on the queue — only then answer
+ * 2xx. A repeated delivery id answers 200 with the original delivery's id.
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import type { Context, MiddlewareHandler } from "hono";
 import { failureRecorderFor, sha256Hex } from "../auth";
+import { tierPolicy } from "../config";
 import { database, webhookDeliveries } from "../db";
-import { newEvent, publish } from "../events";
 import {
 	ApiError,
 	createRouter,
+	type FieldError,
 	formatTraceparent,
 	limitBody,
 	log,
@@ -19,8 +21,10 @@ import {
 	type RequestContextVariables,
 	waitUntil,
 } from "../http";
+import { leaseClientFor, takeAdmission, webhookSubjects } from "../ratelimit";
 import { type EndpointView, endpointView } from "./endpoints";
-import { verifyWebhook } from "./signatures";
+import { type DeliveryRef, publishDelivery, recordEnqueueFailures, SWEEP_AFTER_MS } from "./enqueue";
+import { type VerifySuccess, verifyWebhook } from "./signatures";
 
 /** Bodies up to this size are kept in the D1 row; larger ones go to R2. */
 export const INLINE_PAYLOAD_MAX_BYTES = 16 * 1024;
@@ -30,9 +34,32 @@ const SIGNATURE_FAILURES = { action: "webhook.signature_failed", subjectsKey: "e
 
 type IngestEnv = { Bindings: Env; Variables: RequestContextVariables & { endpoint: EndpointView } };
 
-/** The event id of a delivery is fixed, so enqueueing it twice can never have two effects. */
-export function deliveryEventId(deliveryRowId: string, replay = 0): string {
-	return replay === 0 ? `ev_${deliveryRowId}` : `ev_${deliveryRowId}_r${replay}`;
+/** Longest sender delivery id stored (printable ASCII); a longer one is refused with 400 before anything is stored. */
+export const MAX_DELIVERY_ID_CHARS = 256;
+/** Longest event type stored (printable ASCII). */
+export const MAX_EVENT_TYPE_CHARS = 128;
+/** Longest `content-type` stored and forwarded (printable ASCII). */
+export const MAX_CONTENT_TYPE_CHARS = 256;
+
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
+/**
+ * The values taken from the sender that are stored and queued, each within its bound; otherwise a 400
+ * `validation-failed` listing what is wrong. Every queued event is then far below a queue message's size.
+ */
+function boundedFields(verified: VerifySuccess, contentType: string | null) {
+	const errors: FieldError[] = [];
+	const check = (path: string, value: string | null, max: number) => {
+		if (value !== null && (value.length > max || !PRINTABLE_ASCII.test(value))) {
+			errors.push({ path, message: `at most ${max} printable ASCII characters` });
+		}
+	};
+	check("delivery.id", verified.deliveryId, MAX_DELIVERY_ID_CHARS);
+	check("delivery.eventType", verified.eventType, MAX_EVENT_TYPE_CHARS);
+	check("header.content-type", contentType, MAX_CONTENT_TYPE_CHARS);
+	if (errors.length > 0) {
+		throw new ApiError("validation-failed", "The delivery carries a value larger than Edgeway stores.", { errors });
+	}
 }
 
 function toBase64(bytes: Uint8Array): string {
@@ -73,7 +100,7 @@ const ingest = createRoute({
 			description: "Stored and queued",
 			content: { "application/json": { schema: z.object({ id: z.string(), duplicate: z.literal(false) }) } },
 		},
-		...problems(400, 401, 403, 404, 410, 413, 503),
+		...problems(400, 401, 403, 404, 410, 413, 429, 503),
 	},
 });
 
@@ -90,59 +117,42 @@ function loadEndpoint(): MiddlewareHandler<IngestEnv> {
 	};
 }
 
-/** Puts the delivery's event on the queue; a refusal is a 503 so the sender retries (the row waits for the sweep). */
-async function enqueue(
-	c: Context<IngestEnv>,
-	endpoint: EndpointView,
-	rowId: string,
-	eventType: string | null,
-	sourceId: string,
-) {
+/**
+ * Puts the delivery's event on the queue. A refusal is recorded on the row (so a redelivery knows the
+ * event never went out, and the sweep backs off) and answered 503 so the sender retries.
+ */
+async function enqueue(c: Context<IngestEnv>, delivery: DeliveryRef, failuresBefore: number) {
 	try {
-		await publishDelivery(c, endpoint, rowId, eventType, sourceId);
+		await publishDelivery(c.env, delivery, { traceparent: formatTraceparent(c.var.trace) });
 	} catch (err) {
 		log("error", "webhook event could not be enqueued", {
-			deliveryId: rowId,
-			endpointId: endpoint.id,
-			tenantId: endpoint.tenantId,
+			deliveryId: delivery.id,
+			endpointId: delivery.endpointId,
+			tenantId: delivery.tenantId,
 			requestId: c.var.requestId,
 			error: err instanceof Error ? err.name : "unknown",
 		});
+		try {
+			await recordEnqueueFailures(c.env, [{ delivery, failuresBefore, error: err }], Date.now(), c.var.requestId);
+		} catch (recordErr) {
+			// The row still waits for the sweep, only without the failure counted.
+			log("error", "webhook enqueue failure not recorded", {
+				deliveryId: delivery.id,
+				requestId: c.var.requestId,
+				error: recordErr instanceof Error ? recordErr.name : "unknown",
+			});
+		}
 		throw new ApiError("dependency-unavailable", "The delivery is stored but could not be queued; retry later.");
 	}
 }
 
-function publishDelivery(
-	c: Context<IngestEnv>,
-	endpoint: EndpointView,
-	rowId: string,
-	eventType: string | null,
-	sourceId: string,
-) {
-	return publish(
-		c.env,
-		newEvent({
-			id: deliveryEventId(rowId),
-			type: "webhook.received",
-			tenantId: endpoint.tenantId,
-			source: `webhooks/${endpoint.id}`,
-			traceparent: formatTraceparent(c.var.trace),
-			data: {
-				deliveryId: rowId,
-				endpointId: endpoint.id,
-				eventType,
-				sourceDeliveryId: sourceId,
-				forward: endpoint.destinationUrl !== null,
-			},
-		}),
-	);
-}
-
 /**
- * A duplicate re-enqueues a stored delivery that no consumer has handled after this long (its first
- * request may have failed to enqueue it). The event id is fixed, so a copy of a live event is harmless.
+ * A duplicate re-enqueues a stored delivery whose event never went out: at once when the queue's
+ * refusal was recorded, and after this long when nothing was recorded (the runtime died between the
+ * insert and the send; sooner, the first request may still be sending). The event id is fixed, so a
+ * copy of a live event is harmless.
  */
-const REQUEUE_AFTER_MS = 10_000;
+export const REQUEUE_AFTER_MS = 10_000;
 
 export function ingestRoutes() {
 	const router = createRouter<IngestEnv>();
@@ -182,11 +192,31 @@ export function ingestRoutes() {
 			);
 		}
 		if (verified.challenge !== undefined) return c.json({ challenge: verified.challenge }, 200);
+		const contentType = c.req.header("content-type") ?? null;
+		boundedFields(verified, contentType);
+
+		// Only authentic deliveries spend the tenant's rate and quota: a forger cannot use them up.
+		const tier = tierPolicy(endpoint.tier);
+		const limits = await takeAdmission(leaseClientFor(c.env), webhookSubjects({ ...endpoint, tier }), tier, {
+			requestId: c.var.requestId,
+			tenantId: endpoint.tenantId,
+		});
+		if (limits) {
+			c.header("ratelimit-policy", limits["ratelimit-policy"]);
+			c.header("ratelimit", limits.ratelimit);
+		}
 
 		const db = database(c.env.DB);
 		const sourceId = verified.deliveryId ?? `sha256:${sha256Hex(body)}`;
 		const rowId = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
-		const contentType = c.req.header("content-type") ?? null;
+		const ref = (id: string, eventType: string | null): DeliveryRef => ({
+			id,
+			tenantId: endpoint.tenantId,
+			endpointId: endpoint.id,
+			eventType,
+			deliveryId: sourceId,
+			forward: endpoint.destinationUrl !== null,
+		});
 		let payload: string | null = null;
 		let payloadKey: string | null = null;
 		if (body.byteLength > INLINE_PAYLOAD_MAX_BYTES) {
@@ -209,6 +239,7 @@ export function ingestRoutes() {
 				payloadKey,
 				payloadBytes: body.byteLength,
 				contentType,
+				nextEnqueueAt: Date.now() + SWEEP_AFTER_MS,
 			})
 			.onConflictDoNothing({ target: [webhookDeliveries.endpointId, webhookDeliveries.deliveryId] })
 			.returning({ id: webhookDeliveries.id })
@@ -223,24 +254,24 @@ export function ingestRoutes() {
 					receivedAt: webhookDeliveries.receivedAt,
 					status: webhookDeliveries.status,
 					eventType: webhookDeliveries.eventType,
+					enqueueFailures: webhookDeliveries.enqueueFailures,
 				})
 				.from(webhookDeliveries)
 				.where(and(eq(webhookDeliveries.endpointId, endpoint.id), eq(webhookDeliveries.deliveryId, sourceId)))
 				.get();
 			if (!original) throw new ApiError("dependency-unavailable", "The delivery could not be stored; retry.");
-			// The first attempt stored it but may have failed to enqueue (and answered 5xx): enqueue now.
-			if (
-				original.enqueuedAt === null &&
+			// Stored, but its event never went out (a refusal was recorded, or the request that stored it
+			// died): enqueue it now. A parked delivery is answered as stored; only a replay moves it.
+			const neverEnqueued =
 				original.status === "received" &&
-				Date.now() - original.receivedAt > REQUEUE_AFTER_MS
-			) {
-				await enqueue(c, endpoint, original.id, original.eventType, sourceId);
-			}
+				original.enqueuedAt === null &&
+				(original.enqueueFailures > 0 || Date.now() - original.receivedAt >= REQUEUE_AFTER_MS);
+			if (neverEnqueued) await enqueue(c, ref(original.id, original.eventType), original.enqueueFailures);
 			return c.json({ id: original.id, duplicate: true }, 200);
 		}
 
-		// `enqueued_at` is set by the consumer's status updater, not here: one D1 write fewer per delivery.
-		await enqueue(c, endpoint, rowId, verified.eventType, sourceId);
+		// Nothing is written after a successful send (`enqueued_at` is the consumer's): only a refusal is recorded.
+		await enqueue(c, ref(rowId, verified.eventType), 0);
 		return c.json({ id: rowId, duplicate: false as const }, 202);
 	});
 	return router;

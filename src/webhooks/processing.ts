@@ -1,17 +1,21 @@
 /**
  * What happens to a delivery after it is acknowledged: the status updater, the forwarder (Standard
  * Webhooks signing, timeout, retries on the Standard Webhooks schedule, a circuit breaker per
- * tenant × destination), and the sweep that re-enqueues deliveries whose event never reached the queue.
+ * tenant × destination), and the sweep that re-enqueues deliveries whose event never reached the queue
+ * (fair across tenants, backed off, parking what the queue keeps refusing).
  */
-import { and, eq, isNull, lt, sql } from "drizzle-orm";
+import { and, eq, inArray, sql } from "drizzle-orm";
 import { type Breakers, breakerName, DEFAULT_BREAKER_POLICY } from "../breaker";
 import { database, webhookDeliveries, webhookEndpoints } from "../db";
-import { type EventEnvelope, type EventHandler, errorText, newEvent, publish } from "../events";
+import { type EventEnvelope, type EventHandler, errorText } from "../events";
 import { log } from "../http";
 import { unseal } from "../storage";
 import { encryptionKey } from "./endpoints";
-import { deliveryEventId } from "./ingest";
+import { type EnqueueFailure, publishDelivery, recordEnqueueFailures } from "./enqueue";
 import { signStandardWebhook } from "./signatures";
+
+/** D1 refuses a statement with more than 100 bound parameters. */
+const MAX_IDS_PER_STATEMENT = 90;
 
 /**
  * Standard Webhooks' retry schedule (seconds after the previous attempt): 5 s, 5 min, 30 min, 2 h,
@@ -192,63 +196,91 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 	};
 }
 
-/** Deliveries stored longer ago than this without their event on the queue are re-enqueued. */
-export const SWEEP_AFTER_MS = 60_000;
+/** Most deliveries one sweep tries to enqueue. */
+export const SWEEP_BATCH = 100;
+
+/** What one sweep did. */
+export interface SweepResult {
+	requeued: number;
+	/** Refused by the queue and backed off. */
+	failed: number;
+	/** Refused for the last time and parked. */
+	parked: number;
+}
 
 /**
  * Re-enqueues deliveries that were stored but whose event never made it onto the queue (the request
- * failed between the two). Same event id as the first attempt, so nothing can happen twice.
+ * failed between the two, or the queue refused it), under the same event id, so nothing can happen
+ * twice. Fair: the due rows are taken round-robin over tenants and, within a tenant, over its
+ * endpoints, so one tenant's stuck rows never hold back another's. A refusal is counted and backed
+ * off (`enqueueBackoffMs`); the `MAX_ENQUEUE_FAILURES`th parks the row with an audit record.
  */
-export async function sweepWebhookDeliveries(env: Env, now = Date.now()): Promise<number> {
+export async function sweepWebhookDeliveries(env: Env, now = Date.now()): Promise<SweepResult> {
 	const db = database(env.DB);
-	const stranded = await db
+	// The literal predicate matches the partial index webhook_deliveries_due_idx.
+	const due = sql`${webhookDeliveries.status} = 'received' and ${webhookDeliveries.enqueuedAt} is null and ${webhookDeliveries.nextEnqueueAt} <= ${now}`;
+	const byEndpoint = db
+		.select({
+			id: webhookDeliveries.id,
+			tenantId: webhookDeliveries.tenantId,
+			nextEnqueueAt: webhookDeliveries.nextEnqueueAt,
+			inEndpoint:
+				sql<number>`row_number() over (partition by ${webhookDeliveries.endpointId} order by ${webhookDeliveries.nextEnqueueAt}, ${webhookDeliveries.id})`.as(
+					"in_endpoint",
+				),
+		})
+		.from(webhookDeliveries)
+		.where(due)
+		.as("by_endpoint");
+	const byTenant = db
+		.select({
+			id: byEndpoint.id,
+			nextEnqueueAt: byEndpoint.nextEnqueueAt,
+			inTenant:
+				sql<number>`row_number() over (partition by ${byEndpoint.tenantId} order by ${byEndpoint.inEndpoint}, ${byEndpoint.nextEnqueueAt})`.as(
+					"in_tenant",
+				),
+		})
+		.from(byEndpoint)
+		.as("by_tenant");
+	const picked = await db
 		.select({
 			id: webhookDeliveries.id,
 			tenantId: webhookDeliveries.tenantId,
 			endpointId: webhookDeliveries.endpointId,
 			eventType: webhookDeliveries.eventType,
 			deliveryId: webhookDeliveries.deliveryId,
+			enqueueFailures: webhookDeliveries.enqueueFailures,
 			destinationUrl: webhookEndpoints.destinationUrl,
 		})
-		.from(webhookDeliveries)
+		.from(byTenant)
+		.innerJoin(webhookDeliveries, eq(webhookDeliveries.id, byTenant.id))
 		.innerJoin(webhookEndpoints, eq(webhookEndpoints.id, webhookDeliveries.endpointId))
-		.where(
-			and(
-				eq(webhookDeliveries.status, "received"),
-				isNull(webhookDeliveries.enqueuedAt),
-				lt(webhookDeliveries.receivedAt, now - SWEEP_AFTER_MS),
-			),
-		)
-		.orderBy(webhookDeliveries.receivedAt)
-		.limit(100)
+		.orderBy(sql`${byTenant.inTenant}`, byTenant.nextEnqueueAt)
+		.limit(SWEEP_BATCH)
 		.all();
-	let requeued = 0;
+
+	const sent: string[] = [];
+	const failures: EnqueueFailure[] = [];
 	// One at a time: a row whose event cannot be sent must not hold back the others.
-	for (const d of stranded) {
+	for (const d of picked) {
+		const delivery = { ...d, forward: d.destinationUrl !== null };
 		try {
-			await publish(
-				env,
-				newEvent({
-					id: deliveryEventId(d.id),
-					type: "webhook.received",
-					tenantId: d.tenantId,
-					source: `webhooks/${d.endpointId}`,
-					data: {
-						deliveryId: d.id,
-						endpointId: d.endpointId,
-						eventType: d.eventType,
-						sourceDeliveryId: d.deliveryId,
-						forward: d.destinationUrl !== null,
-					},
-				}),
-			);
-			await db.update(webhookDeliveries).set({ enqueuedAt: now }).where(eq(webhookDeliveries.id, d.id)).run();
-			requeued++;
-		} catch (err) {
-			log("error", "could not re-enqueue a stranded webhook delivery", { deliveryId: d.id, error: errorText(err) });
+			await publishDelivery(env, delivery);
+			sent.push(d.id);
+		} catch (error) {
+			failures.push({ delivery, failuresBefore: d.enqueueFailures, error });
 		}
 	}
-	if (requeued === 0) return 0;
-	log("warn", "re-enqueued stranded webhook deliveries", { count: requeued });
-	return requeued;
+	for (let i = 0; i < sent.length; i += MAX_IDS_PER_STATEMENT) {
+		await db
+			.update(webhookDeliveries)
+			.set({ enqueuedAt: now })
+			.where(inArray(webhookDeliveries.id, sent.slice(i, i + MAX_IDS_PER_STATEMENT)))
+			.run();
+	}
+	const parked = (await recordEnqueueFailures(env, failures, now)).length;
+	const result = { requeued: sent.length, failed: failures.length - parked, parked };
+	if (picked.length > 0) log(failures.length > 0 ? "error" : "warn", "webhook delivery sweep", { ...result });
+	return result;
 }

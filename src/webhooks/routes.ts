@@ -8,6 +8,7 @@ const DeliveryId = z.string().regex(/^wd_[a-z0-9]{20}$/, "a delivery id such as 
 const Source = z.enum(["github", "stripe", "slack", "standard", "hmac"]);
 const Secret = z.string().min(8).max(512);
 const Destination = z.object({ url: z.url({ protocol: /^https?$/ }) }).strict();
+const DeliveryStatus = z.enum(["received", "processed", "forwarded", "failed", "parked"]);
 
 export const EndpointSchema = z
 	.object({
@@ -32,8 +33,11 @@ export const DeliverySchema = z
 		endpointId: EndpointId,
 		deliveryId: z.string(),
 		eventType: z.string().nullable(),
-		status: z.enum(["received", "processed", "forwarded", "failed"]),
+		status: DeliveryStatus,
+		/** Forwarding attempts. */
 		attempts: z.number().int(),
+		/** Times the queue refused the delivery's event; at MAX_ENQUEUE_FAILURES it is parked. */
+		enqueueFailures: z.number().int(),
 		lastError: z.string().nullable(),
 		payloadBytes: z.number().int(),
 		payloadIn: z.enum(["d1", "r2"]),
@@ -130,7 +134,7 @@ export const listDeliveries = createRoute({
 	request: {
 		query: z.object({
 			endpointId: EndpointId.optional(),
-			status: z.enum(["received", "processed", "forwarded", "failed"]).optional(),
+			status: DeliveryStatus.optional(),
 			cursor: z
 				.string()
 				.regex(/^\d+_wd_[a-z0-9]{20}$/, "a cursor from nextCursor")
@@ -160,7 +164,7 @@ export const replayDelivery = createRoute({
 	method: "post",
 	path: "/deliveries/{deliveryId}/replay",
 	summary:
-		"Process a delivery again (forwarding it again if the endpoint has a destination). With an Idempotency-Key, repeating the call queues nothing new.",
+		"Process a delivery again (forwarding it again if the endpoint has a destination); also the way out of `parked`. With an Idempotency-Key, repeating the call queues nothing new.",
 	security: BEARER,
 	request: {
 		params: z.object({ deliveryId: DeliveryId }),

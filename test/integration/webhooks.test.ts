@@ -8,43 +8,10 @@ import { and, eq } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { auditLog, database, processedEvents, webhookDeliveries, webhookEndpoints } from "../../src/db";
-import { SWEEP_AFTER_MS, sweepWebhookDeliveries } from "../../src/webhooks";
+import { ENQUEUE_BACKOFF_BASE_MS, sweepWebhookDeliveries } from "../../src/webhooks";
 import { call, expectProblem } from "../helpers/gateway";
-import { hsToken, seedTenant } from "../helpers/identity";
-
-const SECRET = "gh-secret-0123456789";
-const json = (method: string, body: unknown): RequestInit => ({
-	method,
-	headers: { "content-type": "application/json" },
-	body: JSON.stringify(body),
-});
-
-async function tenantWithToken(tier: "free" | "pro" | "enterprise" = "pro") {
-	const tenantId = await seedTenant({ tier });
-	return { tenantId, token: await hsToken({ tenantId, scopes: ["webhooks:manage"] }) };
-}
-
-async function createEndpoint(token: string, body: Record<string, unknown>) {
-	const res = await call("/v1/webhooks/endpoints", { ...json("POST", body), token });
-	expect(res.status).toBe(201);
-	return (await res.json()) as { id: string; ingestPath: string; destinationSecret?: string; activeSecrets: number };
-}
-
-async function deliverGithub(endpointId: string, payload: string, deliveryId: string, secret = SECRET) {
-	return call(`/webhooks/${endpointId}`, {
-		method: "POST",
-		headers: {
-			"content-type": "application/json",
-			"x-github-event": "push",
-			"x-github-delivery": deliveryId,
-			"x-hub-signature-256": await githubSign(secret, payload),
-		},
-		body: payload,
-	});
-}
-
-const deliveryRow = (id: string) =>
-	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)).get();
+import { hsToken } from "../helpers/identity";
+import { createEndpoint, deliverGithub, deliveryRow, json, SECRET, tenantWithToken } from "../helpers/webhooks";
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -241,14 +208,11 @@ describe("nothing acknowledged is lost", () => {
 			.all();
 		expect(rows).toHaveLength(1);
 		const id = rows[0]?.id ?? "";
-		expect(rows[0]).toMatchObject({ status: "received", enqueuedAt: null });
-		// An immediate retry by the sender is a duplicate: it answers with the stored delivery.
-		expect(await (await deliverGithub(endpoint.id, JSON.stringify({ n: 1 }), "q-down-1")).json()).toEqual({
-			id,
-			duplicate: true,
-		});
-		// The cron sweep finds the stranded row (as if a minute had passed) and the consumer processes it.
-		expect(await sweepWebhookDeliveries(env, Date.now() + SWEEP_AFTER_MS + 1000)).toBeGreaterThanOrEqual(1);
+		// The refusal is recorded on the row: the sweep tries again after the first backoff.
+		expect(rows[0]).toMatchObject({ status: "received", enqueuedAt: null, enqueueFailures: 1 });
+		// The cron sweep finds the stranded row (as if the backoff had passed) and the consumer processes it.
+		const swept = await sweepWebhookDeliveries(env, Date.now() + ENQUEUE_BACKOFF_BASE_MS + 1000);
+		expect(swept.requeued).toBeGreaterThanOrEqual(1);
 		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
 	});
 

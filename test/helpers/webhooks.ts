@@ -1,0 +1,63 @@
+/** Webhook test helpers inside workerd: a tenant with a webhooks:manage token, endpoints, signed GitHub deliveries. */
+import { env } from "cloudflare:workers";
+import { sign as githubSign } from "@octokit/webhooks-methods";
+import { eq } from "drizzle-orm";
+import { expect } from "vitest";
+import type { Limits, TierName } from "../../src/config";
+import { database, webhookDeliveries } from "../../src/db";
+import { call } from "./gateway";
+import { hsToken, seedTenant } from "./identity";
+
+/** The GitHub signing secret the helpers sign with. */
+export const SECRET = "gh-secret-0123456789";
+
+/** A JSON request of `method` with `body`. */
+export const json = (method: string, body: unknown): RequestInit => ({
+	method,
+	headers: { "content-type": "application/json" },
+	body: JSON.stringify(body),
+});
+
+/** A fresh tenant and a token for its webhooks API. */
+export async function tenantWithToken(tier: TierName = "pro", limits?: Limits) {
+	const tenantId = await seedTenant({ tier, ...(limits ? { limits } : {}) });
+	return { tenantId, token: await hsToken({ tenantId, scopes: ["webhooks:manage"] }) };
+}
+
+export interface CreatedEndpoint {
+	id: string;
+	ingestPath: string;
+	destinationSecret?: string;
+	activeSecrets: number;
+}
+
+/** Registers an endpoint through the API and expects 201. */
+export async function createEndpoint(token: string, body: Record<string, unknown>): Promise<CreatedEndpoint> {
+	const res = await call("/v1/webhooks/endpoints", { ...json("POST", body), token });
+	expect(res.status).toBe(201);
+	return (await res.json()) as CreatedEndpoint;
+}
+
+/** A `push` delivery signed as GitHub signs it (`@octokit/webhooks-methods`). */
+export async function deliverGithub(
+	endpointId: string,
+	payload: string,
+	deliveryId: string,
+	secret = SECRET,
+	eventType = "push",
+) {
+	return call(`/webhooks/${endpointId}`, {
+		method: "POST",
+		headers: {
+			"content-type": "application/json",
+			"x-github-event": eventType,
+			"x-github-delivery": deliveryId,
+			"x-hub-signature-256": await githubSign(secret, payload),
+		},
+		body: payload,
+	});
+}
+
+/** The stored delivery row. */
+export const deliveryRow = (id: string) =>
+	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)).get();

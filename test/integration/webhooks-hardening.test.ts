@@ -1,0 +1,325 @@
+/**
+ * A webhook sender can never wedge ingest or the sweep: what a sender gives is bounded before it is
+ * stored, ingest is admitted (the endpoint's bucket and the tenant's, counted in its quota), a refused
+ * enqueue is recorded so a redelivery re-enqueues at once, and the sweep is fair, backs off and parks.
+ */
+import { env } from "cloudflare:workers";
+import { and, eq, inArray } from "drizzle-orm";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { auditLog, database, tenants, webhookDeliveries, webhookEndpoints } from "../../src/db";
+import type { EventEnvelope } from "../../src/events";
+import {
+	deliveryEventId,
+	enqueueBackoffMs,
+	MAX_ENQUEUE_FAILURES,
+	REQUEUE_AFTER_MS,
+	SWEEP_BATCH,
+	sweepWebhookDeliveries,
+} from "../../src/webhooks";
+import { call, expectProblem } from "../helpers/gateway";
+import { hsToken, uniqueId } from "../helpers/identity";
+import { createEndpoint, deliverGithub, deliveryRow, SECRET, tenantWithToken } from "../helpers/webhooks";
+
+afterEach(() => vi.restoreAllMocks());
+
+const hex = (bytes: ArrayBuffer) => [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+/** A delivery signed as Stripe signs it: `t=<unix>,v1=HMAC-SHA256(secret, "{t}.{body}")`. */
+async function deliverStripe(endpointId: string, secret: string, body: string) {
+	const t = String(Math.floor(Date.now() / 1000));
+	const key = await crypto.subtle.importKey(
+		"raw",
+		new TextEncoder().encode(secret),
+		{ name: "HMAC", hash: "SHA-256" },
+		false,
+		["sign"],
+	);
+	const mac = hex(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${t}.${body}`)));
+	return call(`/webhooks/${endpointId}`, {
+		method: "POST",
+		headers: { "content-type": "application/json", "stripe-signature": `t=${t},v1=${mac}` },
+		body,
+	});
+}
+
+const endpointRows = (endpointId: string) =>
+	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpointId)).all();
+
+/** The EVENTS binding, refusing every event of the given deliveries (as a queue that cannot take them). */
+function refusingQueue(refused: (deliveryId: string) => boolean): Env {
+	const deliveryOf = (body: unknown) => String((body as EventEnvelope).data?.deliveryId ?? "");
+	const events = {
+		send: async (body: unknown, options?: QueueSendOptions) => {
+			if (refused(deliveryOf(body))) throw new Error("simulated: queue refused the message");
+			return env.EVENTS.send(body, options);
+		},
+		sendBatch: async (messages: Iterable<MessageSendRequest>, options?: QueueSendBatchOptions) => {
+			const list = [...messages];
+			if (list.some((m) => refused(deliveryOf(m.body)))) throw new Error("simulated: queue refused the batch");
+			return env.EVENTS.sendBatch(list, options);
+		},
+	};
+	return { ...env, EVENTS: events as unknown as Env["EVENTS"] };
+}
+
+describe("what a sender gives is bounded before anything is stored", () => {
+	it("refuses a correctly signed 128 KB delivery id or event type with 400 and stores nothing", async () => {
+		const { token } = await tenantWithToken("pro"); // 1 MiB bodies
+		const secret = "whsec_stripe_0123456789abcdef";
+		const endpoint = await createEndpoint(token, { name: "stripe", source: "stripe", secrets: [secret] });
+		const huge = "x".repeat(128 * 1024);
+		const longId = await deliverStripe(endpoint.id, secret, JSON.stringify({ id: `evt_${huge}`, type: "a.b" }));
+		const idProblem = await expectProblem(longId, 400, "validation-failed");
+		expect(idProblem.errors?.map((e) => e.path)).toEqual(["delivery.id"]);
+		const longType = await deliverStripe(endpoint.id, secret, JSON.stringify({ id: "evt_1", type: huge }));
+		const typeProblem = await expectProblem(longType, 400, "validation-failed");
+		expect(typeProblem.errors?.map((e) => e.path)).toEqual(["delivery.eventType"]);
+		expect(await endpointRows(endpoint.id)).toEqual([]);
+		// At the bound it is taken.
+		const atBound = await deliverStripe(
+			endpoint.id,
+			secret,
+			JSON.stringify({ id: `evt_${"y".repeat(252)}`, type: "t".repeat(128) }),
+		);
+		expect(atBound.status).toBe(202);
+	});
+
+	it("refuses an over-long or non-ASCII header value (delivery id, event type) with 400", async () => {
+		const { token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		await expectProblem(await deliverGithub(endpoint.id, "{}", "d".repeat(257)), 400, "validation-failed");
+		await expectProblem(
+			await deliverGithub(endpoint.id, "{}", "ok-id", SECRET, "p\u00e9ch\u00e9"),
+			400,
+			"validation-failed",
+		);
+		expect(await endpointRows(endpoint.id)).toEqual([]);
+	});
+});
+
+describe("ingest admission", () => {
+	it("admits exactly an endpoint's burst out of a concurrent flood and answers the rest 429 with Retry-After", async () => {
+		const { token } = await tenantWithToken("pro", { webhooks: { perEndpoint: { perSecond: 0.001, burst: 5 } } });
+		const flooded = await createEndpoint(token, { name: "flooded", source: "github", secrets: [SECRET] });
+		const other = await createEndpoint(token, { name: "other", source: "github", secrets: [SECRET] });
+		const responses = await Promise.all(
+			Array.from({ length: 40 }, (_, i) => deliverGithub(flooded.id, JSON.stringify({ i }), `flood-${i}`)),
+		);
+		const statuses = responses.map((r) => r.status);
+		expect(statuses.filter((s) => s === 202)).toHaveLength(5);
+		expect(statuses.filter((s) => s === 429)).toHaveLength(35);
+		const refused = responses.find((r) => r.status === 429);
+		if (!refused) throw new Error("expected a refusal");
+		expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+		await expectProblem(refused, 429, "rate-limited");
+		await Promise.all(responses.map((r) => r.arrayBuffer().catch(() => undefined)));
+		expect(await endpointRows(flooded.id)).toHaveLength(5);
+		// The endpoint's bucket is its own: another endpoint of the tenant is still admitted.
+		const admitted = await deliverGithub(other.id, "{}", "other-1");
+		expect(admitted.status).toBe(202);
+		expect(admitted.headers.get("ratelimit-policy")).toMatch(/^"endpoint-burst";q=5;w=\d+, "burst";q=200;/);
+	});
+
+	it("counts deliveries in the tenant's monthly quota, shared with its API calls", async () => {
+		const tenant = await tenantWithToken("pro", { monthlyQuota: 5 });
+		const endpoint = await createEndpoint(tenant.token, { name: "gh", source: "github", secrets: [SECRET] }); // 1
+		const api = await hsToken({ tenantId: tenant.tenantId, scopes: ["api:read"] });
+		expect((await call("/v1/me", { token: api })).status).toBe(200); // 2
+		const statuses: number[] = [];
+		for (let i = 0; i < 5; i++) statuses.push((await deliverGithub(endpoint.id, "{}", `quota-${i}`)).status);
+		expect(statuses).toEqual([202, 202, 202, 429, 429]);
+		await expectProblem(await deliverGithub(endpoint.id, "{}", "quota-late"), 429, "quota-exceeded");
+		await expectProblem(await call("/v1/me", { token: api }), 429, "quota-exceeded");
+		expect(await endpointRows(endpoint.id)).toHaveLength(3);
+	});
+});
+
+describe("a delivery whose event never reached the queue", () => {
+	it("is re-enqueued at once by a redelivery when the queue refused the first attempt", async () => {
+		const { token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const sends = vi.spyOn(env.EVENTS, "send").mockRejectedValueOnce(new Error("queue unavailable"));
+		await expectProblem(await deliverGithub(endpoint.id, "{}", "refused-1"), 503, "dependency-unavailable");
+		const [row] = await endpointRows(endpoint.id);
+		if (!row) throw new Error("expected the stored row");
+		expect(row).toMatchObject({ status: "received", enqueuedAt: null, enqueueFailures: 1 });
+		expect(row.lastError).toMatch(/could not be queued/);
+
+		// The sender retries at once: the refusal is on record, so the event goes out now.
+		expect(await (await deliverGithub(endpoint.id, "{}", "refused-1")).json()).toEqual({ id: row.id, duplicate: true });
+		const ownSends = () =>
+			sends.mock.calls.filter((c) => (c[0] as EventEnvelope).id === deliveryEventId(row.id)).length;
+		expect(ownSends()).toBe(2);
+		await expect.poll(async () => (await deliveryRow(row.id))?.status, { timeout: 15_000 }).toBe("processed");
+	});
+
+	it("is re-enqueued by a redelivery when the request that stored it died before sending", async () => {
+		const { tenantId, token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		// The row as the ingest wrote it, with nothing after: no send, no refusal recorded.
+		const id = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
+		const storedAt = Date.now() - REQUEUE_AFTER_MS - 1000;
+		await database(env.DB)
+			.insert(webhookDeliveries)
+			.values({
+				id,
+				tenantId,
+				endpointId: endpoint.id,
+				deliveryId: "died-1",
+				eventType: "push",
+				payload: btoa("{}"),
+				payloadBytes: 2,
+				receivedAt: storedAt,
+				nextEnqueueAt: storedAt + 60_000,
+			})
+			.run();
+		const sends = vi.spyOn(env.EVENTS, "send");
+		expect(await (await deliverGithub(endpoint.id, "{}", "died-1")).json()).toEqual({ id, duplicate: true });
+		expect(sends.mock.calls.filter((c) => (c[0] as EventEnvelope).id === deliveryEventId(id))).toHaveLength(1);
+		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
+	});
+});
+
+describe("the sweep", () => {
+	it("backs off a delivery the queue keeps refusing, parks it with an audit record, and a replay brings it back", async () => {
+		const { tenantId, token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		vi.spyOn(env.EVENTS, "send").mockRejectedValueOnce(new Error("queue unavailable"));
+		await expectProblem(await deliverGithub(endpoint.id, "{}", "stuck-1"), 503, "dependency-unavailable");
+		vi.restoreAllMocks();
+		const [stored] = await endpointRows(endpoint.id);
+		if (!stored) throw new Error("expected the stored row");
+		const id = stored.id;
+		const refusing = refusingQueue((deliveryId) => deliveryId === id);
+
+		// Each sweep before the backoff has passed leaves the row alone; each one after counts a refusal.
+		let now = Date.now();
+		for (let failures = 1; failures < MAX_ENQUEUE_FAILURES; failures++) {
+			const row = await deliveryRow(id);
+			expect(row).toMatchObject({ status: "received", enqueueFailures: failures });
+			expect(row?.nextEnqueueAt).toBeGreaterThanOrEqual(now + enqueueBackoffMs(failures) - 5_000);
+			await sweepWebhookDeliveries(refusing, (row?.nextEnqueueAt ?? 0) - 1);
+			expect((await deliveryRow(id))?.enqueueFailures).toBe(failures);
+			now = row?.nextEnqueueAt ?? 0;
+			await sweepWebhookDeliveries(refusing, now);
+		}
+		const parked = await deliveryRow(id);
+		expect(parked).toMatchObject({ status: "parked", enqueueFailures: MAX_ENQUEUE_FAILURES });
+
+		// Visible in the delivery API and in the audit log.
+		const shown = (await (await call(`/v1/webhooks/deliveries/${id}`, { token })).json()) as Record<string, unknown>;
+		expect(shown).toMatchObject({ status: "parked", enqueueFailures: MAX_ENQUEUE_FAILURES });
+		expect(String(shown.lastError)).toMatch(/parked after 8 failed attempts/);
+		const listed = (await (await call("/v1/webhooks/deliveries?status=parked", { token })).json()) as {
+			deliveries: Array<{ id: string }>;
+		};
+		expect(listed.deliveries.map((d) => d.id)).toEqual([id]);
+		const audit = await database(env.DB)
+			.select()
+			.from(auditLog)
+			.where(and(eq(auditLog.tenantId, tenantId), eq(auditLog.action, "webhook_delivery.parked")))
+			.all();
+		expect(audit.map((a) => a.target)).toEqual([`webhook_delivery:${id}`]);
+		expect(audit[0]?.metadata).toMatchObject({ endpointId: endpoint.id, enqueueFailures: MAX_ENQUEUE_FAILURES });
+
+		// Parked is not retried: the sweep skips it and a redelivery is answered as stored, not 503.
+		const attempted: string[] = [];
+		await sweepWebhookDeliveries(
+			refusingQueue((deliveryId) => {
+				attempted.push(deliveryId);
+				return false;
+			}),
+			now + 365 * 86_400_000,
+		);
+		expect(attempted).not.toContain(id);
+		expect(await (await deliverGithub(endpoint.id, "{}", "stuck-1")).json()).toEqual({ id, duplicate: true });
+
+		// A replay is the way out: the queue takes it now and the consumer processes it.
+		const replay = await call(`/v1/webhooks/deliveries/${id}/replay`, { method: "POST", token });
+		expect(replay.status).toBe(202);
+		expect((await deliveryRow(id))?.enqueueFailures).toBe(0);
+		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
+	});
+
+	it("never lets one tenant's unqueueable deliveries hold back 120 other tenants' deliveries", async () => {
+		const db = database(env.DB);
+		const now = Date.now();
+		const stuckTenant = uniqueId("stuck");
+		const others = Array.from({ length: 120 }, () => uniqueId("fair"));
+		const tenantIds = [stuckTenant, ...others];
+		for (let i = 0; i < tenantIds.length; i += 20) {
+			await db
+				.insert(tenants)
+				.values(tenantIds.slice(i, i + 20).map((id) => ({ id, name: id, tier: "pro" as const })))
+				.run();
+		}
+		const endpointOf = (tenantId: string) =>
+			`we_${tenantId
+				.replace(/[^a-z0-9]/g, "")
+				.padEnd(16, "0")
+				.slice(-16)}`;
+		for (let i = 0; i < tenantIds.length; i += 10) {
+			await db
+				.insert(webhookEndpoints)
+				.values(
+					tenantIds.slice(i, i + 10).map((tenantId) => ({
+						id: endpointOf(tenantId),
+						tenantId,
+						name: "e",
+						source: "github" as const,
+						secrets: "x",
+					})),
+				)
+				.run();
+		}
+		// The stuck tenant's 150 deliveries are the oldest of all; every delivery is due.
+		const row = (tenantId: string, n: number, age: number) => ({
+			id: `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`,
+			tenantId,
+			endpointId: endpointOf(tenantId),
+			deliveryId: `d-${n}`,
+			payload: btoa("{}"),
+			payloadBytes: 2,
+			receivedAt: now - age,
+			nextEnqueueAt: now - age + 60_000,
+		});
+		const stuck = Array.from({ length: 150 }, (_, n) => row(stuckTenant, n, 3_600_000 - n));
+		const fair = others.map((tenantId, n) => row(tenantId, n, 600_000 - n));
+		const all = [...stuck, ...fair];
+		// Six rows a statement: D1 binds at most 100 parameters.
+		for (let i = 0; i < all.length; i += 6)
+			await db
+				.insert(webhookDeliveries)
+				.values(all.slice(i, i + 6))
+				.run();
+
+		const stuckIds = new Set(stuck.map((r) => r.id));
+		const refusing = refusingQueue((deliveryId) => stuckIds.has(deliveryId));
+		// Two sweeps a minute apart reach every other tenant's delivery (100 a sweep).
+		expect(SWEEP_BATCH).toBe(100);
+		await sweepWebhookDeliveries(refusing, now);
+		await sweepWebhookDeliveries(refusing, now + 60_000);
+		const fairRows = [];
+		for (let i = 0; i < others.length; i += 60) {
+			fairRows.push(
+				...(await db
+					.select({ enqueuedAt: webhookDeliveries.enqueuedAt })
+					.from(webhookDeliveries)
+					.where(inArray(webhookDeliveries.tenantId, others.slice(i, i + 60)))
+					.all()),
+			);
+		}
+		expect(fairRows).toHaveLength(120);
+		expect(fairRows.filter((r) => r.enqueuedAt === null)).toEqual([]);
+		// The stuck tenant's rows were tried (with the room left over), counted and backed off.
+		const stuckRows = await db
+			.select()
+			.from(webhookDeliveries)
+			.where(eq(webhookDeliveries.tenantId, stuckTenant))
+			.all();
+		const tried = stuckRows.filter((r) => r.enqueueFailures > 0);
+		expect(tried.length).toBeGreaterThan(0);
+		for (const r of tried) expect(r.nextEnqueueAt).toBeGreaterThanOrEqual(now + enqueueBackoffMs(r.enqueueFailures));
+		expect(stuckRows.every((r) => r.status === "received" && r.enqueuedAt === null)).toBe(true);
+	});
+});
