@@ -4,6 +4,8 @@
 //   3. the operator tenant (OPERATOR_TENANT, enterprise) and a demo tenant (pro), idempotently
 //   4. `wrangler dev` on 127.0.0.1:<PORT, or the first free port from 8787>
 //   5. once /healthz answers: development tokens and curl lines to try
+//   6. the cron trigger, which `wrangler dev` never fires: started with `--test-scheduled`, the Worker's
+//      `scheduled` handler (the webhook delivery sweep) is called through /__scheduled every minute
 // With `--llm-stub` (`npm run dev -- --llm-stub`) it also starts the stub LLM upstream
 // (scripts/llm-stub-server.mjs) and points the LLM plane's `openai` and `anthropic` providers at it, so
 // /v1/chat/completions, /v1/embeddings and /v1/models can be tried offline.
@@ -33,6 +35,9 @@ const STOP_GRACE_MS = 10_000;
 /** Development tokens from the banner live this long. */
 const DEV_TOKEN_TTL_S = 12 * 3600;
 const DEMO_TENANT = "demo";
+/** How often the cron trigger (`* * * * *` in wrangler.toml) is fired locally. */
+const CRON_EVERY_MS = 60_000;
+const CRON_PATH = "/__scheduled?cron=*+*+*+*+*";
 const TENANT_ID = /^[a-z0-9][a-z0-9-]{1,62}$/;
 
 const say = (line = "") => console.log(line);
@@ -108,6 +113,17 @@ async function seed(operatorTenant) {
 	return tenants;
 }
 
+/** Fires the Worker's cron once (wrangler dev's /__scheduled); a failure is reported, never fatal. */
+async function fireCron(url) {
+	try {
+		const res = await fetch(`${url}${CRON_PATH}`, { signal: AbortSignal.timeout(30_000) });
+		await res.body?.cancel();
+		if (res.status !== 200) step(`the scheduled run (webhook sweep) answered ${res.status}`);
+	} catch (err) {
+		step(`the scheduled run (webhook sweep) failed: ${err instanceof Error ? err.message : err}`);
+	}
+}
+
 async function healthy(url) {
 	try {
 		const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
@@ -154,6 +170,7 @@ function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expire
 			: ["  # the LLM plane has no provider here; `npm run dev -- --llm-stub` serves it from a local stub upstream"]),
 		"",
 		`API docs: ${url}/docs   (OpenAPI document: ${url}/openapi.json)`,
+		`Cron (webhook delivery sweep): fired every minute through ${url}/__scheduled`,
 		`More tokens: npm run -s token -- --tenant ${DEMO_TENANT} --scope "api:read api:write" [--tier free] [--ttl 3600]`,
 		"Stop with Ctrl-C.",
 		"────────────────────────────────────────────────────────────────────────────",
@@ -271,7 +288,9 @@ async function main() {
 		);
 	}
 	step(`starting wrangler dev on ${url}`);
-	const server = spawnWrangler(["dev", "--ip", HOST, "--port", String(port), ...vars], { stdio: "inherit" });
+	const server = spawnWrangler(["dev", "--ip", HOST, "--port", String(port), "--test-scheduled", ...vars], {
+		stdio: "inherit",
+	});
 
 	let exited = false;
 	const exit = new Promise((resolve) => {
@@ -297,6 +316,12 @@ async function main() {
 	}
 	if (ready && !exited) {
 		banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires, llmStub });
+		// One run now (deliveries left from an earlier session), then every minute until wrangler exits.
+		let firing = fireCron(url);
+		const cron = setInterval(() => {
+			firing = firing.then(() => (exited ? undefined : fireCron(url)));
+		}, CRON_EVERY_MS);
+		exit.then(() => clearInterval(cron));
 	} else if (!exited) {
 		console.error(`edgeway: ${url}/healthz did not answer within ${READY_TIMEOUT_MS / 1000} s; stopping wrangler`);
 		stop("SIGTERM");
