@@ -103,7 +103,9 @@ function ipv6Problem(g: number[]): string | null {
 	// ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated) carry an IPv4 address.
 	if (zeroTo(5) && (f === 0xffff || f === 0)) {
 		const inner = ipv4Problem(embedded);
-		return f === 0 ? `an IPv4-compatible IPv6 address${inner ? ` of ${inner}` : ""}` : inner && `${inner} (IPv4-mapped)`;
+		return f === 0
+			? `an IPv4-compatible IPv6 address${inner ? ` of ${inner}` : ""}`
+			: inner && `${inner} (IPv4-mapped)`;
 	}
 	// NAT64: the well-known prefix 64:ff9b::/96 and the local-use 64:ff9b:1::/48.
 	if (a === 0x64 && b === 0xff9b) {
@@ -139,7 +141,11 @@ export function checkOutboundUrl(input: string | URL, options: OutboundUrlOption
 		return { ok: false, reason: "invalid-url", message: "is not a valid URL" };
 	}
 	if (url.protocol !== "http:" && url.protocol !== "https:") {
-		return { ok: false, reason: "scheme", message: `uses ${url.protocol.slice(0, -1)}; only http and https are allowed` };
+		return {
+			ok: false,
+			reason: "scheme",
+			message: `uses ${url.protocol.slice(0, -1)}; only http and https are allowed`,
+		};
 	}
 	if (url.username || url.password) {
 		return { ok: false, reason: "userinfo", message: "must not carry a user name or password" };

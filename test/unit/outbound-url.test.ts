@@ -144,8 +144,7 @@ describe("guardedFetch", () => {
 		});
 		return seen;
 	}
-	const redirect = (status: number, location: string) => () =>
-		new Response(null, { status, headers: { location } });
+	const redirect = (status: number, location: string) => () => new Response(null, { status, headers: { location } });
 
 	it("refuses the URL itself without sending anything", async () => {
 		const seen = network({});
