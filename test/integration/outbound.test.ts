@@ -34,7 +34,11 @@ async function callWith(
 	if (init.json !== undefined) headers.set("content-type", "application/json");
 	const body = init.json !== undefined ? JSON.stringify(init.json) : init.body;
 	const ctx = createExecutionContext();
-	const res = await worker.fetch(new Request(`${BASE}${path}`, { ...init, headers, body }), bindings, ctx);
+	const request = new Request(`${BASE}${path}`, { ...init, headers, body }) as Request<
+		unknown,
+		IncomingRequestCfProperties
+	>;
+	const res = await worker.fetch(request, bindings, ctx);
 	await waitOnExecutionContext(ctx);
 	return res;
 }
