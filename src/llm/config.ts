@@ -12,6 +12,9 @@ import { config } from "../config";
 import { checkOutboundUrl } from "../http";
 import { patternProblem } from "./guardrails";
 import { PROVIDER_KINDS } from "./providers/interface";
+import { SHIPPED_GUARDRAILS } from "./shipped-guardrails";
+
+export { SHIPPED_GUARDRAILS };
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -113,19 +116,6 @@ export const GuardrailCheckSchema = z
 		message: "pattern must use bounded quantifiers ({1,64}) and no repeated group holding a quantifier or |",
 	});
 export type GuardrailCheck = z.infer<typeof GuardrailCheckSchema>;
-
-/** The guardrails every configuration has unless it says otherwise: secrets and card numbers never pass. */
-export const SHIPPED_GUARDRAILS = {
-	maxPromptChars: 200_000,
-	input: [
-		{ kind: "secrets", action: "block" },
-		{ kind: "card-numbers", action: "block" },
-	],
-	output: [
-		{ kind: "secrets", action: "redact" },
-		{ kind: "card-numbers", action: "redact" },
-	],
-} as const satisfies { maxPromptChars: number; input: GuardrailCheck[]; output: GuardrailCheck[] };
 
 /**
  * `guardrails` of a configuration. Left out: {@link SHIPPED_GUARDRAILS}. An object: each field it
