@@ -6,6 +6,7 @@
  * newcomer with a real key would — and removes it afterwards.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
@@ -206,7 +207,8 @@ describe("npm run dev", () => {
 		const res = await fetch(`${url}/v1/chat/completions`, {
 			method: "POST",
 			headers: { authorization: `Bearer ${demoToken}`, "content-type": "application/json" },
-			body: JSON.stringify({ model: "fast", messages: [{ role: "user", content: "Hello" }] }),
+			// A prompt of its own: the local state (and its LLM response cache) outlives the run.
+			body: JSON.stringify({ model: "fast", messages: [{ role: "user", content: `Hello ${randomUUID()}` }] }),
 		});
 		expect(res.status, await res.clone().text()).toBe(200);
 		expect(stub?.requests.map((r) => r.apiKey)).toEqual([DEV_VARS_KEY]);
