@@ -3,7 +3,7 @@
 //   2. local D1 migrations, non-interactively
 //   3. the operator tenant (OPERATOR_TENANT, enterprise) and a demo tenant (pro), idempotently
 //   4. `wrangler dev` on 127.0.0.1:<PORT, or the first free port from 8787>
-//   5. once /healthz answers: development tokens and curl lines to try
+//   5. once /healthz answers: development tokens, the LLM guardrails in force, and curl lines to try
 //   6. the cron trigger, which `wrangler dev` never fires: started with `--test-scheduled`, the Worker's
 //      `scheduled` handler (the webhook delivery sweep) is called through /__scheduled every minute
 // With `--llm-stub` (`npm run dev -- --llm-stub`) it also starts the stub LLM upstream
@@ -11,15 +11,20 @@
 // /v1/chat/completions, /v1/embeddings and /v1/models can be tried offline.
 // SIGINT/SIGTERM are passed to wrangler; this script exits with wrangler's exit code.
 import { spawn } from "node:child_process";
+import { lookup } from "node:dns/promises";
 import { createServer } from "node:net";
 import { constants } from "node:os";
 import { createInterface } from "node:readline";
+import { SHIPPED_GUARDRAILS } from "../src/llm/shipped-guardrails.ts";
 import {
 	ensureDevSecret,
 	ensureEncryptionKey,
 	jwtVars,
 	killTree,
 	ROOT,
+	readDevVars,
+	readRequiredSecrets,
+	readWranglerVars,
 	running,
 	runWrangler,
 	ScriptError,
@@ -139,19 +144,76 @@ function describe(tenants, id, fallbackTier) {
 	return t ? `${t.tier}${t.status === "active" ? "" : `, ${t.status.toUpperCase()}`}` : fallbackTier;
 }
 
-function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires, llmStub }) {
+/** `block secrets, block card-numbers`, or `none`. */
+function describeChecks(checks) {
+	return checks.length === 0 ? "none" : checks.map((c) => `${c.action} ${c.name ?? c.kind}`).join(", ");
+}
+
+/**
+ * The guardrails the Worker runs with, by the rule of src/llm/config.ts: left out → the shipped ones;
+ * `false` → no checks; an object → its fields, the shipped ones for the fields it leaves out.
+ */
+function guardrailsLine(llmConfigText, origin) {
+	let guardrails;
+	if (llmConfigText) {
+		try {
+			guardrails = JSON.parse(llmConfigText).guardrails;
+		} catch {
+			return `LLM guardrails: unknown, LLM_CONFIG (${origin}) is not valid JSON and the LLM plane will refuse it`;
+		}
+	}
+	if (guardrails === false) return `LLM guardrails: OFF (LLM_CONFIG from ${origin} sets "guardrails": false)`;
+	const input = guardrails?.input ?? SHIPPED_GUARDRAILS.input;
+	const output = guardrails?.output ?? SHIPPED_GUARDRAILS.output;
+	const from =
+		guardrails === undefined ? "as shipped" : `from LLM_CONFIG (${origin}), shipped ones for what it leaves out`;
+	return `LLM guardrails (${from}): input ${describeChecks(input)}; output ${describeChecks(output)}`;
+}
+
+/** True when the machine cannot resolve Cloudflare's name, i.e. it is offline for wrangler's purposes. */
+async function offline() {
+	const timeout = new Promise((resolve) => setTimeout(() => resolve("timeout"), 2000).unref());
+	const answer = await Promise.race([lookup("workers.cloudflare.com").catch(() => "failed"), timeout]);
+	return answer === "failed" || answer === "timeout";
+}
+
+/**
+ * Names in .dev.vars that wrangler dev will not load: with `[secrets] required` set it loads only the
+ * required secrets and names that wrangler.toml's [vars] declare, and drops the rest without a word.
+ */
+function unloadedDevVars() {
+	const declared = new Set([...Object.keys(readWranglerVars()), ...readRequiredSecrets()]);
+	return Object.keys(readDevVars() ?? {}).filter((name) => !declared.has(name));
+}
+
+function banner({
+	url,
+	demoToken,
+	demoAdminToken,
+	operatorToken,
+	tenants,
+	operatorTenant,
+	expires,
+	llmStub,
+	guardrails,
+}) {
 	const demo = describe(tenants, DEMO_TENANT, "pro");
 	const operator = describe(tenants, operatorTenant, "enterprise");
 	const lines = [
 		"",
 		"────────────────────────────────────────────────────────────────────────────",
 		`Edgeway is ready at ${url}`,
+		`  export EDGEWAY_URL=${url}`,
 		"",
 		`Development tokens (HS256, valid until ${expires}):`,
 		`  # tenant "${DEMO_TENANT}" (${demo}), scopes api:read api:write llm`,
 		`  export EDGEWAY_DEMO_TOKEN=${demoToken}`,
+		`  # tenant "${DEMO_TENANT}" as its own admin, scopes admin webhooks:manage (its audit log, keys, webhooks)`,
+		`  export EDGEWAY_DEMO_ADMIN_TOKEN=${demoAdminToken}`,
 		`  # operator tenant "${operatorTenant}" (${operator}), scope admin`,
 		`  export EDGEWAY_OPERATOR_TOKEN=${operatorToken}`,
+		"",
+		guardrails,
 		"",
 		"Try it:",
 		`  curl -sS ${url}/healthz`,
@@ -161,6 +223,7 @@ function banner({ url, demoToken, operatorToken, tenants, operatorTenant, expire
 		'    -H "Authorization: Bearer $EDGEWAY_OPERATOR_TOKEN" -H "content-type: application/json" \\',
 		`    -d '{"name":"my first key","scopes":["api:read"]}'`,
 		`  curl -sS -H "x-api-key: <the key from that response>" ${url}/v1/me`,
+		`  curl -sS -H "Authorization: Bearer $EDGEWAY_DEMO_ADMIN_TOKEN" ${url}/v1/audit`,
 		...(llmStub
 			? [
 					"  # the LLM plane, served by the local stub upstream:",
@@ -268,6 +331,12 @@ async function main() {
 		tenant: DEMO_TENANT,
 		scope: "api:read api:write llm",
 	});
+	const demoAdminToken = await mintToken({
+		...common,
+		sub: "dev-admin",
+		tenant: DEMO_TENANT,
+		scope: "admin webhooks:manage",
+	});
 	const operatorToken = await mintToken({ ...common, sub: "dev-operator", tenant: operatorTenant, scope: "admin" });
 	const expires = new Date((now + DEV_TOKEN_TTL_S) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
 
@@ -275,21 +344,41 @@ async function main() {
 	const url = `http://${HOST}:${port}`;
 	const vars = [];
 	const llmStub = process.argv.includes("--llm-stub");
+	const devVars = readDevVars() ?? {};
+	for (const name of unloadedDevVars()) {
+		step(
+			`warning: .dev.vars sets ${name}, which wrangler dev will not load: only names declared in wrangler.toml ` +
+				`([vars] or [secrets] required) are; add \`${name} = ""\` to its [vars] (the .dev.vars value wins)`,
+		);
+	}
+	let guardrails = devVars.LLM_CONFIG
+		? guardrailsLine(devVars.LLM_CONFIG, ".dev.vars")
+		: guardrailsLine(readWranglerVars().LLM_CONFIG, "wrangler.toml");
 	if (llmStub) {
 		const stub = await startLlmStub();
 		step(`LLM stub upstream on ${stub.url}: the openai and anthropic providers point at it`);
+		const stubConfig = JSON.stringify(stubLlmConfig(stub));
+		guardrails = guardrailsLine(stubConfig, "--llm-stub");
 		vars.push(
 			"--var",
-			`LLM_CONFIG:${JSON.stringify(stubLlmConfig(stub))}`,
+			`LLM_CONFIG:${stubConfig}`,
 			"--var",
 			`OPENAI_API_KEY:${STUB_KEY}`,
 			"--var",
 			`ANTHROPIC_API_KEY:${STUB_KEY}`,
 		);
 	}
+	// Offline, wrangler's download of the `Request.cf` placeholder fails with a getaddrinfo stack trace
+	// on every start and reload; it is harmless, so it is switched off instead of printed.
+	const env = {};
+	if (await offline()) {
+		env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
+		step("offline: wrangler will not download the Request.cf object (request.cf holds a placeholder)");
+	}
 	step(`starting wrangler dev on ${url}`);
 	const server = spawnWrangler(["dev", "--ip", HOST, "--port", String(port), "--test-scheduled", ...vars], {
 		stdio: "inherit",
+		env,
 	});
 
 	let exited = false;
@@ -315,7 +404,7 @@ async function main() {
 		await new Promise((r) => setTimeout(r, 300));
 	}
 	if (ready && !exited) {
-		banner({ url, demoToken, operatorToken, tenants, operatorTenant, expires, llmStub });
+		banner({ url, demoToken, demoAdminToken, operatorToken, tenants, operatorTenant, expires, llmStub, guardrails });
 		// One run now (deliveries left from an earlier session), then every minute until wrangler exits.
 		let firing = fireCron(url);
 		const cron = setInterval(() => {

@@ -140,6 +140,8 @@ export function createApp(options: AppOptions = {}) {
 		openapi: "3.1.0",
 		info: { title: "Edgeway", version: "0.1.0", description: "Multi-tenant edge gateway" },
 	});
+	// A newcomer opening the gateway's address in a browser lands on the docs, not on a 404.
+	app.get("/", (c) => c.redirect("/docs", 302));
 	app.get("/docs", (c) => {
 		c.header(
 			"content-security-policy",

@@ -58,6 +58,13 @@ export function readWranglerVars(envName) {
 	return vars;
 }
 
+/** The names in wrangler.toml's top-level `[secrets] required = [...]` (empty when there is none). */
+export function readRequiredSecrets() {
+	const text = readFileSync(WRANGLER_TOML, "utf8");
+	const list = /^\[secrets\]\s*\n\s*required\s*=\s*\[([^\]]*)\]/m.exec(text)?.[1] ?? "";
+	return [...list.matchAll(/"([^"]+)"/g)].map((m) => m[1] ?? "");
+}
+
 /** The vars the token needs, present and non-empty. */
 export function jwtVars(envName) {
 	const vars = readWranglerVars(envName);

@@ -23,6 +23,14 @@ export const ConfigSchema = z.object({
 	/** The LLM plane's configuration as JSON (src/llm/config.ts); empty = the built-in default. */
 	LLM_CONFIG: optionalString,
 	OPERATOR_TENANT: z.string().min(1),
+	/**
+	 * Whether tenant-supplied URLs (webhook destinations) may point at loopback, private, link-local
+	 * or internal targets (src/http/outbound-url.ts). "true" only in local development and tests.
+	 */
+	ALLOW_PRIVATE_OUTBOUND: z
+		.enum(["true", "false"])
+		.default("false")
+		.transform((v) => v === "true"),
 	// Written from waitUntil, which ends ~30 s after the response: the window must close well before.
 	AUTH_FAILURE_WINDOW_S: z.coerce.number().min(0.05).max(25).default(10),
 });

@@ -16,6 +16,15 @@ export { accessLog, type LogFields, log } from "./logger";
 export { allowedMethods } from "./method-not-allowed";
 export { BEARER, createRouter, jsonResponse, ProblemSchema, problems } from "./openapi";
 export {
+	checkOutboundUrl,
+	type GuardedFetchOptions,
+	guardedFetch,
+	type OutboundUrlCheck,
+	OutboundUrlError,
+	type OutboundUrlOptions,
+	type OutboundUrlRefusal,
+} from "./outbound-url";
+export {
 	formatTraceparent,
 	parseTraceparent,
 	type RequestContextVariables,

@@ -2,14 +2,19 @@
  * The LLM plane's configuration: providers, model aliases and their targets, prices, routing,
  * breaker policy and guardrails. One typed, zod-validated object. The built-in default below is
  * what a deployment gets; the `LLM_CONFIG` var (JSON of the same shape) replaces it whole, which is
- * how tests and local set-ups point the plane at stub or local servers. Adding an OpenAI-compatible
+ * how tests and local set-ups point the plane at stub or local servers — except the guardrails, which
+ * every configuration gets as shipped unless it sets them ({@link GuardrailsSchema}). Adding an OpenAI-compatible
  * server is configuration only: a provider entry with `kind: "openai-compatible"` and a `baseUrl`.
  */
 import { z } from "zod";
 import { BreakerPolicySchema } from "../breaker";
 import { config } from "../config";
+import { checkOutboundUrl } from "../http";
 import { patternProblem } from "./guardrails";
 import { PROVIDER_KINDS } from "./providers/interface";
+import { SHIPPED_GUARDRAILS } from "./shipped-guardrails";
+
+export { SHIPPED_GUARDRAILS };
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -112,14 +117,22 @@ export const GuardrailCheckSchema = z
 	});
 export type GuardrailCheck = z.infer<typeof GuardrailCheckSchema>;
 
-export const GuardrailsSchema = z
-	.object({
-		/** Largest prompt (characters of message text, all messages) accepted; 0 = no limit. */
-		maxPromptChars: z.number().int().min(0).default(200_000),
-		input: z.array(GuardrailCheckSchema).default([]),
-		output: z.array(GuardrailCheckSchema).default([]),
-	})
-	.strict();
+/**
+ * `guardrails` of a configuration. Left out: {@link SHIPPED_GUARDRAILS}. An object: each field it
+ * gives replaces the shipped one, the others stay (`"input": []` drops the input checks only).
+ * `false`: no input or output checks (the prompt size limit stays at its default).
+ */
+export const GuardrailsSchema = z.union([
+	z.literal(false).transform(() => ({ maxPromptChars: SHIPPED_GUARDRAILS.maxPromptChars, input: [], output: [] })),
+	z
+		.object({
+			/** Largest prompt (characters of message text, all messages) accepted; 0 = no limit. */
+			maxPromptChars: z.number().int().min(0).default(SHIPPED_GUARDRAILS.maxPromptChars),
+			input: z.array(GuardrailCheckSchema).default(() => [...SHIPPED_GUARDRAILS.input]),
+			output: z.array(GuardrailCheckSchema).default(() => [...SHIPPED_GUARDRAILS.output]),
+		})
+		.strict(),
+]);
 export type Guardrails = z.infer<typeof GuardrailsSchema>;
 
 export const LlmConfigSchema = z
@@ -131,7 +144,7 @@ export const LlmConfigSchema = z
 		routing: RoutingSchema.default(RoutingSchema.parse({})),
 		/** Policy of every provider breaker (per tenant × target, and the gateway's per provider). */
 		breaker: BreakerPolicySchema.default(BreakerPolicySchema.parse({})),
-		guardrails: GuardrailsSchema.default(GuardrailsSchema.parse({})),
+		guardrails: GuardrailsSchema.default(() => GuardrailsSchema.parse({})),
 		/** Output tokens reserved against a budget when the request sets no max_tokens. */
 		defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(4096),
 	})
@@ -183,32 +196,38 @@ export const DEFAULT_LLM_CONFIG: z.input<typeof LlmConfigSchema> = {
 		"openai/text-embedding-3-small": { input: 0.02, output: 0 },
 		"anthropic/claude-sonnet-4-5": { input: 3, output: 15 },
 	},
-	guardrails: {
-		input: [
-			{ kind: "secrets", action: "block" },
-			{ kind: "card-numbers", action: "block" },
-		],
-		output: [
-			{ kind: "secrets", action: "redact" },
-			{ kind: "card-numbers", action: "redact" },
-		],
-	},
+	// guardrails: left out, so SHIPPED_GUARDRAILS, as for every configuration that does not set them.
 };
 
 const parsed = new Map<string, LlmConfig>();
 
+/**
+ * Where ALLOW_PRIVATE_OUTBOUND is off (staging, production), a provider's baseUrl must pass the
+ * outbound-URL guard too: a loopback or internal upstream there is a configuration mistake.
+ */
+function baseUrlIssues(cfg: LlmConfig): string[] {
+	return Object.entries(cfg.providers).flatMap(([name, p]) => {
+		const check = p.baseUrl ? checkOutboundUrl(p.baseUrl, { allowPrivate: false }) : null;
+		return check && !check.ok ? [`providers.${name}.baseUrl: ${check.message}`] : [];
+	});
+}
+
 /** The plane's configuration for this env: `LLM_CONFIG` if set, else the default. Parsed once per distinct value. */
 export function llmConfig(env: Env): LlmConfig {
-	const source = config(env).LLM_CONFIG ?? "";
-	let cfg = parsed.get(source);
+	const { LLM_CONFIG, ALLOW_PRIVATE_OUTBOUND } = config(env);
+	const source = LLM_CONFIG ?? "";
+	const key = `${ALLOW_PRIVATE_OUTBOUND}:${source}`;
+	let cfg = parsed.get(key);
 	if (!cfg) {
 		const result = LlmConfigSchema.safeParse(source ? JSON.parse(source) : DEFAULT_LLM_CONFIG);
 		if (!result.success) {
 			const fields = result.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
 			throw new Error(`Invalid LLM_CONFIG: ${fields}`);
 		}
+		const issues = ALLOW_PRIVATE_OUTBOUND ? [] : baseUrlIssues(result.data);
+		if (issues.length > 0) throw new Error(`Invalid LLM_CONFIG: ${issues.join("; ")}`);
 		cfg = result.data;
-		parsed.set(source, cfg);
+		parsed.set(key, cfg);
 	}
 	return cfg;
 }

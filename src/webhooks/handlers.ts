@@ -5,6 +5,7 @@ import type { Context } from "hono";
 import { type AuditEntry, commitWithAudit } from "../audit";
 import type { AuthVariables } from "../auth";
 import { sha256Hex } from "../auth";
+import { config } from "../config";
 import {
 	database,
 	newId,
@@ -13,7 +14,7 @@ import {
 	webhookDeliveries,
 	webhookEndpoints,
 } from "../db";
-import { ApiError, formatTraceparent } from "../http";
+import { ApiError, checkOutboundUrl, formatTraceparent } from "../http";
 import { unseal } from "../storage";
 import { encryptionKey, endpointCacheForget, sealSecrets } from "./endpoints";
 import { deliveryEventId, publishDelivery, SWEEP_AFTER_MS } from "./enqueue";
@@ -104,9 +105,20 @@ function assertSecrets(source: WebhookSource, secrets: string[]): void {
 	}
 }
 
+/** 400 unless the gateway may send to the destination: no loopback, private or internal target in production. */
+function assertDestination(env: Env, url: string): void {
+	const check = checkOutboundUrl(url, { allowPrivate: config(env).ALLOW_PRIVATE_OUTBOUND });
+	if (!check.ok) {
+		throw new ApiError("validation-failed", `The destination URL ${check.message}.`, {
+			errors: [{ path: "json.destination.url", message: check.message }],
+		});
+	}
+}
+
 export const createEndpoint: H<typeof routes.createEndpoint> = async (c) => {
 	const body = c.req.valid("json");
 	assertSecrets(body.source, body.secrets);
+	if (body.destination) assertDestination(c.env, body.destination.url);
 	const tenantId = c.var.principal.tenantId;
 	const id = newId("we", 16);
 	const destinationSecret = body.destination ? generateStandardWebhookSecret() : undefined;
@@ -158,6 +170,7 @@ export const updateEndpoint: H<typeof routes.updateEndpoint> = async (c) => {
 	const body = c.req.valid("json");
 	const before = await ownEndpoint(c, endpointId);
 	if (body.secrets) assertSecrets(before.source, body.secrets);
+	if (body.destination) assertDestination(c.env, body.destination.url);
 	const tenantId = c.var.principal.tenantId;
 	const changes: Partial<typeof webhookEndpoints.$inferInsert> = { updatedAt: Date.now() };
 	if (body.name !== undefined) changes.name = body.name;

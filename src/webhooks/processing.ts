@@ -6,9 +6,10 @@
  */
 import { and, eq, inArray, sql } from "drizzle-orm";
 import { type Breakers, breakerName, DEFAULT_BREAKER_POLICY } from "../breaker";
+import { config } from "../config";
 import { database, webhookDeliveries, webhookEndpoints } from "../db";
 import { type EventEnvelope, type EventHandler, errorText } from "../events";
-import { log } from "../http";
+import { checkOutboundUrl, guardedFetch, log, OutboundUrlError } from "../http";
 import { unseal } from "../storage";
 import { encryptionKey } from "./endpoints";
 import { type EnqueueFailure, publishDelivery, recordEnqueueFailures } from "./enqueue";
@@ -110,7 +111,20 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 				.get();
 			if (!delivery) throw new Error(`delivery ${deliveryId} not found`);
 
-			const target = new URL(endpoint.destinationUrl).origin;
+			// Checked again here: the setting may have changed since the endpoint was saved. Not retried.
+			const allowPrivate = config(env).ALLOW_PRIVATE_OUTBOUND;
+			const destination = checkOutboundUrl(endpoint.destinationUrl, { allowPrivate });
+			if (!destination.ok) {
+				const refused = `destination refused: the URL ${destination.message}`;
+				log("warn", "webhook forward refused", { deliveryId, endpointId, tenantId: event.tenantId, error: refused });
+				await db
+					.update(webhookDeliveries)
+					.set({ status: "failed", lastError: refused, updatedAt: Date.now() })
+					.where(eq(webhookDeliveries.id, deliveryId))
+					.run();
+				return;
+			}
+			const target = destination.url.origin;
 			const name = breakerName({ tenantId: event.tenantId, target });
 			const breakers = options.breakers(env);
 			const trace: { traceparent?: string } = event.traceparent ? { traceparent: event.traceparent } : {};
@@ -148,26 +162,33 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 				const timestamp = Math.floor(Date.now() / 1000);
 				const signature = await signStandardWebhook({ id: event.id, timestamp, body, secret: secret ?? "" });
 				try {
-					const res = await fetch(endpoint.destinationUrl, {
-						method: "POST",
-						headers: {
-							"content-type": delivery.contentType ?? "application/octet-stream",
-							"webhook-id": event.id,
-							"webhook-timestamp": String(timestamp),
-							"webhook-signature": signature,
-							...(event.traceparent ? { traceparent: event.traceparent } : {}),
+					// Redirects are followed by hand, each target checked like the destination itself.
+					const res = await guardedFetch(
+						destination.url,
+						{
+							method: "POST",
+							headers: {
+								"content-type": delivery.contentType ?? "application/octet-stream",
+								"webhook-id": event.id,
+								"webhook-timestamp": String(timestamp),
+								"webhook-signature": signature,
+								...(event.traceparent ? { traceparent: event.traceparent } : {}),
+							},
+							body,
+							signal: AbortSignal.timeout(timeoutMs),
 						},
-						body,
-						signal: AbortSignal.timeout(timeoutMs),
-					});
+						{ allowPrivate },
+					);
 					status = res.status;
 					await res.body?.cancel();
 					if (!res.ok) error = `destination answered ${res.status}`;
 				} catch (err) {
 					error =
-						err instanceof Error && err.name === "TimeoutError"
-							? `timed out after ${timeoutMs} ms`
-							: "connection failed";
+						err instanceof OutboundUrlError
+							? `destination refused: ${err.message}`
+							: err instanceof Error && err.name === "TimeoutError"
+								? `timed out after ${timeoutMs} ms`
+								: "connection failed";
 				}
 			} catch (err) {
 				error = errorText(err);

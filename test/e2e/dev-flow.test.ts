@@ -1,10 +1,13 @@
 /**
  * The local developer flow, end to end: `npm run dev` sets up and serves the gateway and prints
  * tokens that work; `npm run token` mints tokens the gateway's secret verifies. Runs in place (the
- * dev script is idempotent), on a free port, and leaves no process behind.
+ * dev script is idempotent), on a free port, and leaves no process behind. For the run it adds a
+ * marked block to .dev.vars — a provider key and an LLM_CONFIG pointing at a stub upstream, as a
+ * newcomer with a real key would — and removes it afterwards.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +15,7 @@ import { jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SCOPES } from "../../src/config/scopes";
 import { TIER_NAMES } from "../../src/config/tiers";
+import { type LlmStub, startLlmStub } from "../helpers/node/llm-stub.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const NODE = existsSync(join(ROOT, "node_modules", ".bin", "node"))
@@ -69,6 +73,41 @@ function devSecret(): Uint8Array {
 	return new TextEncoder().encode(secret);
 }
 
+const DEV_VARS = join(ROOT, ".dev.vars");
+const BLOCK_START = "# >>> added by test/e2e/dev-flow.test.ts for its run (removed when it ends)";
+const BLOCK_END = "# <<< test/e2e/dev-flow.test.ts";
+/** The provider key a newcomer puts in .dev.vars. */
+const DEV_VARS_KEY = "sk-e2e-from-dev-vars-0123456789";
+
+/** .dev.vars without this test's block (a block left by a killed run included). */
+function devVarsWithoutBlock(): string {
+	if (!existsSync(DEV_VARS)) return "";
+	let text = readFileSync(DEV_VARS, "utf8");
+	for (let start = text.indexOf(BLOCK_START); start >= 0; start = text.indexOf(BLOCK_START)) {
+		const end = text.indexOf(BLOCK_END, start);
+		text = text.slice(0, start) + (end < 0 ? "" : text.slice(end + BLOCK_END.length).replace(/^\n/, ""));
+	}
+	return text;
+}
+
+function addDevVarsBlock(stub: LlmStub): void {
+	// A custom configuration that says nothing about guardrails, as --llm-stub's and most local ones.
+	const llmConfig = {
+		providers: { openai: { kind: "openai", baseUrl: stub.openaiBaseUrl, apiKeySecret: "OPENAI_API_KEY" } },
+		aliases: { fast: { targets: [{ provider: "openai", model: "ok" }] } },
+	};
+	const kept = devVarsWithoutBlock();
+	const block = [
+		BLOCK_START,
+		`OPENAI_API_KEY=${DEV_VARS_KEY}`,
+		`LLM_CONFIG='${JSON.stringify(llmConfig)}'`,
+		"E2E_UNDECLARED_NAME=not-loaded",
+		BLOCK_END,
+		"",
+	].join("\n");
+	writeFileSync(DEV_VARS, `${kept}${kept === "" || kept.endsWith("\n") ? "" : "\n"}${block}`, { mode: 0o600 });
+}
+
 function runToken(args: string[]) {
 	const result = spawnSync("npm", ["run", "--silent", "token", "--", ...args], {
 		cwd: ROOT,
@@ -84,11 +123,15 @@ describe("npm run dev", () => {
 	let output = "";
 	let url = "";
 	let demoToken = "";
+	let demoAdminToken = "";
 	let operatorToken = "";
+	let stub: LlmStub | undefined;
 	let exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
 	beforeAll(async () => {
 		const port = await freePort();
+		stub = await startLlmStub();
+		addDevVarsBlock(stub);
 		// Its own process group, so every process it starts (wrangler, workerd, esbuild) can be reaped.
 		child = spawn(NODE, [join(ROOT, "scripts", "dev.mjs")], {
 			cwd: ROOT,
@@ -114,6 +157,7 @@ describe("npm run dev", () => {
 		if (!ready) throw new Error(`npm run dev did not print its banner (exited: ${exited}):\n${output.slice(-4000)}`);
 		url = ready[1] as string;
 		demoToken = /EDGEWAY_DEMO_TOKEN=(\S+)/.exec(output)?.[1] ?? "";
+		demoAdminToken = /EDGEWAY_DEMO_ADMIN_TOKEN=(\S+)/.exec(output)?.[1] ?? "";
 		operatorToken = /EDGEWAY_OPERATOR_TOKEN=(\S+)/.exec(output)?.[1] ?? "";
 		expect(url).toBe(`http://127.0.0.1:${port}`);
 	}, READY_TIMEOUT_MS + 10_000);
@@ -129,6 +173,8 @@ describe("npm run dev", () => {
 			}
 			await waitForGroupExit(pid, 5000);
 		}
+		if (existsSync(DEV_VARS)) writeFileSync(DEV_VARS, devVarsWithoutBlock());
+		await stub?.close();
 	}, 15_000);
 
 	it("sets up the project: .dev.vars, migrations, seeded tenants", () => {
@@ -143,6 +189,52 @@ describe("npm run dev", () => {
 		expect(output).toContain(`-H "Authorization: Bearer $EDGEWAY_DEMO_TOKEN" ${url}/v1/me`);
 		expect(output).toContain(`${url}/v1/admin/tenants/demo/keys`);
 		expect(output).toContain(`${url}/docs`);
+	});
+
+	it("prints the base URL, a demo-tenant admin token that reads its audit log, and the guardrails in force", async () => {
+		expect(output).toContain(`export EDGEWAY_URL=${url}`);
+		const audit = await fetch(`${url}/v1/audit`, { headers: { authorization: `Bearer ${demoAdminToken}` } });
+		expect(audit.status, await audit.clone().text()).toBe(200);
+		expect(await audit.json()).toMatchObject({ records: expect.any(Array) });
+		// The .dev.vars LLM_CONFIG sets no guardrails, so the shipped ones apply, and the banner says so.
+		expect(output).toContain(
+			"LLM guardrails (as shipped): input block secrets, block card-numbers; output redact secrets, redact card-numbers",
+		);
+	});
+
+	it("passes a provider key from .dev.vars on to the provider", async () => {
+		stub?.reset();
+		const res = await fetch(`${url}/v1/chat/completions`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${demoToken}`, "content-type": "application/json" },
+			// A prompt of its own: the local state (and its LLM response cache) outlives the run.
+			body: JSON.stringify({ model: "fast", messages: [{ role: "user", content: `Hello ${randomUUID()}` }] }),
+		});
+		expect(res.status, await res.clone().text()).toBe(200);
+		expect(stub?.requests.map((r) => r.apiKey)).toEqual([DEV_VARS_KEY]);
+	});
+
+	it("keeps the shipped guardrails for a custom LLM_CONFIG: a card number is blocked", async () => {
+		stub?.reset();
+		const res = await fetch(`${url}/v1/chat/completions`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${demoToken}`, "content-type": "application/json" },
+			body: JSON.stringify({ model: "fast", messages: [{ role: "user", content: "My card is 4111 1111 1111 1111" }] }),
+		});
+		expect(res.status).toBe(400);
+		expect(stub?.requests).toEqual([]);
+	});
+
+	it("warns about a .dev.vars name wrangler will not load, and prints no getaddrinfo stack offline", () => {
+		expect(output).toContain("warning: .dev.vars sets E2E_UNDECLARED_NAME, which wrangler dev will not load");
+		expect(output).not.toMatch(/warning: \.dev\.vars sets (OPENAI_API_KEY|LLM_CONFIG|JWT_HS256_SECRET|ENCRYPTION_KEY)/);
+		expect(output).not.toMatch(/Error: getaddrinfo/);
+	});
+
+	it("sends / to the docs", async () => {
+		const res = await fetch(`${url}/`, { redirect: "manual" });
+		expect(res.status).toBe(302);
+		expect(res.headers.get("location")).toBe("/docs");
 	});
 
 	it("serves /healthz and /v1/me with the printed demo token", async () => {

@@ -82,6 +82,14 @@ describe("security headers and system routes", () => {
 		expect(html).toContain("/docs/vendor/swagger-ui-bundle.js");
 		expect(html).not.toMatch(/https?:\/\//);
 	});
+
+	it("sends / to the docs page", async () => {
+		for (const method of ["GET", "HEAD"]) {
+			const res = await call("/", { method, redirect: "manual" });
+			expect(res.status).toBe(302);
+			expect(res.headers.get("location")).toBe("/docs");
+		}
+	});
 });
 
 describe("bad input gives a 4xx problem, never a 500", () => {
