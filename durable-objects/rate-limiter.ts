@@ -62,6 +62,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { LlmBudget } from "../src/config";
+import { SqlMeter } from "../src/db";
 import {
 	type AcquireRequest,
 	AcquireRequestSchema,
@@ -568,16 +569,18 @@ export class BudgetLedger {
 export class RateLimiter extends DurableObject<Env> {
 	#bucket: LeasedBucket = new LeasedBucket();
 	#budget: BudgetLedger = new BudgetLedger();
+	readonly #sql: SqlMeter;
 
 	constructor(ctx: DurableObjectState, env: Env) {
 		super(ctx, env);
+		this.#sql = new SqlMeter(ctx.storage.sql);
 		ctx.blockConcurrencyWhile(async () => {
-			this.#bucket = this.#load(ctx.storage.sql);
-			this.#budget = this.#loadBudget(ctx.storage.sql);
+			this.#bucket = this.#load(this.#sql);
+			this.#budget = this.#loadBudget(this.#sql);
 		});
 	}
 
-	#load(sql: SqlStorage): LeasedBucket {
+	#load(sql: Pick<SqlStorage, "exec">): LeasedBucket {
 		sql.exec(`CREATE TABLE IF NOT EXISTS bucket (
 			id INTEGER PRIMARY KEY CHECK (id = 1),
 			available REAL NOT NULL, outstanding INTEGER NOT NULL, updated_at REAL NOT NULL,
@@ -641,7 +644,7 @@ export class RateLimiter extends DurableObject<Env> {
 		});
 	}
 
-	#loadBudget(sql: SqlStorage): BudgetLedger {
+	#loadBudget(sql: Pick<SqlStorage, "exec">): BudgetLedger {
 		sql.exec(`CREATE TABLE IF NOT EXISTS budget (
 			id INTEGER PRIMARY KEY CHECK (id = 1),
 			used_tokens INTEGER NOT NULL, used_micro_usd INTEGER NOT NULL, period TEXT NOT NULL, clock REAL NOT NULL)`);
@@ -728,6 +731,11 @@ export class RateLimiter extends DurableObject<Env> {
 	budgetState(input: BudgetStateRequest = {}): BudgetState {
 		const request = BudgetStateRequestSchema.parse(input);
 		return this.#budget.state(request.now ?? Date.now());
+	}
+
+	/** SQLite rows this object has written since it started (benchmarks and tests: bench/rows.mjs). */
+	rowsWritten(): number {
+		return this.#sql.rowsWritten;
 	}
 }
 

@@ -11,6 +11,7 @@ import {
 	registerHandlers,
 } from "../src/events";
 import { usageRecorder } from "../src/llm";
+import { benchRows } from "../src/system";
 import { deliveryStatusUpdater, forwarder, sweepWebhookDeliveries } from "../src/webhooks";
 
 export { CircuitBreaker } from "../durable-objects/circuit-breaker";
@@ -60,15 +61,19 @@ async function benchPassthrough(request: Request, upstream: string): Promise<Res
 export default {
 	fetch(request, env, ctx) {
 		const bench = benchUpstream(request, env);
-		return bench ? benchPassthrough(request, bench) : app.fetch(request, env, ctx);
+		if (bench) return benchPassthrough(request, bench);
+		const rows = benchRows(env, "fetch");
+		return rows?.route(request) ?? app.fetch(request, rows?.env ?? env, ctx);
 	},
 
-	async queue(batch, env) {
+	async queue(batch, unmetered) {
+		const env = benchRows(unmetered, "queue")?.env ?? unmetered;
 		if (isDeadLetterQueue(batch.queue)) await handleDeadLetterBatch(batch, env);
 		else await handleEventBatch(batch, env, HANDLERS);
 	},
 
-	async scheduled(_controller, env) {
+	async scheduled(_controller, unmetered) {
+		const env = benchRows(unmetered, "scheduled")?.env ?? unmetered;
 		await sweepWebhookDeliveries(env);
 	},
 } satisfies ExportedHandler<Env>;
