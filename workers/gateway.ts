@@ -11,6 +11,7 @@ import {
 	registerHandlers,
 } from "../src/events";
 import { usageRecorder } from "../src/llm";
+import { isRetentionRun, sweepRetention } from "../src/retention";
 import { benchRows } from "../src/system";
 import { deliveryStatusUpdater, forwarder, sweepWebhookDeliveries } from "../src/webhooks";
 
@@ -72,8 +73,11 @@ export default {
 		else await handleEventBatch(batch, env, HANDLERS);
 	},
 
-	async scheduled(_controller, unmetered) {
+	async scheduled(controller, unmetered) {
 		const env = benchRows(unmetered, "scheduled")?.env ?? unmetered;
+		// Once an hour, beside the minute's webhook sweep: the tables' retention (bounded per run).
+		const retention = isRetentionRun(controller.scheduledTime) ? sweepRetention(env, config(env).RETENTION) : null;
 		await sweepWebhookDeliveries(env);
+		await retention;
 	},
 } satisfies ExportedHandler<Env>;
