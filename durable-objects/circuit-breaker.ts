@@ -49,6 +49,7 @@ import {
 	RecordRequestSchema,
 	type TransitionReason,
 } from "../src/breaker";
+import { SqlMeter } from "../src/db";
 import { type EventEnvelope, EventEnvelopeSchema, newEvent, publish } from "../src/events";
 import { log } from "../src/http";
 
@@ -378,16 +379,18 @@ export class CircuitBreaker extends DurableObject<Env> {
 	#name: string;
 	#flushing: Promise<void> | null = null;
 	#flushRequested = false;
+	readonly #sql: SqlMeter;
 
 	constructor(ctx: DurableObjectState, env: Env) {
 		super(ctx, env);
 		this.#name = ctx.id.name ?? ctx.id.toString();
+		this.#sql = new SqlMeter(ctx.storage.sql);
 		ctx.blockConcurrencyWhile(async () => {
-			this.#machine = this.#load(ctx.storage.sql);
+			this.#machine = this.#load(this.#sql);
 		});
 	}
 
-	#load(sql: SqlStorage): BreakerMachine {
+	#load(sql: Pick<SqlStorage, "exec">): BreakerMachine {
 		sql.exec(`CREATE TABLE IF NOT EXISTS breaker (
 			id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL,
 			state TEXT NOT NULL, since REAL NOT NULL, open_until REAL NOT NULL,
@@ -505,7 +508,7 @@ export class CircuitBreaker extends DurableObject<Env> {
 			log("error", "breaker transition event is invalid; not published", { breaker: this.#name, seq: t.seq });
 			return;
 		}
-		const sql = this.ctx.storage.sql;
+		const sql = this.#sql;
 		sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify(event.data));
 		const dropped = sql
 			.exec("DELETE FROM outbox WHERE seq <= (SELECT MAX(seq) FROM outbox) - ? RETURNING seq", MAX_OUTBOX)
@@ -524,7 +527,7 @@ export class CircuitBreaker extends DurableObject<Env> {
 	}
 
 	async #drain(): Promise<void> {
-		const sql = this.ctx.storage.sql;
+		const sql = this.#sql;
 		try {
 			while (this.#flushRequested) {
 				this.#flushRequested = false;
@@ -556,7 +559,7 @@ export class CircuitBreaker extends DurableObject<Env> {
 	}
 
 	#pending(): number {
-		return this.ctx.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM outbox").one().n;
+		return this.#sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM outbox").one().n;
 	}
 
 	#view(snapshot: ReturnType<BreakerMachine["snapshot"]>): BreakerSnapshot {
@@ -586,6 +589,11 @@ export class CircuitBreaker extends DurableObject<Env> {
 	/** Closes the breaker and clears its counts (admin). Isolates that saw it open learn within seconds. */
 	reset(input: { traceparent?: string } = {}): BreakerSnapshot {
 		return this.#view(this.#machine.reset(Date.now(), input.traceparent));
+	}
+
+	/** SQLite rows this object has written since it started (benchmarks and tests: bench/rows.mjs). */
+	rowsWritten(): number {
+		return this.#sql.rowsWritten;
 	}
 
 	/** Retries the outbox after a failed (or interrupted) send. */

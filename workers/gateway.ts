@@ -11,6 +11,8 @@ import {
 	registerHandlers,
 } from "../src/events";
 import { usageRecorder } from "../src/llm";
+import { isRetentionRun, sweepRetention } from "../src/retention";
+import { benchRows } from "../src/system";
 import { deliveryStatusUpdater, forwarder, sweepWebhookDeliveries } from "../src/webhooks";
 
 export { CircuitBreaker } from "../durable-objects/circuit-breaker";
@@ -60,15 +62,22 @@ async function benchPassthrough(request: Request, upstream: string): Promise<Res
 export default {
 	fetch(request, env, ctx) {
 		const bench = benchUpstream(request, env);
-		return bench ? benchPassthrough(request, bench) : app.fetch(request, env, ctx);
+		if (bench) return benchPassthrough(request, bench);
+		const rows = benchRows(env, "fetch");
+		return rows?.route(request) ?? app.fetch(request, rows?.env ?? env, ctx);
 	},
 
-	async queue(batch, env) {
+	async queue(batch, unmetered) {
+		const env = benchRows(unmetered, "queue")?.env ?? unmetered;
 		if (isDeadLetterQueue(batch.queue)) await handleDeadLetterBatch(batch, env);
 		else await handleEventBatch(batch, env, HANDLERS);
 	},
 
-	async scheduled(_controller, env) {
+	async scheduled(controller, unmetered) {
+		const env = benchRows(unmetered, "scheduled")?.env ?? unmetered;
+		// Once an hour, beside the minute's webhook sweep: the tables' retention (bounded per run).
+		const retention = isRetentionRun(controller.scheduledTime) ? sweepRetention(env, config(env).RETENTION) : null;
 		await sweepWebhookDeliveries(env);
+		await retention;
 	},
 } satisfies ExportedHandler<Env>;

@@ -46,6 +46,7 @@ function entryOf(event: EventEnvelope): AuditEntry {
  */
 export const auditWriter: EventHandler = {
 	name: "audit-writer",
+	idempotent: true,
 	handles: (event) => event.type === "audit.record" || event.type === "breaker.transition",
 	async handle(event, env) {
 		await appendAuditOnce(env.DB, entryOf(event), event.id);

@@ -20,6 +20,7 @@ const TransitionSchema = z.looseObject({
 
 export const breakerRegistry: EventHandler = {
 	name: "breaker-registry",
+	idempotent: true,
 	handles: (event) => event.type === "breaker.transition",
 	async handle(event, env) {
 		const t = TransitionSchema.parse(event.data);

@@ -6,6 +6,22 @@ const optionalString = z
 	.optional()
 	.transform((v) => (v?.trim() ? v.trim() : undefined));
 
+/**
+ * Days each table keeps its rows before the retention sweep (src/retention) deletes them. The audit
+ * log is never pruned (append-only and hash-chained). Defaults documented in README ("Retention").
+ */
+export const RetentionSchema = z.strictObject({
+	/** Done (event, handler) records; kept longer for events with a replayable dead letter. */
+	processedEvents: z.number().int().min(1).max(36_500).default(30),
+	/** Last failures of (event, handler), by their last update; kept longer for replayable dead letters. */
+	eventFailures: z.number().int().min(1).max(36_500).default(30),
+	/** Processed and forwarded webhook deliveries, with their R2 payloads, by when they were received. */
+	webhookDeliveries: z.number().int().min(1).max(36_500).default(30),
+	/** LLM usage records, by UTC day: longer than the usage report's longest range (366 days). */
+	llmUsage: z.number().int().min(1).max(36_500).default(400),
+});
+export type Retention = z.infer<typeof RetentionSchema>;
+
 export const ConfigSchema = z.object({
 	ENVIRONMENT: z.enum(["development", "test", "staging", "production"]),
 	JWT_ISSUER: z.string().min(1),
@@ -33,6 +49,15 @@ export const ConfigSchema = z.object({
 		.transform((v) => v === "true"),
 	// Written from waitUntil, which ends ~30 s after the response: the window must close well before.
 	AUTH_FAILURE_WINDOW_S: z.coerce.number().min(0.05).max(25).default(10),
+	/** Optional JSON overriding some of {@link RetentionSchema}'s days, e.g. `{"llmUsage": 800}`. */
+	RETENTION: optionalString.transform((v, ctx) => {
+		try {
+			return RetentionSchema.parse(v ? JSON.parse(v) : {});
+		} catch {
+			ctx.addIssue({ code: "custom", message: "RETENTION must be a JSON object of days per table" });
+			return z.NEVER;
+		}
+	}),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;

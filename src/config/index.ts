@@ -1,4 +1,4 @@
-export { type Config, ConfigSchema, config } from "./env";
+export { type Config, ConfigSchema, config, type Retention, RetentionSchema } from "./env";
 export { parseScopes, SCOPES, type Scope, ScopeSchema } from "./scopes";
 export {
 	type Limits,

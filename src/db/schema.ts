@@ -65,8 +65,8 @@ export const auditLog = sqliteTable(
 		/** The event this record was written for, when it came through the events queue: written once. */
 		eventId: text("event_id"),
 	},
+	// Every read goes through (tenant_id, seq), also the legacy records' (seq IS NULL, by rowid): no other index.
 	(t) => [
-		index("audit_log_tenant_idx").on(t.tenantId, t.id),
 		uniqueIndex("audit_log_tenant_seq_unique").on(t.tenantId, t.seq),
 		uniqueIndex("audit_log_event_unique").on(t.eventId),
 	],
@@ -139,7 +139,11 @@ export const webhookDeliveries = sqliteTable(
 	],
 );
 
-/** (event, handler) pairs whose effect is done: a redelivered or replayed event skips them. */
+/**
+ * (event, handler) pairs whose effect is done: a redelivered or replayed event skips them. Only for
+ * handlers not idempotent on their own (see EventHandler.idempotent). WITHOUT ROWID (migration
+ * 0006_retention_rows; drizzle cannot say so): one row written per insert, not a row and an index entry.
+ */
 export const processedEvents = sqliteTable(
 	"processed_events",
 	{
@@ -150,7 +154,7 @@ export const processedEvents = sqliteTable(
 	(t) => [primaryKey({ columns: [t.eventId, t.handler] })],
 );
 
-/** The last failure of each (event, handler), read when an event is dead-lettered. */
+/** The last failure of each (event, handler), read when an event is dead-lettered. WITHOUT ROWID, as processed_events. */
 export const eventFailures = sqliteTable(
 	"event_failures",
 	{
@@ -186,7 +190,10 @@ export const deadLetters = sqliteTable(
 	],
 );
 
-/** One row per LLM request (written by the usage recorder from `llm.usage` events). */
+/**
+ * One row per LLM request (written by the usage recorder from `llm.usage` events). WITHOUT ROWID
+ * (migration 0006_retention_rows): the id is the key, so an insert writes the row and the report's index only.
+ */
 export const llmUsage = sqliteTable(
 	"llm_usage",
 	{

@@ -77,7 +77,7 @@ export async function handleEventBatch(
 		done = await processedHandlers(
 			db,
 			eventIds,
-			handlers.map((h) => h.name),
+			handlers.filter((h) => !h.idempotent).map((h) => h.name),
 		);
 	} catch (err) {
 		lookupError = errorText(err);
@@ -158,7 +158,9 @@ async function consume(
 				return;
 			}
 			try {
-				await markProcessed(db, event.id, h.name);
+				// An idempotent handler keeps no record; it has a failure to clear only on a redelivery.
+				if (!h.idempotent) await markProcessed(db, event.id, h.name);
+				else if (message.attempts > 1) await clearFailure(db, event.id, h.name);
 				ran.push(h.name);
 			} catch (err) {
 				// The effect happened but is not recorded: the handler runs again, which its contract allows.
@@ -227,12 +229,21 @@ async function processedHandlers(
 	return done;
 }
 
+function failureOf(db: Database, eventId: string, handler: string) {
+	return db.delete(eventFailures).where(and(eq(eventFailures.eventId, eventId), eq(eventFailures.handler, handler)));
+}
+
 /** Records a handler's success and clears its failure, atomically. */
 async function markProcessed(db: Database, eventId: string, handler: string): Promise<void> {
 	await db.batch([
 		db.insert(processedEvents).values({ eventId, handler }).onConflictDoNothing(),
-		db.delete(eventFailures).where(and(eq(eventFailures.eventId, eventId), eq(eventFailures.handler, handler))),
+		failureOf(db, eventId, handler),
 	]);
+}
+
+/** Clears the failure an idempotent handler recorded on an earlier delivery. */
+async function clearFailure(db: Database, eventId: string, handler: string): Promise<void> {
+	await failureOf(db, eventId, handler).run();
 }
 
 /** Counts each handler's failure and keeps its last (redacted) error, for the dead letter. */

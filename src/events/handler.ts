@@ -12,6 +12,12 @@ export interface EventHandler {
 	 */
 	handle(event: EventEnvelope, env: Env): Promise<void>;
 	/**
+	 * True when the handler's own unique key (or guard) makes running it again for the same event a
+	 * no-op: the consumer then keeps no `processed_events` row for it (a row written per event saved),
+	 * and a redelivered or replayed event simply runs it again.
+	 */
+	idempotent?: boolean;
+	/**
 	 * Optional: how long to wait before the next attempt after this handler failed `attempts` times
 	 * (e.g. the webhook forwarder's Standard Webhooks schedule). Without it the consumer's back-off applies.
 	 */

@@ -201,6 +201,7 @@ const USAGE_VALUES = sql.join(
  */
 export const usageRecorder: EventHandler = {
 	name: "llm-usage-recorder",
+	idempotent: true,
 	handles: (event) => event.type === LLM_USAGE_EVENT,
 	async handle(event, env) {
 		const { records } = UsageEventDataSchema.parse(event.data);
