@@ -17,6 +17,9 @@ export default defineConfig(async () => ({
 					AUTH_FAILURE_WINDOW_S: "0.2",
 					FORWARD_RETRY_SCALE: "0",
 					TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+					// The fuzz test's run count and seed (test/integration/fuzz.test.ts); empty = its defaults.
+					FUZZ_RUNS: process.env.FUZZ_RUNS ?? "",
+					FUZZ_SEED: process.env.FUZZ_SEED ?? "",
 				},
 			},
 		}),

@@ -1,7 +1,8 @@
-/** Request body guards: a size limit enforced while the body streams in, and JSON content type. */
+/** Request body guards: a size limit enforced while the body streams in, JSON content type, and JSON nesting depth. */
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ApiError } from "./errors";
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "./json-depth";
 
 function tooLarge(maxBytes: number): never {
 	throw new ApiError("payload-too-large", `The request body exceeds ${maxBytes} bytes.`);
@@ -27,7 +28,12 @@ export function limitBody(maxBytes: (c: Parameters<MiddlewareHandler>[0]) => num
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
-/** Requests that carry a body must declare JSON; anything else is 415. */
+/**
+ * Requests that carry a body must declare JSON (anything else is 415) and nest no deeper than
+ * {@link MAX_JSON_DEPTH} (deeper is 400 `bad-request`). The body is read here, once, as text; Hono
+ * keeps that text, and the route's JSON validator parses it from there, so every JSON route is
+ * bounded in this one place. Mount it after {@link limitBody}, which bounds what this buffers.
+ */
 export function requireJsonBody(): MiddlewareHandler {
 	return async function requireJsonBody(c, next) {
 		const hasBody =
@@ -35,6 +41,9 @@ export function requireJsonBody(): MiddlewareHandler {
 			(c.req.header("content-length") !== "0" || c.req.header("transfer-encoding") !== undefined);
 		if (hasBody && !JSON_TYPE.test(c.req.header("content-type") ?? "")) {
 			throw new ApiError("unsupported-media-type", "Send the body as application/json.");
+		}
+		if (hasBody && exceedsJsonDepth(await c.req.text())) {
+			throw new ApiError("bad-request", `The JSON body nests deeper than ${MAX_JSON_DEPTH} levels.`);
 		}
 		await next();
 	};

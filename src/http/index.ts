@@ -12,6 +12,7 @@ export {
 	toApiError,
 } from "./errors";
 export { corsPolicy, headerLimit, securityHeaders } from "./headers";
+export { exceedsJsonDepth, MAX_JSON_DEPTH } from "./json-depth";
 export { accessLog, type LogFields, log } from "./logger";
 export { allowedMethods } from "./method-not-allowed";
 export { BEARER, createRouter, jsonResponse, ProblemSchema, problems } from "./openapi";

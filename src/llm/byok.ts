@@ -11,7 +11,7 @@ import type { Context } from "hono";
 import { type AuditEntry, commitWithAudit } from "../audit";
 import { type AuthVariables, TtlLru } from "../auth";
 import { config, tierPolicy } from "../config";
-import { database, providerKeys } from "../db";
+import { database, providerKeys, tenants } from "../db";
 import { ApiError, BEARER, createRouter, jsonResponse, log, problems } from "../http";
 import { seal, unseal } from "../storage";
 import type { LlmConfig, ProviderConfig } from "./config";
@@ -180,6 +180,14 @@ export function providerKeyRoutes() {
 		const secret = config(c.env).ENCRYPTION_KEY;
 		if (!secret)
 			throw new ApiError("dependency-unavailable", "Key storage is not configured.", { reason: "no ENCRYPTION_KEY" });
+		// The operator may name any tenant: one that does not exist is a 404, not a foreign-key failure.
+		// (Tenants are never deleted, so the row read here is still there for the insert.)
+		const tenant = await database(c.env.DB)
+			.select({ id: tenants.id })
+			.from(tenants)
+			.where(eq(tenants.id, tenantId))
+			.get();
+		if (!tenant) throw new ApiError("not-found", "No such tenant.");
 		const { key } = c.req.valid("json");
 		const sealedKey = await seal(secret, additionalData(tenantId, provider), key);
 		const hint = key.slice(-4);

@@ -14,6 +14,7 @@
  * `[REDACTED:<check>]` named after the match that starts first (ties: the earlier check). Matches of
  * block checks are redacted too, so no returned text ever holds them. Findings carry counts, never text.
  */
+import { exceedsJsonDepth } from "../http";
 import type { GuardrailCheck, Guardrails } from "./config";
 import type { ChatCompletion, ChatMessage, ChatRequest, EmbeddingsRequest, ToolCall } from "./types";
 
@@ -452,9 +453,12 @@ class Scanner {
 
 	/**
 	 * Tool-call arguments are JSON: their string values are scanned decoded (a `\u0040` is an `@`) and
-	 * the JSON re-encoded when one changed, so it stays valid. Text that is not JSON is scanned raw.
+	 * the JSON re-encoded when one changed, so it stays valid. Text that is not JSON, or nests deeper
+	 * than MAX_JSON_DEPTH, is scanned raw.
 	 */
 	arguments(args: string): string {
+		// The reviver below walks the parsed value recursively: arguments nested too deep are scanned raw.
+		if (exceedsJsonDepth(args)) return this.text(args);
 		const counts = zeros(this.#g);
 		let changed = false;
 		try {

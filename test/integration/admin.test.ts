@@ -417,3 +417,16 @@ describe("tiers and per-key limits", () => {
 		expect((await call("/v1/me", { token })).status).toBe(200);
 	});
 });
+
+describe("admin: provider keys", () => {
+	it("answers 404 when the operator stores a key for a tenant that does not exist (was a 500 from the foreign key)", async () => {
+		const token = await operatorToken();
+		const res = await call("/v1/admin/tenants/no-such-tenant/provider-keys/openai", {
+			...json("PUT", { key: "sk-test-0123456789abcdef" }),
+			token,
+		});
+		await expectProblem(res, 404, "not-found");
+		const listed = await call("/v1/admin/tenants/no-such-tenant/provider-keys", { token });
+		expect(await listed.json()).toEqual({ keys: [] });
+	});
+});

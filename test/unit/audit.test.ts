@@ -1,6 +1,7 @@
 /** The audit log against the real local D1: the hash chain, its writers under races, its check, and the events handler. */
 import { env } from "cloudflare:workers";
 import { asc, eq, inArray } from "drizzle-orm";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
 	type AuditEntry,
@@ -81,6 +82,34 @@ describe("canonical form", () => {
 		);
 		expect(canonicalJson({ 10: "a", 2: "b", B: 1, a: 2 })).toBe('{"10":"a","2":"b","B":1,"a":2}');
 		expect(canonicalJson(null)).toBe("null");
+	});
+
+	it("writes values nested 10,000 deep without exhausting the stack", () => {
+		let value: unknown = { z: 1, a: [null] };
+		for (let i = 0; i < 10_000; i++) value = i % 2 === 0 ? [value, i] : { b: value, a: i };
+		const text = canonicalJson(value);
+		expect(text.startsWith('{"a":9999,"b":[{"a":9997,"b":[')).toBe(true);
+		expect(text).toContain('[{"a":[null],"z":1},0]},2]},4]}');
+		expect(text.endsWith(",9998]}")).toBe(true);
+	});
+
+	it("agrees with the recursive definition (keys sorted, then JSON.stringify) on any JSON value", () => {
+		const reference = (v: unknown): string => {
+			if (v === null || typeof v !== "object") return JSON.stringify(v) ?? "null";
+			if (Array.isArray(v)) return `[${v.map(reference).join(",")}]`;
+			const r = v as Record<string, unknown>;
+			const keys = Object.keys(r).filter((k) => r[k] !== undefined);
+			return `{${keys
+				.sort()
+				.map((k) => `${JSON.stringify(k)}:${reference(r[k])}`)
+				.join(",")}}`;
+		};
+		fc.assert(
+			fc.property(fc.jsonValue(), (v) => {
+				expect(canonicalJson(v)).toBe(reference(v));
+			}),
+			{ seed: 9, numRuns: 300 },
+		);
 	});
 
 	it("gives a different hash when any covered field changes", async () => {

@@ -336,6 +336,8 @@ describe("anthropic provider: request translation", () => {
 	it.each([
 		["unparsable tool arguments", '{"city":', "https://images.test/a.png"],
 		["tool arguments that are not an object", "[1,2]", "https://images.test/a.png"],
+		// Parsed, they would be too deep for the JSON.stringify of the upstream request (a RangeError, a 500).
+		["tool arguments nested 6,000 deep", `${'{"a":'.repeat(6000)}1${"}".repeat(6000)}`, "https://images.test/a.png"],
 		["an image URL of another scheme", "{}", "ftp://images.test/a.png"],
 		["a data: URL that is not base64", "{}", "data:image/png,rawbytes"],
 		["a data: URL that is not an image", "{}", "data:text/plain;base64,aGk="],

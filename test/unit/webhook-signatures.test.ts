@@ -328,6 +328,13 @@ describe("Stripe", () => {
 		expect(await verify(stripe, [secret], headers, STRIPE_BODY)).toEqual({ ok: false, reason: "bad-signature" });
 	});
 
+	it("verifies a body nested 6,000 deep but reads no ids from it (the delivery is keyed by its hash)", async () => {
+		const body = `{"id":"evt_deep","type":"x","data":${"[".repeat(6000)}${"]".repeat(6000)}}`;
+		const headers = new Headers({ "Stripe-Signature": await stripeHeader(body, secret) });
+		const result = await verify(stripe, [secret], headers, body);
+		expect(result).toMatchObject({ ok: true, secretIndex: 0, deliveryId: null, eventType: null });
+	});
+
 	it("keys the HMAC with the whole whsec_ string, as the stripe library does", async () => {
 		const header = await stripeHeader(STRIPE_BODY, secret);
 		expect(header).toBe(`t=${NOW_S},v1=${hex(await hmac("SHA-256", secret, `${NOW_S}.${STRIPE_BODY}`))}`);

@@ -13,6 +13,7 @@
  *  - answer blocks other than text and tool use (thinking, server tools) are not translated.
  */
 import { z } from "zod";
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../../http";
 import { readSse } from "../sse";
 import type {
 	ChatCompletion,
@@ -227,6 +228,11 @@ function imageBlock(url: string, provider: string): ImageBlock {
 }
 
 function toolUseBlock(call: ToolCall, provider: string): ToolUseBlock {
+	// Arguments are a string the body's depth bound does not see into: bound them before parsing, or the
+	// upstream request's JSON.stringify would overflow the stack on them.
+	if (exceedsJsonDepth(call.function.arguments)) {
+		throw badRequest(provider, `the arguments of tool call ${call.id} nest deeper than ${MAX_JSON_DEPTH} levels`);
+	}
 	let input: unknown;
 	try {
 		input = call.function.arguments.trim() === "" ? {} : JSON.parse(call.function.arguments);

@@ -1,4 +1,5 @@
 /** Byte, encoding, MAC and timestamp helpers shared by the per-source verifiers. */
+import { exceedsJsonDepth } from "../../http";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
@@ -110,13 +111,17 @@ export function isFresh(timestampSeconds: number, now: number, toleranceSeconds:
 }
 
 /**
- * The body as a JSON object, or null (not JSON, not an object, not UTF-8). Only ever called on a
- * body whose signature has already been verified, and only to read ids out of it.
+ * The body as a JSON object, or null (not JSON, not an object, not UTF-8, or nested deeper than
+ * MAX_JSON_DEPTH). Only ever called on a body whose signature has already been verified, and only to
+ * read ids out of it.
  */
 export function readJsonObject(body: Uint8Array): Record<string, unknown> | null {
 	let i = 0;
 	while (i < body.length && (body[i] === 0x20 || body[i] === 0x09 || body[i] === 0x0a || body[i] === 0x0d)) i++;
 	if (body[i] !== 0x7b /* { */) return null;
+	// Only top-level fields are read: a body nested too deep is not parsed at all (its ids go unread), so no
+	// value too deep to serialise is ever held.
+	if (exceedsJsonDepth(body)) return null;
 	try {
 		const value: unknown = JSON.parse(decoder.decode(body));
 		return isRecord(value) ? value : null;
