@@ -606,36 +606,44 @@ describe("releasing probes and coalesced successes", () => {
 	});
 
 	it("the client renews a trusted closed answer before it lapses: steady traffic sends only coalesced records", async () => {
-		let admits = 0;
-		const counts: (number | undefined)[] = [];
-		const client = new BreakerClient({
-			stub: (): BreakerStub => ({
-				admit: async () => {
-					admits++;
-					return { allowed: true, state: "closed", probe: false };
-				},
-				record: async (input) => {
-					counts.push(input.count);
-					return snapshotOf("closed", counts.length);
-				},
-			}),
-			closedTrustMs: 1000,
-		});
-		const policy = {};
-		const pending: Promise<unknown>[] = [];
-		const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-		// A call starts every 100 ms for three trust periods and succeeds 200 ms later. Were the successes
-		// sent a whole trust period after the first, the trust would lapse first (at 1000 ms) and the calls
-		// finishing then would each make a record round trip of their own.
-		for (let i = 0; i < 30; i++) {
-			expect((await client.admit("steady", policy)).allowed).toBe(true);
-			pending.push(sleep(200).then(() => client.record("steady", policy, { success: true })));
-			await sleep(100);
+		// Simulated time (the client's clock and its flush timer alike): on real timers a stall of a few
+		// hundred milliseconds on a busy machine let the trust lapse between two calls.
+		vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+		try {
+			let admits = 0;
+			const counts: (number | undefined)[] = [];
+			const client = new BreakerClient({
+				now: () => Date.now(),
+				stub: (): BreakerStub => ({
+					admit: async () => {
+						admits++;
+						return { allowed: true, state: "closed", probe: false };
+					},
+					record: async (input) => {
+						counts.push(input.count);
+						return snapshotOf("closed", counts.length);
+					},
+				}),
+				closedTrustMs: 1000,
+			});
+			const policy = {};
+			const pending: Promise<unknown>[] = [];
+			// A call starts every 100 ms for three trust periods and succeeds 200 ms later. Were the successes
+			// sent a whole trust period after the first, the trust would lapse first (at 1000 ms) and the calls
+			// finishing then would each make a record round trip of their own.
+			for (let i = 0; i < 30; i++) {
+				expect((await client.admit("steady", policy)).allowed).toBe(true);
+				pending.push(sleep(200).then(() => client.record("steady", policy, { success: true })));
+				await vi.advanceTimersByTimeAsync(100);
+			}
+			await vi.advanceTimersByTimeAsync(1000);
+			await Promise.all(pending);
+			expect(admits).toBe(1);
+			expect(counts.every((count) => count !== undefined)).toBe(true);
+			expect(counts.reduce((sum: number, count) => sum + (count ?? 0), 0)).toBe(30);
+		} finally {
+			vi.useRealTimers();
 		}
-		await Promise.all(pending);
-		expect(admits).toBe(1);
-		expect(counts.every((count) => count !== undefined)).toBe(true);
-		expect(counts.reduce((sum: number, count) => sum + (count ?? 0), 0)).toBe(30);
 	});
 });
 
