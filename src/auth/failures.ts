@@ -28,6 +28,10 @@ export interface FailureRecorderOptions {
 	action?: string;
 	/** The metadata key the subjects are listed under (default `claimedTenants`). */
 	subjectsKey?: string;
+	/** The clock (default `Date.now`); tests drive the windows with their own. */
+	now?: () => number;
+	/** Waits `ms` before a window closes (default a timer); tests close windows when they choose. */
+	sleep?: (ms: number) => Promise<void>;
 }
 
 /** One per isolate. `record` counts; the window's records are written when it closes. */
@@ -36,10 +40,14 @@ export class FailureRecorder {
 	#buckets = new Map<string, Bucket>();
 	#flushing: Promise<void> | null = null;
 	readonly #options: FailureRecorderOptions;
+	readonly #now: () => number;
+	readonly #sleep: (ms: number) => Promise<void>;
 
 	constructor(options: FailureRecorderOptions) {
 		if (!(options.windowMs > 0)) throw new Error("FailureRecorder: windowMs must be positive");
 		this.#options = options;
+		this.#now = options.now ?? Date.now;
+		this.#sleep = options.sleep ?? ((ms) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
 	}
 
 	/**
@@ -50,7 +58,7 @@ export class FailureRecorder {
 		reason: AuthFailureReason | (string & {}),
 		tenantId: string | undefined,
 		subject?: string,
-		now = Date.now(),
+		now = this.#now(),
 	): Promise<void> | undefined {
 		let scheduled: Promise<void> | undefined;
 		if (this.#buckets.size > 0 && now >= this.#windowStart + this.#options.windowMs) {
@@ -59,8 +67,8 @@ export class FailureRecorder {
 		if (this.#buckets.size === 0) {
 			this.#windowStart = now;
 			const windowEnd = now + this.#options.windowMs;
-			const closing = new Promise<void>((resolve) => setTimeout(resolve, this.#options.windowMs)).then(() =>
-				Date.now() >= windowEnd - 1 && this.#windowStart === now ? this.flush() : undefined,
+			const closing = this.#sleep(this.#options.windowMs).then(() =>
+				this.#now() >= windowEnd - 1 && this.#windowStart === now ? this.flush() : undefined,
 			);
 			scheduled = scheduled ? Promise.all([scheduled, closing]).then(() => undefined) : closing;
 		}
@@ -98,7 +106,7 @@ export class FailureRecorder {
 				reasons: b.reasons,
 				...(Object.keys(b.subjects).length > 0 ? { [this.#options.subjectsKey ?? "claimedTenants"]: b.subjects } : {}),
 				windowStart,
-				windowEnd: Date.now(),
+				windowEnd: this.#now(),
 			},
 		}));
 		this.#flushing = this.#options.write(entries).catch((err) => {

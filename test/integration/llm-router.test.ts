@@ -5,7 +5,7 @@
  * half-open with a bounded number of probes → closed).
  */
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { BreakerClient, breakerName } from "../../src/breaker";
 import { ApiError } from "../../src/http";
 import { type LlmConfig, LlmConfigSchema } from "../../src/llm/config";
@@ -311,10 +311,19 @@ describe("route with the real CircuitBreaker", () => {
 		});
 		let objectCalls = 0;
 		const ns = env.CIRCUIT_BREAKER;
+		// Simulated time, for the isolate and the object alike, so the 300 ms cooldown ends when the test
+		// says and not when a busy machine gets round to it. An hour ahead of the real clock: the object
+		// never lets its clock run backwards, and `state()` reads it at real time.
+		let now = Date.now() + 3_600_000;
 		const breakers = new BreakerClient({
+			now: () => now,
 			stub: (name) => {
 				objectCalls++;
-				return ns.getByName(name);
+				const real = ns.getByName(name);
+				return {
+					admit: (input) => real.admit({ ...input, now }),
+					record: (input) => real.record({ ...input, now }),
+				};
 			},
 		});
 		const tenantId = `t${crypto.randomUUID().slice(0, 8)}`;
@@ -343,7 +352,7 @@ describe("route with the real CircuitBreaker", () => {
 		expect(aRoundTrips).toBe(0);
 
 		// After the cooldown, half-open admits one probe at a time: of two concurrent calls one probes `a`.
-		await new Promise((resolve) => setTimeout(resolve, 350));
+		now += 350;
 		calls.length = 0;
 		let release: (() => void) | undefined;
 		const gate = new Promise<void>((resolve) => {
@@ -361,7 +370,8 @@ describe("route with the real CircuitBreaker", () => {
 			},
 		});
 		const first = route(r, targets, call("fast"));
-		await new Promise((resolve) => setTimeout(resolve, 50));
+		// The first call holds the probe once it has reached `a`.
+		await vi.waitUntil(() => calls.includes("a/m1"), { timeout: 10_000 });
 		const second = await route(r, targets, call("fast"));
 		expect(second.target.provider).toBe("b");
 		release?.();

@@ -161,7 +161,7 @@ describe("CircuitBreaker across isolates", () => {
 		expect(below).toMatchObject({ state: "closed", window: { successes: 1, failures: 8 } });
 		// The tenth call reaches the minimum volume with a rate of 0.8.
 		expect(await a.record(breaker, policy, { success: true })).toMatchObject({ state: "open" });
-		await vi.waitFor(() => expect(published(breaker)).toHaveLength(1), { timeout: 5000 });
+		await vi.waitFor(() => expect(published(breaker)).toHaveLength(1), { timeout: 15_000 });
 		expect(published(breaker)[0]?.data).toMatchObject({ reason: "failure-rate", failures: 8, volume: 10 });
 	});
 
@@ -194,7 +194,7 @@ describe("CircuitBreaker across isolates", () => {
 		expect(state).toMatchObject({ state: "half_open", probesInFlight: 3 });
 		// One transition to half-open however many isolates asked at once.
 		await vi.waitFor(() => expect(published(breaker).map((e) => e.data.to)).toEqual(["open", "half_open"]), {
-			timeout: 5000,
+			timeout: 15_000,
 		});
 	});
 
@@ -225,7 +225,7 @@ describe("CircuitBreaker across isolates", () => {
 					"cooldown-elapsed",
 					"probes-succeeded",
 				]),
-			{ timeout: 5000 },
+			{ timeout: 15_000 },
 		);
 	});
 
@@ -249,7 +249,7 @@ describe("CircuitBreaker across isolates", () => {
 		});
 		const state = await env.CIRCUIT_BREAKER.getByName(breaker).state();
 		expect(state).toMatchObject({ state: "open", reopenings: 1, probesInFlight: 0 });
-		await vi.waitFor(() => expect(published(breaker)).toHaveLength(3), { timeout: 5000 });
+		await vi.waitFor(() => expect(published(breaker)).toHaveLength(3), { timeout: 15_000 });
 		expect(published(breaker)[2]?.data).toMatchObject({ from: "half_open", to: "open", reason: "probe-failed" });
 		expect(published(breaker)[2]?.data.cooldownMs).toBe(60);
 	});
@@ -270,9 +270,13 @@ describe("CircuitBreaker across isolates", () => {
 	it("asks the object once the local open deadline passes, and the object decides who probes", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1, cooldownMs: 20, halfOpenProbes: 1 };
 		const breaker = name("ask-after-cooldown");
-		const { client, calls } = countingClient();
+		// The isolate's clock stops once the cooldown is over, so "a short while" (the deny cache) cannot
+		// run out between the refusal and the next admit however slowly a busy machine gets there.
+		let stopped: number | undefined;
+		const { client, calls } = countingClient({ now: () => stopped ?? Date.now() });
 		await fail(client, breaker, policy, 1);
 		await afterCooldown(breaker);
+		stopped = Date.now();
 		const [first, second] = await Promise.all([client.admit(breaker, policy), client.admit(breaker, policy)]);
 		expect(calls.admit).toBe(2);
 		expect([first?.allowed, second?.allowed].sort()).toEqual([false, true]);
@@ -330,7 +334,7 @@ describe("CircuitBreaker across isolates", () => {
 		const [client] = isolates(1) as [BreakerClient];
 		expect(await client.admit(breaker, policy)).toMatchObject({ allowed: true, state: "closed" });
 		await vi.waitFor(() => expect(published(breaker).map((e) => e.data.reason)).toContain("reset"), {
-			timeout: 5000,
+			timeout: 15_000,
 		});
 	});
 
@@ -341,7 +345,7 @@ describe("CircuitBreaker across isolates", () => {
 		const [client] = isolates(1) as [BreakerClient];
 		await fail(client, breaker, policy, 1);
 		await client.record(breaker, policy, { success: false, traceparent });
-		await vi.waitFor(() => expect(published(breaker)).toHaveLength(1), { timeout: 5000 });
+		await vi.waitFor(() => expect(published(breaker)).toHaveLength(1), { timeout: 15_000 });
 		const [event] = published(breaker);
 		expect(event).toMatchObject({
 			type: "breaker.transition",
@@ -368,7 +372,7 @@ describe("CircuitBreaker across isolates", () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1 };
 		const breaker = breakerName({ gateway: true, target: "openai" });
 		await env.CIRCUIT_BREAKER.getByName(breaker).record({ policy, success: false });
-		await vi.waitFor(() => expect(published(breaker)).toHaveLength(1), { timeout: 5000 });
+		await vi.waitFor(() => expect(published(breaker)).toHaveLength(1), { timeout: 15_000 });
 		expect(published(breaker)[0]).toMatchObject({ tenantId: env.OPERATOR_TENANT, data: { target: "openai" } });
 	});
 
@@ -380,7 +384,7 @@ describe("CircuitBreaker across isolates", () => {
 		const stub = env.CIRCUIT_BREAKER.getByName(breaker);
 		expect(await stub.record({ policy, success: false })).toMatchObject({ state: "open" });
 		await vi.waitFor(() => expect(send.mock.calls.length + sendBatch.mock.calls.length).toBeGreaterThan(0), {
-			timeout: 5000,
+			timeout: 15_000,
 		});
 		expect(await stub.state()).toMatchObject({ state: "open", pendingEvents: 1 });
 		send.mockRestore();
@@ -602,36 +606,44 @@ describe("releasing probes and coalesced successes", () => {
 	});
 
 	it("the client renews a trusted closed answer before it lapses: steady traffic sends only coalesced records", async () => {
-		let admits = 0;
-		const counts: (number | undefined)[] = [];
-		const client = new BreakerClient({
-			stub: (): BreakerStub => ({
-				admit: async () => {
-					admits++;
-					return { allowed: true, state: "closed", probe: false };
-				},
-				record: async (input) => {
-					counts.push(input.count);
-					return snapshotOf("closed", counts.length);
-				},
-			}),
-			closedTrustMs: 1000,
-		});
-		const policy = {};
-		const pending: Promise<unknown>[] = [];
-		const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-		// A call starts every 100 ms for three trust periods and succeeds 200 ms later. Were the successes
-		// sent a whole trust period after the first, the trust would lapse first (at 1000 ms) and the calls
-		// finishing then would each make a record round trip of their own.
-		for (let i = 0; i < 30; i++) {
-			expect((await client.admit("steady", policy)).allowed).toBe(true);
-			pending.push(sleep(200).then(() => client.record("steady", policy, { success: true })));
-			await sleep(100);
+		// Simulated time (the client's clock and its flush timer alike): on real timers a stall of a few
+		// hundred milliseconds on a busy machine let the trust lapse between two calls.
+		vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+		try {
+			let admits = 0;
+			const counts: (number | undefined)[] = [];
+			const client = new BreakerClient({
+				now: () => Date.now(),
+				stub: (): BreakerStub => ({
+					admit: async () => {
+						admits++;
+						return { allowed: true, state: "closed", probe: false };
+					},
+					record: async (input) => {
+						counts.push(input.count);
+						return snapshotOf("closed", counts.length);
+					},
+				}),
+				closedTrustMs: 1000,
+			});
+			const policy = {};
+			const pending: Promise<unknown>[] = [];
+			// A call starts every 100 ms for three trust periods and succeeds 200 ms later. Were the successes
+			// sent a whole trust period after the first, the trust would lapse first (at 1000 ms) and the calls
+			// finishing then would each make a record round trip of their own.
+			for (let i = 0; i < 30; i++) {
+				expect((await client.admit("steady", policy)).allowed).toBe(true);
+				pending.push(sleep(200).then(() => client.record("steady", policy, { success: true })));
+				await vi.advanceTimersByTimeAsync(100);
+			}
+			await vi.advanceTimersByTimeAsync(1000);
+			await Promise.all(pending);
+			expect(admits).toBe(1);
+			expect(counts.every((count) => count !== undefined)).toBe(true);
+			expect(counts.reduce((sum: number, count) => sum + (count ?? 0), 0)).toBe(30);
+		} finally {
+			vi.useRealTimers();
 		}
-		await Promise.all(pending);
-		expect(admits).toBe(1);
-		expect(counts.every((count) => count !== undefined)).toBe(true);
-		expect(counts.reduce((sum: number, count) => sum + (count ?? 0), 0)).toBe(30);
 	});
 });
 
