@@ -10,6 +10,7 @@ import {
 	isDeadLetterQueue,
 	registerHandlers,
 } from "../src/events";
+import { log } from "../src/http";
 import { usageRecorder } from "../src/llm";
 import { isRetentionRun, sweepRetention } from "../src/retention";
 import { benchRows } from "../src/system";
@@ -19,6 +20,7 @@ export { CircuitBreaker } from "../durable-objects/circuit-breaker";
 export { RateLimiter } from "../durable-objects/rate-limiter";
 
 const app = createApp();
+const SWEEPS = ["webhook deliveries", "retention"] as const;
 
 /**
  * Every handler of the events queue: each event goes to every handler whose `handles()` is true.
@@ -75,9 +77,14 @@ export default {
 
 	async scheduled(controller, unmetered) {
 		const env = benchRows(unmetered, "scheduled")?.env ?? unmetered;
-		// Once an hour, beside the minute's webhook sweep: the tables' retention (bounded per run).
-		const retention = isRetentionRun(controller.scheduledTime) ? sweepRetention(env, config(env).RETENTION) : null;
-		await sweepWebhookDeliveries(env);
-		await retention;
+		// Every few minutes, beside the minute's webhook sweep: the tables' retention (bounded per run).
+		// Both run to the end whichever fails first; a failure is logged and then fails the invocation.
+		const results = await Promise.allSettled([
+			sweepWebhookDeliveries(env),
+			isRetentionRun(controller.scheduledTime) ? sweepRetention(env, config(env).RETENTION) : null,
+		]);
+		const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ sweep: SWEEPS[i], error: r.reason }] : []));
+		for (const f of failed) log("error", "scheduled sweep failed", { sweep: f.sweep, error: String(f.error) });
+		if (failed[0]) throw failed[0].error;
 	},
 } satisfies ExportedHandler<Env>;

@@ -1,9 +1,9 @@
-/** Retention: the hourly sweep that keeps tables bounded (settings in src/config: RetentionSchema). */
+/** Retention: the sweep every few minutes that keeps tables bounded (settings in src/config: RetentionSchema). */
 export {
 	isRetentionRun,
 	RETENTION_BATCH_ROWS,
-	RETENTION_MAX_BATCHES,
-	RETENTION_MINUTE,
+	RETENTION_EVERY_MINUTES,
+	RETENTION_TABLE_BUDGET_MS,
 	type RetentionOptions,
 	type RetentionReport,
 	sweepRetention,

@@ -101,9 +101,11 @@ describe("retention sweep", () => {
 				{ eventId: oldDone, handler: "h", attempts: 1, lastError: "e", updatedAt: old },
 				{ eventId: recentDone, handler: "h", attempts: 1, lastError: "e", updatedAt: recent },
 				{ eventId: oldDead, handler: "h", attempts: 1, lastError: "e", updatedAt: old },
+				{ eventId: oldReplayed, handler: "h", attempts: 1, lastError: "e", updatedAt: old },
 			])
 			.run();
-		// A dead letter that can still be replayed keeps its event's records; a replayed one does not.
+		// An event with a dead letter keeps its records, replayed or not: the replay (marked `replayed`
+		// before it runs, and retried for days) must still skip the handlers that already ran.
 		const deadLetter = (eventId: string, status: "dead" | "replayed") => ({
 			id: uniqueId("dl"),
 			eventId,
@@ -141,16 +143,16 @@ describe("retention sweep", () => {
 		const report = await sweepRetention(env, DEFAULTS, { now: NOW });
 
 		expect(report).toEqual({
-			processedEvents: 2,
+			processedEvents: 1,
 			eventFailures: 1,
 			webhookDeliveries: 2,
 			webhookPayloads: 1,
 			llmUsage: 1,
 		});
 		const left = await db().select({ eventId: processedEvents.eventId }).from(processedEvents).all();
-		expect(left.map((r) => r.eventId).sort()).toEqual([oldDead, recentDone].sort());
+		expect(left.map((r) => r.eventId).sort()).toEqual([oldDead, oldReplayed, recentDone].sort());
 		const failures = await db().select({ eventId: eventFailures.eventId }).from(eventFailures).all();
-		expect(failures.map((r) => r.eventId).sort()).toEqual([oldDead, recentDone].sort());
+		expect(failures.map((r) => r.eventId).sort()).toEqual([oldDead, oldReplayed, recentDone].sort());
 		const deliveries = await db()
 			.select({ id: webhookDeliveries.id })
 			.from(webhookDeliveries)
@@ -172,7 +174,7 @@ describe("retention sweep", () => {
 		});
 	});
 
-	it("deletes at most maxBatches × batchRows rows of a table per run, the rest on the next", async () => {
+	it("deletes batches of a table until its time budget is spent, the rest on the next run", async () => {
 		const old = NOW - 100 * DAY;
 		const ids = Array.from({ length: 5 }, () => uniqueId("bounded"));
 		await db()
@@ -182,10 +184,13 @@ describe("retention sweep", () => {
 		const remaining = async () =>
 			(await db().select().from(processedEvents).where(inArray(processedEvents.eventId, ids)).all()).length;
 
-		const first = await sweepRetention(env, DEFAULTS, { now: NOW, batchRows: 2, maxBatches: 2 });
+		// Each reading of the clock advances it 1 ms: the budget of 2 ms is spent after the second batch.
+		let wall = 0;
+		const limits = { now: NOW, batchRows: 2, budgetMs: 2, clock: () => ++wall };
+		const first = await sweepRetention(env, DEFAULTS, limits);
 		expect(first.processedEvents).toBe(4);
 		expect(await remaining()).toBe(1);
-		const second = await sweepRetention(env, DEFAULTS, { now: NOW, batchRows: 2, maxBatches: 2 });
+		const second = await sweepRetention(env, DEFAULTS, limits);
 		expect(second.processedEvents).toBe(1);
 		expect(await remaining()).toBe(0);
 	});
@@ -202,8 +207,10 @@ describe("retention sweep", () => {
 		expect(() => RetentionSchema.parse({ auditLog: 1 })).toThrow();
 	});
 
-	it("runs from the cron invocation at the hour's retention minute only, and never touches the audit log", async () => {
+	it("runs from the cron invocations every 5 minutes only, and never touches the audit log", async () => {
 		expect(isRetentionRun(Date.UTC(2027, 0, 1, 3, 0, 30))).toBe(true);
+		expect(isRetentionRun(Date.UTC(2027, 0, 1, 3, 55, 0))).toBe(true);
+		expect(isRetentionRun(Date.UTC(2027, 0, 1, 3, 4, 0))).toBe(false);
 		expect(isRetentionRun(Date.UTC(2027, 0, 1, 3, 1, 0))).toBe(false);
 		const eventId = uniqueId("cron");
 		// Retention counts from the real clock here: a year ago is past every default.
@@ -224,5 +231,72 @@ describe("retention sweep", () => {
 		await run(0);
 		expect(await stored()).toBe(0);
 		expect((await db().select().from(auditLog).all()).length).toBe(auditRows);
+	});
+
+	it("walks a table in key order over many batches, so a run deletes every old row among recent ones", async () => {
+		const ids = Array.from({ length: 7 }, (_, i) => `walk_${i}`);
+		await db()
+			.insert(processedEvents)
+			.values(ids.map((eventId, i) => ({ eventId, handler: "h", processedAt: i % 2 ? NOW : NOW - 100 * DAY })))
+			.run();
+		const report = await sweepRetention(env, DEFAULTS, { now: NOW, batchRows: 1 });
+		// (Another test's old row may go too.)
+		expect(report.processedEvents).toBeGreaterThanOrEqual(4);
+		const left = await db().select().from(processedEvents).where(inArray(processedEvents.eventId, ids)).all();
+		expect(left.map((r) => r.eventId).sort()).toEqual(["walk_1", "walk_3", "walk_5"]);
+	});
+
+	it("keeps a delivery replayed while its batch is swept, and leaves no row without its payload", async () => {
+		const tenantId = await seedTenant();
+		const endpointId = await seedEndpoint(tenantId);
+		const d = await seedDelivery(tenantId, endpointId, {
+			status: "processed",
+			ageDays: DEFAULTS.webhookDeliveries + 1,
+			inR2: true,
+		});
+		// The replay lands while the sweep deletes payloads: it puts the delivery back to `received`.
+		let replayed = 0;
+		const files = {
+			delete: async (keys: string | string[]) => {
+				const result = await env.DB.prepare("UPDATE webhook_deliveries SET status = 'received' WHERE id = ?")
+					.bind(d.id)
+					.run();
+				replayed += result.meta.changes ?? 0;
+				return env.FILES.delete(keys);
+			},
+		} as unknown as R2Bucket;
+		await sweepRetention({ DB: env.DB, FILES: files }, DEFAULTS, { now: NOW });
+		const row = await db().select().from(webhookDeliveries).where(eq(webhookDeliveries.id, d.id)).get();
+		// Either the replay found the row (which then stays, with its payload) or it found none.
+		if (replayed > 0) {
+			expect(row?.status).toBe("received");
+			expect(await env.FILES.head(d.payloadKey ?? "")).not.toBeNull();
+		} else expect(row).toBeUndefined();
+	});
+
+	it("runs the retention sweep to its end when the webhook sweep beside it fails, then fails the run", async () => {
+		const tenantId = await seedTenant();
+		// Counted from the real clock: two years ago is past every default.
+		const day = new Date(Date.now() - 800 * DAY).toISOString().slice(0, 10);
+		const usage = usageRow(tenantId, day);
+		await db().insert(llmUsage).values(usage).run();
+		// The webhook sweep's query (and only it) fails.
+		const DB = new Proxy(env.DB, {
+			get(target, p) {
+				if (p === "prepare")
+					return (query: string) => {
+						if (query.includes("row_number()")) throw new Error("webhook sweep down");
+						return target.prepare(query);
+					};
+				const value = Reflect.get(target, p);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const at = new Date();
+		at.setUTCMinutes(0, 0, 0);
+		await expect(
+			worker.scheduled(createScheduledController({ scheduledTime: at, cron: "* * * * *" }), { ...env, DB }),
+		).rejects.toThrow("webhook sweep down");
+		expect(await db().select().from(llmUsage).where(eq(llmUsage.id, usage.id)).all()).toEqual([]);
 	});
 });
