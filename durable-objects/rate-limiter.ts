@@ -565,7 +565,7 @@ export class BudgetLedger {
 /**
  * Creates `table` WITHOUT ROWID: keyed by a text id, each insert or delete then writes one row, not a
  * row and an index entry. An object made before keeps its rows: its table (same columns, in the same
- * order) is rebuilt once.
+ * order, keyed by `id`) is rebuilt once.
  */
 function withoutRowid(sql: Pick<SqlStorage, "exec">, table: string, columns: string): void {
 	const existing = sql
@@ -574,7 +574,8 @@ function withoutRowid(sql: Pick<SqlStorage, "exec">, table: string, columns: str
 	if (existing && /WITHOUT ROWID\s*$/i.test(existing.sql)) return;
 	sql.exec(`CREATE TABLE ${table}_rebuilt (${columns}) WITHOUT ROWID`);
 	if (existing) {
-		sql.exec(`INSERT INTO ${table}_rebuilt SELECT * FROM ${table}`);
+		// A rowid table let a NULL id in, which a WITHOUT ROWID key refuses: such a row (unreachable by id) is dropped.
+		sql.exec(`INSERT INTO ${table}_rebuilt SELECT * FROM ${table} WHERE id IS NOT NULL`);
 		sql.exec(`DROP TABLE ${table}`);
 	}
 	sql.exec(`ALTER TABLE ${table}_rebuilt RENAME TO ${table}`);

@@ -10,8 +10,13 @@ CREATE TABLE `__new_processed_events` (
 	`created_at` integer DEFAULT (cast(unixepoch('subsec') * 1000 as integer)) NOT NULL,
 	PRIMARY KEY(`event_id`, `handler`)
 ) WITHOUT ROWID;--> statement-breakpoint
+-- Only what the retention sweep would keep is copied (processed_events was never pruned before, so copying it all
+-- could exceed D1's limits and block the deploy): rows newer than the default 30 days (ms, as created_at's
+-- default) and every row of an event with a dead letter. A longer RETENTION setting starts from 30 days here.
 INSERT INTO `__new_processed_events` (`event_id`, `handler`, `created_at`)
-	SELECT `event_id`, `handler`, `created_at` FROM `processed_events`;--> statement-breakpoint
+	SELECT `event_id`, `handler`, `created_at` FROM `processed_events`
+	WHERE `created_at` >= cast(unixepoch('subsec') * 1000 as integer) - 30 * 86400000
+		OR `event_id` IN (SELECT `event_id` FROM `dead_letters`);--> statement-breakpoint
 DROP TABLE `processed_events`;--> statement-breakpoint
 ALTER TABLE `__new_processed_events` RENAME TO `processed_events`;--> statement-breakpoint
 CREATE TABLE `__new_event_failures` (
@@ -23,7 +28,10 @@ CREATE TABLE `__new_event_failures` (
 	PRIMARY KEY(`event_id`, `handler`)
 ) WITHOUT ROWID;--> statement-breakpoint
 INSERT INTO `__new_event_failures` (`event_id`, `handler`, `attempts`, `last_error`, `updated_at`)
-	SELECT `event_id`, `handler`, `attempts`, `last_error`, `updated_at` FROM `event_failures`;--> statement-breakpoint
+	SELECT `event_id`, `handler`, `attempts`, `last_error`, `updated_at` FROM `event_failures`
+	-- The same rows the sweep would keep, as above.
+	WHERE `updated_at` >= cast(unixepoch('subsec') * 1000 as integer) - 30 * 86400000
+		OR `event_id` IN (SELECT `event_id` FROM `dead_letters`);--> statement-breakpoint
 DROP TABLE `event_failures`;--> statement-breakpoint
 ALTER TABLE `__new_event_failures` RENAME TO `event_failures`;--> statement-breakpoint
 CREATE TABLE `__new_llm_usage` (

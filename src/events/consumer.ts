@@ -158,9 +158,10 @@ async function consume(
 				return;
 			}
 			try {
-				// An idempotent handler keeps no record; it has a failure to clear only on a redelivery.
+				// An idempotent handler keeps no record, but clears a failure of an earlier delivery or of the
+				// replayed dead letter (a new message, attempts = 1); a DELETE matching nothing writes no row.
 				if (!h.idempotent) await markProcessed(db, event.id, h.name);
-				else if (message.attempts > 1) await clearFailure(db, event.id, h.name);
+				else await clearFailure(db, event.id, h.name);
 				ran.push(h.name);
 			} catch (err) {
 				// The effect happened but is not recorded: the handler runs again, which its contract allows.

@@ -5,7 +5,7 @@ import { meterD1, type RowsCounter } from "../db";
 export type BenchEntry = "fetch" | "queue" | "scheduled";
 
 /**
- * With `BENCH_ROWS=1` set, outside production, each entry point runs on a copy of its env whose `DB`
+ * With `BENCH_ROWS=1` set, in ENVIRONMENT development or test only, each entry point runs on a copy of its env whose `DB`
  * adds every statement's `meta.rows_written` to that entry point's counter (one per isolate), and
  * `GET /__bench/rows` answers the counts and the `rowsWritten()` of the Durable Objects named in its
  * query (`limiter=<name>`, `breaker=<name>`, repeatable). No wrangler.toml environment sets it.
@@ -17,12 +17,15 @@ export interface BenchRows {
 	route(request: Request): Promise<Response> | undefined;
 }
 
+/** Unauthenticated and creating Durable Objects by name: local environments only, never staging or production. */
+const BENCH_ENVIRONMENTS = new Set(["development", "test"]);
+
 const counters = new Map<BenchEntry, RowsCounter>();
 const metered = new WeakMap<Env, Map<BenchEntry, BenchRows>>();
 
-/** The bench meter of `entry` for `env`, or undefined when `BENCH_ROWS` is not set (always in production). */
+/** The bench meter of `entry` for `env`, or undefined when `BENCH_ROWS` is not set or ENVIRONMENT is not development/test. */
 export function benchRows(env: Env, entry: BenchEntry): BenchRows | undefined {
-	if ((env as { BENCH_ROWS?: string }).BENCH_ROWS !== "1" || env.ENVIRONMENT === "production") return undefined;
+	if ((env as { BENCH_ROWS?: string }).BENCH_ROWS !== "1" || !BENCH_ENVIRONMENTS.has(env.ENVIRONMENT)) return undefined;
 	let byEntry = metered.get(env);
 	if (!byEntry) {
 		byEntry = new Map();

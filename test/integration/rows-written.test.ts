@@ -9,9 +9,10 @@ import { sign as githubSign } from "@octokit/webhooks-methods";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { auditWriter } from "../../src/audit";
-import { auditLog, database, meterD1, processedEvents, webhookDeliveries } from "../../src/db";
+import { auditLog, database, eventFailures, meterD1, processedEvents, webhookDeliveries } from "../../src/db";
 import { type EventEnvelope, type EventHandler, handleEventBatch, newEvent } from "../../src/events";
 import { rateLimiterName } from "../../src/ratelimit";
+import { benchRows } from "../../src/system";
 import worker from "../../workers/gateway";
 import { BASE, call } from "../helpers/gateway";
 import { hsToken, seedTenant } from "../helpers/identity";
@@ -177,5 +178,38 @@ describe("rows written per path", () => {
 		await stub.acquire({ policy, want: 5, returns: [{ leaseId: first.leaseId ?? "", unspent: 1 }] });
 		// The returned lease deleted, the new one inserted, the bucket updated.
 		expect((await stub.rowsWritten()) - before).toBe(3);
+	});
+
+	it("an idempotent handler clears the failure a dead-lettered event left once its replay succeeds; none to clear writes 0 rows", async () => {
+		const handler: EventHandler = {
+			name: "rows-idempotent-replay",
+			idempotent: true,
+			handles: (e) => e.type === "rows.replay",
+			async handle() {},
+		};
+		const event = newEvent({ type: "rows.replay", tenantId: await seedTenant(), source: "test", data: {} });
+		const clean = metered();
+		await handleEventBatch(batchOf([event]), clean.env, [handler]);
+		expect(clean.counter.written).toBe(0);
+
+		// What the failed deliveries before the dead letter left; the replay is a new message (attempts = 1).
+		await database(env.DB)
+			.insert(eventFailures)
+			.values({ eventId: event.id, handler: handler.name, attempts: 8, lastError: "down", updatedAt: 1 })
+			.run();
+		const replay = metered();
+		await handleEventBatch(batchOf([event]), replay.env, [handler]);
+		expect(replay.counter.written).toBe(1);
+		expect(
+			await database(env.DB).select().from(eventFailures).where(eq(eventFailures.eventId, event.id)).all(),
+		).toEqual([]);
+	});
+
+	it("meters (and serves /__bench/rows) with BENCH_ROWS=1 in development and test only", () => {
+		const withBench = (ENVIRONMENT: string) => benchRows({ ...env, BENCH_ROWS: "1", ENVIRONMENT } as Env, "fetch");
+		expect(withBench("test")).toBeDefined();
+		expect(withBench("development")).toBeDefined();
+		expect(withBench("staging")).toBeUndefined();
+		expect(withBench("production")).toBeUndefined();
 	});
 });

@@ -249,4 +249,49 @@ describe("RateLimiter with leases across isolates", () => {
 		});
 		expect(calls).toBe(1); // no storm of retries
 	});
+
+	it("rebuilds the tables of an object made with the old schema WITHOUT ROWID, keeping its rows", async () => {
+		const stub = env.RATE_LIMITER.getByName("tenant:old-schema");
+		const policy: BucketPolicy = {
+			rate: { perSecond: 1, burst: 5 },
+			monthlyQuota: 100,
+			lease: { maxTokens: 1, ttlMs: 1000 },
+		};
+		await stub.acquire({ policy, want: 1, returns: [] });
+		// The tables as objects made before had them (rowid tables, where a TEXT PRIMARY KEY lets NULL in).
+		await runInDurableObject(stub, (_instance: RateLimiter, state) => {
+			const sql = state.storage.sql;
+			sql.exec("DROP TABLE leases");
+			sql.exec(
+				"CREATE TABLE leases (id TEXT PRIMARY KEY, tokens INTEGER NOT NULL, expires_at REAL NOT NULL, period TEXT NOT NULL, expired INTEGER NOT NULL DEFAULT 0)",
+			);
+			sql.exec("INSERT INTO leases VALUES ('old-lease', 1, 1e15, '2027-01', 0), (NULL, 1, 1e15, '2027-01', 0)");
+			sql.exec("DROP TABLE budget_reservations");
+			sql.exec(
+				"CREATE TABLE budget_reservations (id TEXT PRIMARY KEY, tokens INTEGER NOT NULL, micro_usd INTEGER NOT NULL, expires_at REAL NOT NULL, period TEXT NOT NULL)",
+			);
+			sql.exec(
+				"INSERT INTO budget_reservations VALUES ('old-res', 1, 1, 1e15, '2027-01'), (NULL, 1, 1, 1e15, '2027-01')",
+			);
+		});
+		await evictDurableObject(stub);
+		// The constructor rebuilds both; the row with a NULL id (never reachable by id) is dropped.
+		await env.RATE_LIMITER.getByName("tenant:old-schema").state();
+		const tables = await runInDurableObject(stub, (_instance: RateLimiter, state) => {
+			const sql = state.storage.sql;
+			const ddl = (name: string) =>
+				sql.exec<{ sql: string }>("SELECT sql FROM sqlite_master WHERE name = ?", name).one().sql;
+			return {
+				leases: { ddl: ddl("leases"), ids: sql.exec<{ id: string }>("SELECT id FROM leases").toArray() },
+				reservations: {
+					ddl: ddl("budget_reservations"),
+					ids: sql.exec<{ id: string }>("SELECT id FROM budget_reservations").toArray(),
+				},
+			};
+		});
+		expect(tables.leases.ddl).toMatch(/WITHOUT ROWID$/);
+		expect(tables.leases.ids).toEqual([{ id: "old-lease" }]);
+		expect(tables.reservations.ddl).toMatch(/WITHOUT ROWID$/);
+		expect(tables.reservations.ids).toEqual([{ id: "old-res" }]);
+	});
 });
