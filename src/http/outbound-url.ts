@@ -7,9 +7,11 @@
  * tests, off in staging and production): loopback, "this network", private (RFC 1918), link-local and
  * cloud metadata, CGNAT, benchmarking, IETF-protocol, documentation, multicast, reserved and broadcast
  * IPv4 addresses; their IPv6 forms (IPv4-mapped, IPv4-compatible, NAT64, 6to4) and IPv6 loopback,
- * unspecified, unique-local, link-local, site-local, multicast, documentation, Teredo and discard; and
+ * unspecified, unique-local, link-local, site-local, multicast, documentation (2001:db8::/32,
+ * 3fff::/20), benchmarking (2001:2::/48), 5f00::/16, Teredo and discard, IPv4-translated; and
  * host names that only mean something inside a private network (`localhost`, `*.localhost`, `*.local`,
- * `*.internal` such as `metadata.google.internal`, `*.localdomain`, `*.home.arpa`, names without a dot).
+ * `*.internal` such as `metadata.google.internal`, `*.localdomain`, `*.home.arpa`, names without a dot),
+ * however many trailing dots they carry; a host name with an empty label is refused.
  * Always refused: schemes other than http and https, and user:password in the URL.
  *
  * Addresses are checked as the URL parser normalises them (WHATWG: `http://2130706433`,
@@ -100,6 +102,11 @@ function ipv6Problem(g: number[]): string | null {
 	const zeroTo = (n: number) => g.slice(0, n).every((x) => x === 0);
 	if (zeroTo(7) && h7 === 1) return "the IPv6 loopback address";
 	if (zeroTo(8)) return "the IPv6 unspecified address";
+	// ::ffff:0:a.b.c.d (IPv4-translated, ::ffff:0:0/96) carries an IPv4 address.
+	if (zeroTo(4) && e === 0xffff && f === 0) {
+		const inner = ipv4Problem(embedded);
+		return inner && `${inner} (IPv4-translated)`;
+	}
 	// ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated) carry an IPv4 address.
 	if (zeroTo(5) && (f === 0xffff || f === 0)) {
 		const inner = ipv4Problem(embedded);
@@ -121,6 +128,9 @@ function ipv6Problem(g: number[]): string | null {
 	}
 	if (a === 0x2001 && b === 0) return "a Teredo address";
 	if (a === 0x2001 && b === 0xdb8) return "an IPv6 documentation address";
+	if (a === 0x3fff && b < 0x1000) return "an IPv6 documentation address";
+	if (a === 0x2001 && b === 2 && c === 0) return "an IPv6 benchmarking address";
+	if (a === 0x5f00) return "a reserved IPv6 (SRv6 SID) address";
 	if (a === 0x100 && b === 0 && c === 0 && d === 0) return "an IPv6 discard address";
 	if ((a & 0xfe00) === 0xfc00) return "an IPv6 unique-local (private) address";
 	if ((a & 0xffc0) === 0xfe80) return "an IPv6 link-local address";
@@ -157,10 +167,14 @@ export function checkOutboundUrl(input: string | URL, options: OutboundUrlOption
 		const groups = ipv6Groups(host.slice(1, -1));
 		problem = groups ? ipv6Problem(groups) : "an IPv6 address that cannot be read";
 	} else {
-		const v4 = ipv4Number(host);
+		// Any number of trailing dots names the same host; an empty label anywhere else is no host name.
+		const name = host.replace(/\.+$/, "");
+		if (name === "" || name.split(".").includes("")) {
+			return { ok: false, reason: "invalid-url", message: "has an empty label in its host name" };
+		}
+		const v4 = ipv4Number(name);
 		if (v4 !== null) problem = ipv4Problem(v4);
 		else {
-			const name = host.replace(/\.$/, "");
 			if (BLOCKED_NAMES.has(name) || BLOCKED_SUFFIXES.some((s) => name.endsWith(s))) {
 				return { ok: false, reason: "private-hostname", message: `points at ${name}, an internal host name` };
 			}
@@ -188,13 +202,18 @@ export interface GuardedFetchOptions extends OutboundUrlOptions {
 	maxRedirects?: number;
 }
 
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/**
+ * Only the redirects that keep the method and body are followed: a 301/302/303 would turn a POST into
+ * a GET (or, repeated as given, resend the body and its signature somewhere it was not meant for), so
+ * it is the final answer.
+ */
+const REDIRECTS = new Set([307, 308]);
 
 /**
- * `fetch` with the guard on the URL and on every redirect hop (redirects are followed by hand, up to
- * `maxRedirects`, each target checked first). Every hop repeats the request as given — method, headers
- * and body — so `init.body` must be reusable (a string or bytes, not a stream). Throws
- * {@link OutboundUrlError} for a refused URL or redirect target.
+ * `fetch` with the guard on the URL and on every redirect hop (307 and 308 are followed by hand, up to
+ * `maxRedirects`, each target checked first; 301, 302 and 303 are answered as they are). Every hop
+ * repeats the request as given — method, headers and body — so `init.body` must be reusable (a string
+ * or bytes, not a stream). Throws {@link OutboundUrlError} for a refused URL or redirect target.
  */
 export async function guardedFetch(
 	input: string | URL,

@@ -120,17 +120,24 @@ export interface AdmissionHeaders {
 	ratelimit: string;
 }
 
+/** What an admission took: its headers, and the tokens (each can be handed back with `refund()`). */
+export interface Admitted {
+	headers: AdmissionHeaders | null;
+	taken: Allowed[];
+}
+
 /**
  * Takes one token from every subject, in order, or none: a refusal hands back the tokens already
  * taken and throws 429 (`rate-limited` / `quota-exceeded`, with Retry-After) or, when a limiter cannot
- * be reached and the tier says to fail closed, 503. Resolves to the RateLimit headers to send.
+ * be reached and the tier says to fail closed, 503. Resolves to the RateLimit headers to send and the
+ * tokens taken, so a caller whose work then did not happen can hand them back.
  */
 export async function takeAdmission(
 	admission: Admission,
 	list: AdmissionSubject[],
 	tier: TierPolicy,
 	context: { requestId?: string; tenantId: string },
-): Promise<AdmissionHeaders | null> {
+): Promise<Admitted> {
 	const views: LimitView[] = [];
 	const taken: Allowed[] = [];
 	for (const subject of list) {
@@ -177,7 +184,10 @@ export async function takeAdmission(
 		}
 		taken.push(decision);
 	}
-	return views.length > 0 ? { "ratelimit-policy": policyField(views), ratelimit: limitField(views) } : null;
+	return {
+		headers: views.length > 0 ? { "ratelimit-policy": policyField(views), ratelimit: limitField(views) } : null,
+		taken,
+	};
 }
 
 /**
@@ -189,7 +199,7 @@ export function admit(options: AdmitOptions = {}): MiddlewareHandler<{ Bindings:
 	return async function admit(c, next) {
 		const principal = c.var.principal;
 		const tier = tierPolicy(principal.tier);
-		const headers = await takeAdmission(admissionFor(c.env), subjects(principal, tier), tier, {
+		const { headers } = await takeAdmission(admissionFor(c.env), subjects(principal, tier), tier, {
 			requestId: c.var.requestId,
 			tenantId: principal.tenantId,
 		});

@@ -2,6 +2,7 @@ export {
 	type AdmissionHeaders,
 	type AdmissionSubject,
 	type AdmitOptions,
+	type Admitted,
 	admit,
 	bucketPolicy,
 	leaseClientFor,

@@ -4,7 +4,7 @@
  * audit record) instead of being retried first forever. Shared by ingest, the sweep and replay.
  */
 import { and, eq, isNull, sql } from "drizzle-orm";
-import { commitWithAudit } from "../audit";
+import { appendAudit } from "../audit";
 import { database, webhookDeliveries } from "../db";
 import { errorText, newEvent, publish } from "../events";
 import { log } from "../http";
@@ -85,8 +85,8 @@ function waiting(id: string) {
 
 /**
  * Records refusals: each row's count goes up and its next try is backed off; a row reaching
- * {@link MAX_ENQUEUE_FAILURES} is parked, in the same D1 batch as its `webhook_delivery.parked` audit
- * record. Resolves to the ids parked.
+ * {@link MAX_ENQUEUE_FAILURES} is parked and gets a `webhook_delivery.parked` audit record — only a row
+ * this call actually parked. Resolves to the ids parked.
  */
 export async function recordEnqueueFailures(
 	env: Pick<Env, "DB">,
@@ -111,34 +111,40 @@ export async function recordEnqueueFailures(
 			.where(waiting(r.delivery.id)),
 	);
 	if (first) await db.batch([first, ...rest]);
-	if (parked.length > 0) {
-		await commitWithAudit(
-			env.DB,
-			parked.map((r) => ({
-				tenantId: r.delivery.tenantId,
-				actor: "system",
-				action: "webhook_delivery.parked",
-				target: `webhook_delivery:${r.delivery.id}`,
-				requestId,
-				metadata: { endpointId: r.delivery.endpointId, enqueueFailures: r.failures, lastError: r.text },
-			})),
-			(tx) =>
-				parked.map((r) =>
-					tx
-						.update(webhookDeliveries)
-						.set({
-							status: "parked",
-							enqueueFailures: sql`${webhookDeliveries.enqueueFailures} + 1`,
-							lastError: `parked after ${r.failures} failed attempts to queue it: ${r.text}`,
-							updatedAt: now,
-						})
-						.where(waiting(r.delivery.id)),
-				),
-		);
-		log("error", "webhook deliveries parked: their events could not be queued", {
-			count: parked.length,
-			deliveryIds: parked.map((r) => r.delivery.id).join(","),
-		});
-	}
-	return parked.map((r) => r.delivery.id);
+	if (parked.length === 0) return [];
+	// Parked first, and audited only where the update matched: a row the consumer has moved on, or one a
+	// concurrent refusal parked first, gets no (second) record. A crash between the two leaves a parked
+	// row without its record; it is still listed by status and in its lastError.
+	const [firstPark, ...restPark] = parked.map((r) =>
+		db
+			.update(webhookDeliveries)
+			.set({
+				status: "parked",
+				enqueueFailures: sql`${webhookDeliveries.enqueueFailures} + 1`,
+				lastError: `parked after ${r.failures} failed attempts to queue it: ${r.text}`,
+				updatedAt: now,
+			})
+			.where(waiting(r.delivery.id))
+			.returning({ id: webhookDeliveries.id }),
+	);
+	const matched = firstPark ? await db.batch([firstPark, ...restPark]) : [];
+	const parkedIds = new Set(matched.flat().map((row) => row.id));
+	const done = parked.filter((r) => parkedIds.has(r.delivery.id));
+	if (done.length === 0) return [];
+	await appendAudit(
+		env.DB,
+		done.map((r) => ({
+			tenantId: r.delivery.tenantId,
+			actor: "system",
+			action: "webhook_delivery.parked",
+			target: `webhook_delivery:${r.delivery.id}`,
+			requestId,
+			metadata: { endpointId: r.delivery.endpointId, enqueueFailures: r.failures, lastError: r.text },
+		})),
+	);
+	log("error", "webhook deliveries parked: their events could not be queued", {
+		count: done.length,
+		deliveryIds: done.map((r) => r.delivery.id).join(","),
+	});
+	return done.map((r) => r.delivery.id);
 }

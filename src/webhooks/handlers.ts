@@ -263,10 +263,15 @@ export const replayDelivery: H<typeof routes.replayDelivery> = async (c) => {
 	const endpoint = await ownEndpoint(c, delivery.endpointId);
 	const key = c.req.valid("header")["idempotency-key"];
 	// A replay is a deliberate second run with its own event id, so handlers do their work again. The
-	// same Idempotency-Key gives the same event id, so a retried call has its effect once.
-	const eventId = key
-		? `ev_${delivery.id}_k${sha256Hex(`${delivery.id}:${key}`).slice(0, 24)}`
-		: deliveryEventId(delivery.id, Date.now());
+	// same Idempotency-Key gives the same event id, so a retried call has its effect once. A delivery
+	// whose event no consumer has handled (parked, or never queued) is replayed under its original event
+	// id: the sweep may send that one too, and the consumer runs it once.
+	const eventId =
+		delivery.enqueuedAt === null
+			? deliveryEventId(delivery.id)
+			: key
+				? `ev_${delivery.id}_k${sha256Hex(`${delivery.id}:${key}`).slice(0, 24)}`
+				: deliveryEventId(delivery.id, Date.now());
 	// Status and audit record first, atomically; then the event (a queue refusal is a 503 to retry).
 	// A parked delivery starts over: its refusals are forgotten and the sweep leaves it to this call for
 	// a while (after which, if no consumer has seen it, the sweep sends its original event).

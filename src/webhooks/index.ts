@@ -11,9 +11,11 @@ export {
 	ENQUEUE_BACKOFF_BASE_MS,
 	enqueueBackoffMs,
 	MAX_ENQUEUE_FAILURES,
+	recordEnqueueFailures,
 	SWEEP_AFTER_MS,
 } from "./enqueue";
 export {
+	ENQUEUE_RETRY_AFTER_S,
 	INLINE_PAYLOAD_MAX_BYTES,
 	ingestRoutes,
 	MAX_CONTENT_TYPE_CHARS,

@@ -117,11 +117,16 @@ function loadEndpoint(): MiddlewareHandler<IngestEnv> {
 	};
 }
 
+/** Seconds a sender is asked to wait (`Retry-After`) after a 503 "stored but could not be queued". */
+export const ENQUEUE_RETRY_AFTER_S = 60;
+
 /**
- * Puts the delivery's event on the queue. A refusal is recorded on the row (so a redelivery knows the
- * event never went out, and the sweep backs off) and answered 503 so the sender retries.
+ * Puts the delivery's event on the queue. A refusal is answered 503 (with Retry-After) so the sender
+ * retries. It is recorded on the row (counted, backed off, parked after the last) only when `count`:
+ * for a new row, and for a redelivery of a row that was due — a sender retrying faster than the
+ * backoff must not park the row early, parking follows the sweep's schedule.
  */
-async function enqueue(c: Context<IngestEnv>, delivery: DeliveryRef, failuresBefore: number) {
+async function enqueue(c: Context<IngestEnv>, delivery: DeliveryRef, failuresBefore: number, count: boolean) {
 	try {
 		await publishDelivery(c.env, delivery, { traceparent: formatTraceparent(c.var.trace) });
 	} catch (err) {
@@ -130,19 +135,24 @@ async function enqueue(c: Context<IngestEnv>, delivery: DeliveryRef, failuresBef
 			endpointId: delivery.endpointId,
 			tenantId: delivery.tenantId,
 			requestId: c.var.requestId,
+			counted: count,
 			error: err instanceof Error ? err.name : "unknown",
 		});
-		try {
-			await recordEnqueueFailures(c.env, [{ delivery, failuresBefore, error: err }], Date.now(), c.var.requestId);
-		} catch (recordErr) {
-			// The row still waits for the sweep, only without the failure counted.
-			log("error", "webhook enqueue failure not recorded", {
-				deliveryId: delivery.id,
-				requestId: c.var.requestId,
-				error: recordErr instanceof Error ? recordErr.name : "unknown",
-			});
+		if (count) {
+			try {
+				await recordEnqueueFailures(c.env, [{ delivery, failuresBefore, error: err }], Date.now(), c.var.requestId);
+			} catch (recordErr) {
+				// The row still waits for the sweep, only without the failure counted.
+				log("error", "webhook enqueue failure not recorded", {
+					deliveryId: delivery.id,
+					requestId: c.var.requestId,
+					error: recordErr instanceof Error ? recordErr.name : "unknown",
+				});
+			}
 		}
-		throw new ApiError("dependency-unavailable", "The delivery is stored but could not be queued; retry later.");
+		throw new ApiError("dependency-unavailable", "The delivery is stored but could not be queued; retry later.", {
+			headers: { "retry-after": String(ENQUEUE_RETRY_AFTER_S) },
+		});
 	}
 }
 
@@ -197,82 +207,104 @@ export function ingestRoutes() {
 
 		// Only authentic deliveries spend the tenant's rate and quota: a forger cannot use them up.
 		const tier = tierPolicy(endpoint.tier);
-		const limits = await takeAdmission(leaseClientFor(c.env), webhookSubjects({ ...endpoint, tier }), tier, {
+		const admitted = await takeAdmission(leaseClientFor(c.env), webhookSubjects({ ...endpoint, tier }), tier, {
 			requestId: c.var.requestId,
 			tenantId: endpoint.tenantId,
 		});
-		if (limits) {
-			c.header("ratelimit-policy", limits["ratelimit-policy"]);
-			c.header("ratelimit", limits.ratelimit);
+		if (admitted.headers) {
+			c.header("ratelimit-policy", admitted.headers["ratelimit-policy"]);
+			c.header("ratelimit", admitted.headers.ratelimit);
 		}
-
-		const db = database(c.env.DB);
-		const sourceId = verified.deliveryId ?? `sha256:${sha256Hex(body)}`;
-		const rowId = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
-		const ref = (id: string, eventType: string | null): DeliveryRef => ({
-			id,
-			tenantId: endpoint.tenantId,
-			endpointId: endpoint.id,
-			eventType,
-			deliveryId: sourceId,
-			forward: endpoint.destinationUrl !== null,
-		});
-		let payload: string | null = null;
-		let payloadKey: string | null = null;
-		if (body.byteLength > INLINE_PAYLOAD_MAX_BYTES) {
-			// Keyed by this attempt's row id: a duplicate (whose id is only a header for some sources)
-			// can never overwrite the original's bytes; a losing duplicate's object is deleted below.
-			payloadKey = `webhooks/${endpoint.tenantId}/${endpoint.id}/${rowId}`;
-			await c.env.FILES.put(payloadKey, body, contentType ? { httpMetadata: { contentType } } : undefined);
-		} else {
-			payload = toBase64(body);
+		// The tokens pay for a delivery stored and queued: a duplicate, or an answer of 5xx (the sender
+		// retries), hands them back, so retrying through an outage does not spend the quota.
+		const refund = () => {
+			for (const t of admitted.taken) t.refund();
+		};
+		try {
+			const { stored, response } = await store(c, verified, body, contentType);
+			if (!stored) refund();
+			return response;
+		} catch (err) {
+			if (!(err instanceof ApiError) || err.status >= 500) refund();
+			throw err;
 		}
-		const inserted = await db
-			.insert(webhookDeliveries)
-			.values({
-				id: rowId,
-				tenantId: endpoint.tenantId,
-				endpointId: endpoint.id,
-				deliveryId: sourceId,
-				eventType: verified.eventType,
-				payload,
-				payloadKey,
-				payloadBytes: body.byteLength,
-				contentType,
-				nextEnqueueAt: Date.now() + SWEEP_AFTER_MS,
-			})
-			.onConflictDoNothing({ target: [webhookDeliveries.endpointId, webhookDeliveries.deliveryId] })
-			.returning({ id: webhookDeliveries.id })
-			.get();
-
-		if (!inserted) {
-			if (payloadKey) waitUntil(c, c.env.FILES.delete(payloadKey));
-			const original = await db
-				.select({
-					id: webhookDeliveries.id,
-					enqueuedAt: webhookDeliveries.enqueuedAt,
-					receivedAt: webhookDeliveries.receivedAt,
-					status: webhookDeliveries.status,
-					eventType: webhookDeliveries.eventType,
-					enqueueFailures: webhookDeliveries.enqueueFailures,
-				})
-				.from(webhookDeliveries)
-				.where(and(eq(webhookDeliveries.endpointId, endpoint.id), eq(webhookDeliveries.deliveryId, sourceId)))
-				.get();
-			if (!original) throw new ApiError("dependency-unavailable", "The delivery could not be stored; retry.");
-			// Stored, but its event never went out (a refusal was recorded, or the request that stored it
-			// died): enqueue it now. A parked delivery is answered as stored; only a replay moves it.
-			const neverEnqueued =
-				original.status === "received" &&
-				original.enqueuedAt === null &&
-				(original.enqueueFailures > 0 || Date.now() - original.receivedAt >= REQUEUE_AFTER_MS);
-			if (neverEnqueued) await enqueue(c, ref(original.id, original.eventType), original.enqueueFailures);
-			return c.json({ id: original.id, duplicate: true }, 200);
-		}
-
-		// Nothing is written after a successful send (`enqueued_at` is the consumer's): only a refusal is recorded.
-		await enqueue(c, ref(rowId, verified.eventType), 0);
-		return c.json({ id: rowId, duplicate: false as const }, 202);
 	});
 	return router;
+}
+
+/** Stores the delivery and queues its event; `stored` is false for a duplicate. */
+async function store(c: Context<IngestEnv>, verified: VerifySuccess, body: Uint8Array, contentType: string | null) {
+	const endpoint = c.var.endpoint;
+
+	const db = database(c.env.DB);
+	const sourceId = verified.deliveryId ?? `sha256:${sha256Hex(body)}`;
+	const rowId = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
+	const ref = (id: string, eventType: string | null): DeliveryRef => ({
+		id,
+		tenantId: endpoint.tenantId,
+		endpointId: endpoint.id,
+		eventType,
+		deliveryId: sourceId,
+		forward: endpoint.destinationUrl !== null,
+	});
+	let payload: string | null = null;
+	let payloadKey: string | null = null;
+	if (body.byteLength > INLINE_PAYLOAD_MAX_BYTES) {
+		// Keyed by this attempt's row id: a duplicate (whose id is only a header for some sources)
+		// can never overwrite the original's bytes; a losing duplicate's object is deleted below.
+		payloadKey = `webhooks/${endpoint.tenantId}/${endpoint.id}/${rowId}`;
+		await c.env.FILES.put(payloadKey, body, contentType ? { httpMetadata: { contentType } } : undefined);
+	} else {
+		payload = toBase64(body);
+	}
+	const inserted = await db
+		.insert(webhookDeliveries)
+		.values({
+			id: rowId,
+			tenantId: endpoint.tenantId,
+			endpointId: endpoint.id,
+			deliveryId: sourceId,
+			eventType: verified.eventType,
+			payload,
+			payloadKey,
+			payloadBytes: body.byteLength,
+			contentType,
+			nextEnqueueAt: Date.now() + SWEEP_AFTER_MS,
+		})
+		.onConflictDoNothing({ target: [webhookDeliveries.endpointId, webhookDeliveries.deliveryId] })
+		.returning({ id: webhookDeliveries.id })
+		.get();
+
+	if (!inserted) {
+		if (payloadKey) waitUntil(c, c.env.FILES.delete(payloadKey));
+		const original = await db
+			.select({
+				id: webhookDeliveries.id,
+				enqueuedAt: webhookDeliveries.enqueuedAt,
+				receivedAt: webhookDeliveries.receivedAt,
+				status: webhookDeliveries.status,
+				eventType: webhookDeliveries.eventType,
+				enqueueFailures: webhookDeliveries.enqueueFailures,
+				nextEnqueueAt: webhookDeliveries.nextEnqueueAt,
+			})
+			.from(webhookDeliveries)
+			.where(and(eq(webhookDeliveries.endpointId, endpoint.id), eq(webhookDeliveries.deliveryId, sourceId)))
+			.get();
+		if (!original) throw new ApiError("dependency-unavailable", "The delivery could not be stored; retry.");
+		// Stored, but its event never went out (a refusal was recorded, or the request that stored it
+		// died): enqueue it now. A parked delivery is answered as stored; only a replay moves it.
+		const neverEnqueued =
+			original.status === "received" &&
+			original.enqueuedAt === null &&
+			(original.enqueueFailures > 0 || Date.now() - original.receivedAt >= REQUEUE_AFTER_MS);
+		if (neverEnqueued) {
+			const due = Date.now() >= original.nextEnqueueAt;
+			await enqueue(c, ref(original.id, original.eventType), original.enqueueFailures, due);
+		}
+		return { stored: false, response: c.json({ id: original.id, duplicate: true }, 200) };
+	}
+
+	// Nothing is written after a successful send (`enqueued_at` is the consumer's): only a refusal is recorded.
+	await enqueue(c, ref(rowId, verified.eventType), 0, true);
+	return { stored: true, response: c.json({ id: rowId, duplicate: false as const }, 202) };
 }

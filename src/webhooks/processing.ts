@@ -120,7 +120,7 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 				await db
 					.update(webhookDeliveries)
 					.set({ status: "failed", lastError: refused, updatedAt: Date.now() })
-					.where(eq(webhookDeliveries.id, deliveryId))
+					.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
 					.run();
 				return;
 			}
@@ -137,15 +137,16 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 						lastError: error.slice(0, 500),
 						updatedAt: Date.now(),
 					})
-					.where(eq(webhookDeliveries.id, deliveryId))
+					.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
 					.run();
 				throw new Error(error);
 			};
 			const admitted = await breakers.admit(name, DEFAULT_BREAKER_POLICY, trace);
 			if (!admitted.allowed) return fail(`circuit open for ${target}`);
 
-			// From here every path records an outcome, so a probe slot is never left taken.
+			// From here every path records an outcome (or releases the probe), so a probe slot is never left taken.
 			let error = "";
+			let refused = "";
 			let status = 0;
 			try {
 				let body: Uint8Array;
@@ -183,15 +184,40 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 					await res.body?.cancel();
 					if (!res.ok) error = `destination answered ${res.status}`;
 				} catch (err) {
-					error =
-						err instanceof OutboundUrlError
-							? `destination refused: ${err.message}`
-							: err instanceof Error && err.name === "TimeoutError"
+					if (err instanceof OutboundUrlError) refused = `destination refused: ${err.message}`;
+					else
+						error =
+							err instanceof Error && err.name === "TimeoutError"
 								? `timed out after ${timeoutMs} ms`
 								: "connection failed";
 				}
 			} catch (err) {
 				error = errorText(err);
+			}
+			if (refused) {
+				// A redirect to a refused target is the destination's configuration, like a refused
+				// destination: recorded as failed, not retried, and no breaker failure (a probe is released).
+				if (admitted.probe) {
+					await breakers.record(name, DEFAULT_BREAKER_POLICY, {
+						success: false,
+						release: true,
+						probe: true,
+						...(admitted.probeId ? { probeId: admitted.probeId } : {}),
+						...trace,
+					});
+				}
+				log("warn", "webhook forward refused", { deliveryId, endpointId, tenantId: event.tenantId, error: refused });
+				await db
+					.update(webhookDeliveries)
+					.set({
+						status: "failed",
+						attempts: sql`${webhookDeliveries.attempts} + 1`,
+						lastError: refused.slice(0, 500),
+						updatedAt: Date.now(),
+					})
+					.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
+					.run();
+				return;
 			}
 			await breakers.record(name, DEFAULT_BREAKER_POLICY, {
 				success: !error,
@@ -211,7 +237,7 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 					lastError: null,
 					updatedAt: Date.now(),
 				})
-				.where(eq(webhookDeliveries.id, deliveryId))
+				.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
 				.run();
 		},
 	};

@@ -1,4 +1,4 @@
-/** Webhook test helpers inside workerd: a tenant with a webhooks:manage token, endpoints, signed GitHub deliveries. */
+/** Webhook test helpers inside workerd: a tenant with a webhooks:manage token, endpoints, signed GitHub and Stripe deliveries. */
 import { env } from "cloudflare:workers";
 import { sign as githubSign } from "@octokit/webhooks-methods";
 import { eq } from "drizzle-orm";
@@ -55,6 +55,33 @@ export async function deliverGithub(
 			"x-hub-signature-256": await githubSign(secret, payload),
 		},
 		body: payload,
+	});
+}
+
+/** Hex HMAC-SHA256 of `data` under `secret`, as GitHub, Stripe and Slack sign. */
+export async function hmacSha256Hex(secret: string, data: string | Uint8Array): Promise<string> {
+	const key = await crypto.subtle.importKey(
+		"raw",
+		new TextEncoder().encode(secret),
+		{ name: "HMAC", hash: "SHA-256" },
+		false,
+		["sign"],
+	);
+	const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+	const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, bytes));
+	return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A delivery signed as Stripe signs it: `t=<unix>,v1=HMAC-SHA256(secret, "{t}.{body}")`. */
+export async function deliverStripe(endpointId: string, secret: string, body: string) {
+	const t = String(Math.floor(Date.now() / 1000));
+	return call(`/webhooks/${endpointId}`, {
+		method: "POST",
+		headers: {
+			"content-type": "application/json",
+			"stripe-signature": `t=${t},v1=${await hmacSha256Hex(secret, `${t}.${body}`)}`,
+		},
+		body,
 	});
 }
 

@@ -18,6 +18,7 @@ import { isOpenAiPath } from "../../src/llm";
 import { headerValue, hostileBody, hostileSegment, type JsonSchema, schemaValue, spoiled } from "../helpers/fuzz";
 import { BASE, call } from "../helpers/gateway";
 import { hsToken, seedKey, seedTenant } from "../helpers/identity";
+import { hmacSha256Hex } from "../helpers/webhooks";
 
 const RUNS = Number(env.FUZZ_RUNS) > 0 ? Number(env.FUZZ_RUNS) : 400;
 const SEED = env.FUZZ_SEED !== "" && Number.isInteger(Number(env.FUZZ_SEED)) ? Number(env.FUZZ_SEED) : 20_260_112;
@@ -88,18 +89,6 @@ function operationsOf(doc: OpenApiDocument): Operation[] {
 	return out;
 }
 
-async function hmacHex(secret: string, body: Uint8Array): Promise<string> {
-	const key = await crypto.subtle.importKey(
-		"raw",
-		new TextEncoder().encode(secret),
-		{ name: "HMAC", hash: "SHA-256" },
-		false,
-		["sign"],
-	);
-	const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, body));
-	return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 beforeAll(async () => {
 	// Nothing leaves the Worker: providers, IdP keys and webhook destinations are all "down" (as offline).
 	vi.spyOn(globalThis, "fetch").mockImplementation(async () => {
@@ -135,7 +124,7 @@ beforeAll(async () => {
 			...json,
 			"x-github-event": "ping",
 			"x-github-delivery": "fuzz-1",
-			"x-hub-signature-256": `sha256=${await hmacHex(WEBHOOK_SECRET, payload)}`,
+			"x-hub-signature-256": `sha256=${await hmacSha256Hex(WEBHOOK_SECRET, payload)}`,
 		},
 		body: payload,
 	});
@@ -473,7 +462,7 @@ async function toRequest(g: Generated): Promise<Request | null> {
 	const headers = { ...g.headers };
 	if (g.sign) {
 		const bytes = typeof g.body === "string" ? new TextEncoder().encode(g.body) : (g.body ?? new Uint8Array());
-		headers["x-hub-signature-256"] = `sha256=${await hmacHex(WEBHOOK_SECRET, bytes)}`;
+		headers["x-hub-signature-256"] = `sha256=${await hmacSha256Hex(WEBHOOK_SECRET, bytes)}`;
 	}
 	try {
 		return new Request(`${BASE}${g.path}${g.query}`, { method: g.method, headers, body: g.body });

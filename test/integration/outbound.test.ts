@@ -184,12 +184,30 @@ describe("forwarding", () => {
 			if (new URL(url).hostname === "127.0.0.1") return new Response("reached the inside");
 			return undefined;
 		});
-		await expect(forward.handle(event, strictEnv)).rejects.toThrow(/redirect/);
+		const records = vi.spyOn(breakerClientFor(strictEnv), "record");
+		// Refused like a refused destination: recorded as failed, not retried (no throw), and not a
+		// failure of the destination in its circuit breaker.
+		await forward.handle(event, strictEnv);
 		expect(requested.map((r) => r.url)).toEqual(["https://hooks.allowed.test/in"]);
 		expect(await row(deliveryId)).toMatchObject({
 			status: "failed",
+			attempts: 1,
 			lastError: "destination refused: a redirect (307) target points at a loopback address",
 		});
+		expect(records).not.toHaveBeenCalled();
+	});
+
+	it("answers a 302 as the destination's answer: a non-2xx failure, the POST not sent on", async () => {
+		const { event, deliveryId } = await storedDelivery("https://hooks.allowed.test/found");
+		const requested = network((url) => {
+			if (url === "https://hooks.allowed.test/found") {
+				return new Response(null, { status: 302, headers: { location: "https://hooks.moved.test/new" } });
+			}
+			return url === "https://hooks.moved.test/new" ? new Response("ok") : undefined;
+		});
+		await expect(forward.handle(event, strictEnv)).rejects.toThrow("destination answered 302");
+		expect(requested.map((r) => r.url)).toEqual(["https://hooks.allowed.test/found"]);
+		expect(await row(deliveryId)).toMatchObject({ status: "failed", lastError: "destination answered 302" });
 	});
 
 	it("follows a redirect to another allowed destination and delivers there", async () => {

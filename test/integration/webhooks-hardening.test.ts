@@ -10,37 +10,26 @@ import { auditLog, database, tenants, webhookDeliveries, webhookEndpoints } from
 import type { EventEnvelope } from "../../src/events";
 import {
 	deliveryEventId,
+	ENQUEUE_RETRY_AFTER_S,
 	enqueueBackoffMs,
 	MAX_ENQUEUE_FAILURES,
 	REQUEUE_AFTER_MS,
+	recordEnqueueFailures,
 	SWEEP_BATCH,
 	sweepWebhookDeliveries,
 } from "../../src/webhooks";
 import { call, expectProblem } from "../helpers/gateway";
 import { hsToken, uniqueId } from "../helpers/identity";
-import { createEndpoint, deliverGithub, deliveryRow, SECRET, tenantWithToken } from "../helpers/webhooks";
+import {
+	createEndpoint,
+	deliverGithub,
+	deliverStripe,
+	deliveryRow,
+	SECRET,
+	tenantWithToken,
+} from "../helpers/webhooks";
 
 afterEach(() => vi.restoreAllMocks());
-
-const hex = (bytes: ArrayBuffer) => [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
-
-/** A delivery signed as Stripe signs it: `t=<unix>,v1=HMAC-SHA256(secret, "{t}.{body}")`. */
-async function deliverStripe(endpointId: string, secret: string, body: string) {
-	const t = String(Math.floor(Date.now() / 1000));
-	const key = await crypto.subtle.importKey(
-		"raw",
-		new TextEncoder().encode(secret),
-		{ name: "HMAC", hash: "SHA-256" },
-		false,
-		["sign"],
-	);
-	const mac = hex(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${t}.${body}`)));
-	return call(`/webhooks/${endpointId}`, {
-		method: "POST",
-		headers: { "content-type": "application/json", "stripe-signature": `t=${t},v1=${mac}` },
-		body,
-	});
-}
 
 const endpointRows = (endpointId: string) =>
 	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpointId)).all();
@@ -132,6 +121,21 @@ describe("ingest admission", () => {
 		await expectProblem(await call("/v1/me", { token: api }), 429, "quota-exceeded");
 		expect(await endpointRows(endpoint.id)).toHaveLength(3);
 	});
+
+	it("hands the tokens back for a duplicate and for a 503, so retrying through an outage spends no quota", async () => {
+		const tenant = await tenantWithToken("pro", { monthlyQuota: 5 });
+		const endpoint = await createEndpoint(tenant.token, { name: "gh", source: "github", secrets: [SECRET] }); // 1
+		const sends = vi.spyOn(env.EVENTS, "send").mockRejectedValue(new Error("queue unavailable"));
+		for (let i = 0; i < 3; i++) {
+			await expectProblem(await deliverGithub(endpoint.id, "{}", "outage-1"), 503, "dependency-unavailable");
+		}
+		sends.mockRestore();
+		expect((await deliverGithub(endpoint.id, "{}", "outage-1")).status).toBe(200); // a duplicate, now queued
+		const statuses: number[] = [];
+		for (let i = 2; i <= 5; i++) statuses.push((await deliverGithub(endpoint.id, "{}", `outage-${i}`)).status);
+		expect(statuses).toEqual([202, 202, 202, 202]); // 2 … 5
+		await expectProblem(await deliverGithub(endpoint.id, "{}", "outage-6"), 429, "quota-exceeded");
+	});
 });
 
 describe("a delivery whose event never reached the queue", () => {
@@ -177,6 +181,126 @@ describe("a delivery whose event never reached the queue", () => {
 		expect(await (await deliverGithub(endpoint.id, "{}", "died-1")).json()).toEqual({ id, duplicate: true });
 		expect(sends.mock.calls.filter((c) => (c[0] as EventEnvelope).id === deliveryEventId(id))).toHaveLength(1);
 		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
+	});
+});
+
+describe("a sender retrying while the queue refuses", () => {
+	it("cannot park the delivery by retrying faster than the backoff, and is answered 503 until it is queued", async () => {
+		const { tenantId, token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const sends = vi.spyOn(env.EVENTS, "send").mockRejectedValue(new Error("queue unavailable"));
+		const first = await deliverGithub(endpoint.id, "{}", "outage-fast");
+		expect(first.headers.get("retry-after")).toBe(String(ENQUEUE_RETRY_AFTER_S));
+		await expectProblem(first, 503, "dependency-unavailable");
+		const [stored] = await endpointRows(endpoint.id);
+		if (!stored) throw new Error("expected the stored row");
+
+		// Well within the backoff: each redelivery tries the queue again, but its refusal is not counted.
+		for (let i = 0; i < MAX_ENQUEUE_FAILURES + 2; i++) {
+			const again = await deliverGithub(endpoint.id, "{}", "outage-fast");
+			expect(again.headers.get("retry-after")).toBe(String(ENQUEUE_RETRY_AFTER_S));
+			await expectProblem(again, 503, "dependency-unavailable");
+		}
+		expect(await deliveryRow(stored.id)).toMatchObject({ status: "received", enqueueFailures: 1 });
+		expect(sends.mock.calls.filter((c) => (c[0] as EventEnvelope).id === deliveryEventId(stored.id))).toHaveLength(
+			MAX_ENQUEUE_FAILURES + 3,
+		);
+
+		// Once the row is due, a redelivery's refusal counts, as the sweep's would.
+		await database(env.DB)
+			.update(webhookDeliveries)
+			.set({ nextEnqueueAt: Date.now() - 1 })
+			.where(eq(webhookDeliveries.id, stored.id))
+			.run();
+		await expectProblem(await deliverGithub(endpoint.id, "{}", "outage-fast"), 503, "dependency-unavailable");
+		expect(await deliveryRow(stored.id)).toMatchObject({ status: "received", enqueueFailures: 2 });
+
+		// The queue is back: the next redelivery puts the event on it and is answered as stored.
+		sends.mockRestore();
+		expect(await (await deliverGithub(endpoint.id, "{}", "outage-fast")).json()).toEqual({
+			id: stored.id,
+			duplicate: true,
+		});
+		const audit = await database(env.DB)
+			.select()
+			.from(auditLog)
+			.where(and(eq(auditLog.tenantId, tenantId), eq(auditLog.action, "webhook_delivery.parked")))
+			.all();
+		expect(audit).toEqual([]);
+	});
+});
+
+describe("parking", () => {
+	/** A stored delivery of a fresh tenant with `enqueueFailures` refusals on record. */
+	async function storedRow(enqueueFailures: number, enqueuedAt: number | null = null) {
+		const { tenantId, token } = await tenantWithToken();
+		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const id = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
+		await database(env.DB)
+			.insert(webhookDeliveries)
+			.values({
+				id,
+				tenantId,
+				endpointId: endpoint.id,
+				deliveryId: `park-${id}`,
+				eventType: "push",
+				payload: btoa("{}"),
+				payloadBytes: 2,
+				enqueueFailures,
+				enqueuedAt,
+				nextEnqueueAt: Date.now(),
+			})
+			.run();
+		const parkedRecords = () =>
+			database(env.DB)
+				.select()
+				.from(auditLog)
+				.where(and(eq(auditLog.tenantId, tenantId), eq(auditLog.action, "webhook_delivery.parked")))
+				.all();
+		return { delivery: { id, tenantId, endpointId: endpoint.id }, token, parkedRecords };
+	}
+	const refusal = new Error("queue unavailable");
+
+	it("writes one audit record when two refusals park the same row at once", async () => {
+		const { delivery, parkedRecords } = await storedRow(MAX_ENQUEUE_FAILURES - 1);
+		const failure = { delivery, failuresBefore: MAX_ENQUEUE_FAILURES - 1, error: refusal };
+		const [a, b] = await Promise.all([
+			recordEnqueueFailures(env, [failure], Date.now()),
+			recordEnqueueFailures(env, [failure], Date.now()),
+		]);
+		expect([...(a ?? []), ...(b ?? [])]).toEqual([delivery.id]);
+		expect((await parkedRecords()).map((r) => r.target)).toEqual([`webhook_delivery:${delivery.id}`]);
+		expect(await deliveryRow(delivery.id)).toMatchObject({ status: "parked", enqueueFailures: MAX_ENQUEUE_FAILURES });
+	});
+
+	it("neither parks nor audits a row the consumer has already moved on", async () => {
+		const { delivery, parkedRecords } = await storedRow(MAX_ENQUEUE_FAILURES - 1, Date.now());
+		const failure = { delivery, failuresBefore: MAX_ENQUEUE_FAILURES - 1, error: refusal };
+		expect(await recordEnqueueFailures(env, [failure], Date.now())).toEqual([]);
+		expect(await parkedRecords()).toEqual([]);
+		expect(await deliveryRow(delivery.id)).toMatchObject({ status: "received" });
+	});
+
+	it("replays a delivery that was never queued under its original event id, so a sweep copy is the same event", async () => {
+		const { delivery, token } = await storedRow(MAX_ENQUEUE_FAILURES);
+		await database(env.DB)
+			.update(webhookDeliveries)
+			.set({ status: "parked" })
+			.where(eq(webhookDeliveries.id, delivery.id))
+			.run();
+		const sends = vi.spyOn(env.EVENTS, "send");
+		const replay = await call(`/v1/webhooks/deliveries/${delivery.id}/replay`, { method: "POST", token });
+		expect(replay.status).toBe(202);
+		expect(await replay.json()).toEqual({ id: delivery.id, eventId: deliveryEventId(delivery.id) });
+		expect(sends.mock.calls.map((c) => (c[0] as EventEnvelope).id)).toEqual([deliveryEventId(delivery.id)]);
+		// The sweep, once the replay's grace has passed (if no consumer has run it yet), sends only that id.
+		sends.mockClear();
+		await sweepWebhookDeliveries(env, Date.now() + 120_000);
+		const ids = sends.mock.calls
+			.map((c) => (c[0] as EventEnvelope).id)
+			.filter((id) => id.startsWith(`ev_${delivery.id}`));
+		expect(new Set([deliveryEventId(delivery.id), ...ids])).toEqual(new Set([deliveryEventId(delivery.id)]));
+		await expect.poll(async () => (await deliveryRow(delivery.id))?.status, { timeout: 15_000 }).toBe("processed");
 	});
 });
 

@@ -13,7 +13,15 @@ import { ENQUEUE_BACKOFF_BASE_MS, sweepWebhookDeliveries } from "../../src/webho
 import worker from "../../workers/gateway";
 import { call, expectProblem } from "../helpers/gateway";
 import { hsToken } from "../helpers/identity";
-import { createEndpoint, deliverGithub, deliveryRow, json, SECRET, tenantWithToken } from "../helpers/webhooks";
+import {
+	createEndpoint,
+	deliverGithub,
+	deliveryRow,
+	hmacSha256Hex,
+	json,
+	SECRET,
+	tenantWithToken,
+} from "../helpers/webhooks";
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -177,15 +185,7 @@ describe("ingest", () => {
 			challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
 		});
 		const ts = String(Math.floor(Date.now() / 1000));
-		const key = await crypto.subtle.importKey(
-			"raw",
-			new TextEncoder().encode(secret),
-			{ name: "HMAC", hash: "SHA-256" },
-			false,
-			["sign"],
-		);
-		const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`v0:${ts}:${body}`)));
-		const signature = `v0=${[...mac].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+		const signature = `v0=${await hmacSha256Hex(secret, `v0:${ts}:${body}`)}`;
 		const res = await call(`/webhooks/${endpoint.id}`, {
 			method: "POST",
 			headers: { "content-type": "application/json", "x-slack-request-timestamp": ts, "x-slack-signature": signature },

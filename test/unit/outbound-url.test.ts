@@ -33,6 +33,8 @@ describe("checkOutboundUrl", () => {
 		["http://240.0.0.1/", "private-address"],
 		["http://255.255.255.255/", "private-address"],
 		["http://127.0.0.1./", "private-address"],
+		["http://127.0.0.1../", "private-address"],
+		["http://169.254.169.254.../", "private-address"],
 		// IPv4, other spellings the URL parser normalises
 		["http://2130706433/", "private-address"],
 		["http://0x7f000001/", "private-address"],
@@ -63,10 +65,23 @@ describe("checkOutboundUrl", () => {
 		["http://[2002:7f00:1::]/", "private-address"],
 		["http://[2001:db8::1]/", "private-address"],
 		["http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "private-address"],
+		["http://[::ffff:0:127.0.0.1]/", "private-address"],
+		["http://[::ffff:0:a9fe:a9fe]/", "private-address"],
+		["http://[::ffff:0:10.0.0.1]/", "private-address"],
+		["http://[3fff::1]/", "private-address"],
+		["http://[3fff:fff:ffff::1]/", "private-address"],
+		["http://[5f00::1]/", "private-address"],
+		["http://[5f00:ffff::1]/", "private-address"],
+		["http://[2001:2::1]/", "private-address"],
+		["http://[2001:2:0:ffff::1]/", "private-address"],
 		// host names
 		["http://localhost/", "private-hostname"],
 		["http://LOCALHOST:8080/", "private-hostname"],
 		["http://localhost./", "private-hostname"],
+		["http://localhost../", "private-hostname"],
+		["http://metadata.google.internal../", "private-hostname"],
+		["http://api.localhost.../", "private-hostname"],
+		["http://a..example.com/", "invalid-url"],
 		["http://api.localhost/", "private-hostname"],
 		["http://metadata.google.internal/computeMetadata/v1/", "private-hostname"],
 		["http://metadata/", "private-hostname"],
@@ -106,6 +121,11 @@ describe("checkOutboundUrl", () => {
 		"https://[2606:4700:4700::1111]/",
 		"https://[::ffff:8.8.8.8]/",
 		"https://[64:ff9b::8.8.8.8]/",
+		"https://[::ffff:0:8.8.8.8]/",
+		"https://[3fff:1000::1]/",
+		"https://[5f01::1]/",
+		"https://[2001:2:1::1]/",
+		"https://example.com./",
 		"https://local.example.com/",
 		"https://internal.example.com/",
 	])("allows the public target %s", (url) => {
@@ -155,20 +175,20 @@ describe("guardedFetch", () => {
 	});
 
 	it("does not follow a redirect to a private address", async () => {
-		const seen = network({ "https://hooks.example.com/in": redirect(302, "http://127.0.0.1:9/steal") });
+		const seen = network({ "https://hooks.example.com/in": redirect(307, "http://127.0.0.1:9/steal") });
 		const error = await guardedFetch("https://hooks.example.com/in", { method: "POST", body: "x" }, strict).catch(
 			(e: unknown) => e,
 		);
 		expect(error).toBeInstanceOf(OutboundUrlError);
-		expect((error as OutboundUrlError).message).toBe("a redirect (302) target points at a loopback address");
+		expect((error as OutboundUrlError).message).toBe("a redirect (307) target points at a loopback address");
 		expect(seen.map((s) => s.url)).toEqual(["https://hooks.example.com/in"]);
 		expect(seen[0]?.redirect).toBe("manual");
 	});
 
-	it("follows redirects to allowed targets, repeating the POST and its body, relative locations included", async () => {
+	it("follows 307 and 308 to allowed targets, repeating the POST and its body, relative locations included", async () => {
 		const seen = network({
 			"https://a.example.com/in": redirect(307, "https://b.example.com/in"),
-			"https://b.example.com/in": redirect(301, "/moved"),
+			"https://b.example.com/in": redirect(308, "/moved"),
 			"https://b.example.com/moved": () => new Response("ok"),
 		});
 		const res = await guardedFetch("https://a.example.com/in", { method: "POST", body: "payload" }, strict);
@@ -180,13 +200,23 @@ describe("guardedFetch", () => {
 		]);
 	});
 
+	it.each([301, 302, 303])("answers a %i as it is: the POST and its body are not sent on", async (status) => {
+		const seen = network({
+			"https://a.example.com/in": redirect(status, "https://b.example.com/in"),
+			"https://b.example.com/in": () => new Response("ok"),
+		});
+		const res = await guardedFetch("https://a.example.com/in", { method: "POST", body: "payload" }, strict);
+		expect(res.status).toBe(status);
+		expect(seen.map((s) => s.url)).toEqual(["https://a.example.com/in"]);
+	});
+
 	it("stops after maxRedirects and answers with the last redirect", async () => {
 		const seen = network({
-			"https://a.example.com/1": redirect(302, "https://a.example.com/2"),
-			"https://a.example.com/2": redirect(302, "https://a.example.com/3"),
+			"https://a.example.com/1": redirect(308, "https://a.example.com/2"),
+			"https://a.example.com/2": redirect(308, "https://a.example.com/3"),
 		});
 		const res = await guardedFetch("https://a.example.com/1", {}, { ...strict, maxRedirects: 1 });
-		expect(res.status).toBe(302);
+		expect(res.status).toBe(308);
 		expect(seen).toHaveLength(2);
 	});
 });
