@@ -124,7 +124,8 @@ async function paths(gw) {
 		source: "github",
 		secrets: [secret],
 	});
-	const limiters = ["tenant:bench", `key:${key.id}`];
+	// The tenant bucket, the key's, and the endpoint's own ingest bucket.
+	const limiters = ["tenant:bench", `key:${key.id}`, `webhook-endpoint:${endpoint.id}`];
 	const breakers = ["gateway:llm:openai", "tenant:bench:llm:openai/ok"];
 	const read = () => counts(base, { limiters, breakers });
 	/** @type {Record<string, ReturnType<typeof growth>>} */
