@@ -148,6 +148,9 @@ async function startStubProcess() {
 			script() {
 				throw new Error("the benchmark's stub runs in another process and cannot be scripted");
 			},
+			release() {
+				throw new Error("the benchmark's stub runs in another process and cannot be scripted");
+			},
 			close: stop,
 		};
 		return { stub, pid: urls.pid, stop };

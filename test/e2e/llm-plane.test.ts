@@ -174,20 +174,60 @@ describe("the provider breaker", () => {
 });
 
 describe("budgets", () => {
+	// Its own gateway, whose attempts never time out while the stub holds their answers: no request can
+	// settle (and give back the unused part of its reservation) before all ten are decided, however slow
+	// the machine, so the count below depends on the budget alone.
+	let own: LlmSetup;
+	beforeAll(async () => {
+		own = await startLlmGateway({
+			config: {
+				routing: {
+					attemptTimeoutMs: 120_000,
+					deadlineMs: 120_000,
+					retriesPerTarget: 0,
+					backoffBaseMs: 10,
+					backoffMaxMs: 50,
+					retryAfterCapMs: 500,
+				},
+			},
+		});
+	}, 60_000);
+	afterAll(async () => {
+		own?.stub.release();
+		await own?.dispose();
+	});
+
 	it("admits exactly what the budget holds under concurrency", async () => {
 		// Each request reserves its prompt estimate (a few tokens here; anything in 0–100 gives the same
 		// count) plus max_tokens (1000): a budget of 3300 holds exactly three reservations, never four.
-		// The slow upstream keeps all ten requests in flight at once, so none settles before the others reserve.
-		const body = (i: number) => ({
-			model: "openai/slow-first-byte",
-			messages: [{ role: "user", content: `same length prompt ${i % 10}` }],
-			max_tokens: 1000,
-		});
-		await setup.gw.seedTenant({ id: "budgeted", tier: "enterprise", limits: { llmBudget: { monthlyTokens: 3300 } } });
-		tokens.budgeted = await setup.token("budgeted");
-		const results = await Promise.all(
-			Array.from({ length: 10 }, (_, i) => post("budgeted", "/v1/chat/completions", body(i))),
+		await own.gw.seedTenant({ id: "budgeted", tier: "enterprise", limits: { llmBudget: { monthlyTokens: 3300 } } });
+		const token = await own.token("budgeted");
+		const settled: Response[] = [];
+		const pending = Array.from({ length: 10 }, (_, i) =>
+			fetch(new URL("/v1/chat/completions", own.gw.url), {
+				method: "POST",
+				headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+				body: JSON.stringify({
+					model: "openai/held",
+					messages: [{ role: "user", content: `same length prompt ${i % 10}` }],
+					max_tokens: 1000,
+				}),
+			}).then((res) => {
+				settled.push(res);
+				return res;
+			}),
 		);
+		// Every request is decided: answered (refused) or held at the stub. Only then may the held ones answer.
+		const decided = await eventually(
+			async () => settled.length + own.stub.requests.filter((r) => r.scenario === "held").length === 10,
+			60_000,
+			50,
+		);
+		expect(decided).toBe(true);
+		const heldAtStub = own.stub.requests.filter((r) => r.scenario === "held").length;
+		own.stub.release();
+		const results = await Promise.all(pending);
+		expect(heldAtStub).toBe(3);
 		const statuses = results.map((r) => r.status).sort();
 		expect(statuses.filter((s) => s === 200)).toHaveLength(3);
 		expect(statuses.filter((s) => s === 429)).toHaveLength(7);

@@ -37,6 +37,8 @@ export const SCENARIOS = [
 	"broken-stream",
 	/** Nothing on the wire for {@link SLOW_FIRST_BYTE_MS}, then an `ok` answer. */
 	"slow-first-byte",
+	/** Nothing on the wire until {@link LlmStub.release} is called (or the stub closes), then an `ok` answer. */
+	"held",
 	/** Valid JSON text ({@link JSON_TEXT}), for `response_format`. */
 	"json",
 ] as const;
@@ -94,6 +96,8 @@ export interface LlmStub {
 	 * empty the model's own name applies.
 	 */
 	script(model: string, steps: Scenario[]): void;
+	/** Lets every `held` request answer, those waiting now and any that come later. */
+	release(): void;
 	/** Stops listening and ends every open connection, hung ones included. */
 	close(): Promise<void>;
 }
@@ -448,6 +452,8 @@ export async function startLlmStub(options: LlmStubOptions = {}): Promise<LlmStu
 	const requests: RecordedRequest[] = [];
 	const scripts = new Map<string, Scenario[]>();
 	const closing = new AbortController();
+	const { promise: released, resolve: release } = Promise.withResolvers<void>();
+	const untilClosed = new Promise<void>((resolve) => closing.signal.addEventListener("abort", () => resolve()));
 
 	function next(model: string): Scenario {
 		const scripted = scripts.get(model)?.shift();
@@ -505,6 +511,7 @@ export async function startLlmStub(options: LlmStubOptions = {}): Promise<LlmStu
 
 		if (scenario === "hang") return;
 		if (scenario === "slow-first-byte") await sleep(SLOW_FIRST_BYTE_MS, undefined, { signal: closing.signal });
+		if (scenario === "held") await Promise.race([released, untilClosed]);
 		if (scenario === "rate-limited") {
 			const message =
 				api === "openai"
@@ -578,6 +585,7 @@ export async function startLlmStub(options: LlmStubOptions = {}): Promise<LlmStu
 		script(model, steps) {
 			scripts.set(model, [...(scripts.get(model) ?? []), ...steps]);
 		},
+		release,
 		close() {
 			closed ??= new Promise<void>((resolve, reject) => {
 				closing.abort();

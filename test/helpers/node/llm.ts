@@ -63,6 +63,7 @@ export function llmConfigFor(
 			"openai/ok": { input: 1, output: 2 },
 			"anthropic/ok": { input: 3, output: 15 },
 			"openai/slow-first-byte": { input: 1, output: 2 },
+			"openai/held": { input: 1, output: 2 },
 		},
 		routing: {
 			attemptTimeoutMs: 1000,
