@@ -199,7 +199,8 @@ export const DEFAULT_LLM_CONFIG: z.input<typeof LlmConfigSchema> = {
 	// guardrails: left out, so SHIPPED_GUARDRAILS, as for every configuration that does not set them.
 };
 
-const parsed = new Map<string, LlmConfig>();
+/** Parsed configurations by source text, one map per ALLOW_PRIVATE_OUTBOUND value (no key built per request). */
+const parsed = { private: new Map<string, LlmConfig>(), public: new Map<string, LlmConfig>() };
 
 /**
  * Where ALLOW_PRIVATE_OUTBOUND is off (staging, production), a provider's baseUrl must pass the
@@ -216,8 +217,8 @@ function baseUrlIssues(cfg: LlmConfig): string[] {
 export function llmConfig(env: Env): LlmConfig {
 	const { LLM_CONFIG, ALLOW_PRIVATE_OUTBOUND } = config(env);
 	const source = LLM_CONFIG ?? "";
-	const key = `${ALLOW_PRIVATE_OUTBOUND}:${source}`;
-	let cfg = parsed.get(key);
+	const cache = ALLOW_PRIVATE_OUTBOUND ? parsed.private : parsed.public;
+	let cfg = cache.get(source);
 	if (!cfg) {
 		const result = LlmConfigSchema.safeParse(source ? JSON.parse(source) : DEFAULT_LLM_CONFIG);
 		if (!result.success) {
@@ -227,7 +228,7 @@ export function llmConfig(env: Env): LlmConfig {
 		const issues = ALLOW_PRIVATE_OUTBOUND ? [] : baseUrlIssues(result.data);
 		if (issues.length > 0) throw new Error(`Invalid LLM_CONFIG: ${issues.join("; ")}`);
 		cfg = result.data;
-		parsed.set(key, cfg);
+		cache.set(source, cfg);
 	}
 	return cfg;
 }

@@ -24,12 +24,14 @@ function policyItem(prefix: string, policy: BucketPolicy, rateOnly = false): str
 		byPrefix = new Map();
 		policyItems.set(policy, byPrefix);
 	}
-	let item = byPrefix.get(prefix);
+	// A rate-only item differs from the full one of the same policy and prefix: its own cache entry.
+	const key = rateOnly ? `${prefix}\0rate` : prefix;
+	let item = byPrefix.get(key);
 	if (item === undefined) {
 		const window = Math.max(1, Math.ceil(policy.rate.burst / policy.rate.perSecond));
 		item = `"${prefix}burst";q=${policy.rate.burst};w=${window}`;
 		if (!rateOnly) item += `, "${prefix}monthly";q=${policy.monthlyQuota};w=${MONTH_S}`;
-		byPrefix.set(prefix, item);
+		byPrefix.set(key, item);
 	}
 	return item;
 }

@@ -111,36 +111,37 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 				.get();
 			if (!delivery) throw new Error(`delivery ${deliveryId} not found`);
 
-			// Checked again here: the setting may have changed since the endpoint was saved. Not retried.
-			const allowPrivate = config(env).ALLOW_PRIVATE_OUTBOUND;
-			const destination = checkOutboundUrl(endpoint.destinationUrl, { allowPrivate });
-			if (!destination.ok) {
-				const refused = `destination refused: the URL ${destination.message}`;
-				log("warn", "webhook forward refused", { deliveryId, endpointId, tenantId: event.tenantId, error: refused });
-				await db
-					.update(webhookDeliveries)
-					.set({ status: "failed", lastError: refused, updatedAt: Date.now() })
-					.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
-					.run();
-				return;
-			}
-			const target = destination.url.origin;
-			const name = breakerName({ tenantId: event.tenantId, target });
-			const breakers = options.breakers(env);
-			const trace: { traceparent?: string } = event.traceparent ? { traceparent: event.traceparent } : {};
-			const fail = async (error: string): Promise<never> => {
-				await db
+			/** Marks the delivery failed (counting an attempt when one was made). */
+			const markFailed = (error: string, attempted: boolean) =>
+				db
 					.update(webhookDeliveries)
 					.set({
 						status: "failed",
-						attempts: sql`${webhookDeliveries.attempts} + 1`,
+						...(attempted ? { attempts: sql`${webhookDeliveries.attempts} + 1` } : {}),
 						lastError: error.slice(0, 500),
 						updatedAt: Date.now(),
 					})
 					.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
 					.run();
+			/** A target the outbound guard refuses is the destination's configuration: recorded, not retried. */
+			const refuse = async (refused: string, attempted: boolean) => {
+				log("warn", "webhook forward refused", { deliveryId, endpointId, tenantId: event.tenantId, error: refused });
+				await markFailed(refused, attempted);
+			};
+			/** A failed attempt: recorded, then thrown so the consumer retries it on the schedule. */
+			const fail = async (error: string): Promise<never> => {
+				await markFailed(error, true);
 				throw new Error(error);
 			};
+
+			// Checked again here: the setting may have changed since the endpoint was saved. Not retried.
+			const allowPrivate = config(env).ALLOW_PRIVATE_OUTBOUND;
+			const destination = checkOutboundUrl(endpoint.destinationUrl, { allowPrivate });
+			if (!destination.ok) return refuse(`destination refused: the URL ${destination.message}`, false);
+			const target = destination.url.origin;
+			const name = breakerName({ tenantId: event.tenantId, target });
+			const breakers = options.breakers(env);
+			const trace: { traceparent?: string } = event.traceparent ? { traceparent: event.traceparent } : {};
 			const admitted = await breakers.admit(name, DEFAULT_BREAKER_POLICY, trace);
 			if (!admitted.allowed) return fail(`circuit open for ${target}`);
 
@@ -206,18 +207,7 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 						...trace,
 					});
 				}
-				log("warn", "webhook forward refused", { deliveryId, endpointId, tenantId: event.tenantId, error: refused });
-				await db
-					.update(webhookDeliveries)
-					.set({
-						status: "failed",
-						attempts: sql`${webhookDeliveries.attempts} + 1`,
-						lastError: refused.slice(0, 500),
-						updatedAt: Date.now(),
-					})
-					.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
-					.run();
-				return;
+				return refuse(refused, true);
 			}
 			await breakers.record(name, DEFAULT_BREAKER_POLICY, {
 				success: !error,
