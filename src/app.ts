@@ -4,11 +4,13 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { adminRoutes } from "./admin";
 import { auditRoutes } from "./audit";
-import { type AuthVariables, requireAuth, requirePlane, requireScope } from "./auth";
+import { requireAuth, requirePlane, requireScope } from "./auth";
 import { breakerRoutes } from "./breaker";
 import { config, tierPolicy } from "./config";
 import {
 	ApiError,
+	type AppEnv,
+	type AuthVariables,
 	accessLog,
 	allowedMethods,
 	corsPolicy,
@@ -27,8 +29,6 @@ import { isOpenAiPath, llmRoutes, openAiErrorResponse, providerKeyRoutes, usageR
 import { type AdmitOptions, admit } from "./ratelimit";
 import { DOCS_HTML, systemRoutes } from "./system";
 import { ingestRoutes, webhookRoutes } from "./webhooks";
-
-export type AppEnv = { Bindings: Env; Variables: AuthVariables };
 
 export interface AppOptions {
 	/** Swap the admission backend (tests). */

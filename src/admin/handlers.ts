@@ -3,21 +3,20 @@ import type { createRoute, RouteHandler } from "@hono/zod-openapi";
 import { and, desc, eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { type AuditEntry, commitWithAudit } from "../audit";
-import { type AuthVariables, forgetKey, forgetTenant, generateApiKey, parseLimits } from "../auth";
+import { forgetKey, forgetTenant, generateApiKey, parseLimits } from "../auth";
 import { config, parseScopes, type Scope, TierNameSchema } from "../config";
 import { type ApiKey, apiKeys, database, newId, type Tenant, tenants } from "../db";
-import { ApiError } from "../http";
+import { ApiError, type AppEnv } from "../http";
 import type * as routes from "./routes";
 
-export type AdminEnv = { Bindings: Env; Variables: AuthVariables };
-type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, AdminEnv>;
+type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, AppEnv>;
 
-function isOperator(c: Context<AdminEnv>): boolean {
+function isOperator(c: Context<AppEnv>): boolean {
 	return c.var.principal.tenantId === config(c.env).OPERATOR_TENANT;
 }
 
 /** Operators act on any tenant; a tenant's admins only on their own. Others see 404, never a hint. */
-function assertTenantAccess(c: Context<AdminEnv>, tenantId: string): void {
+function assertTenantAccess(c: Context<AppEnv>, tenantId: string): void {
 	if (c.var.principal.tenantId !== tenantId && !isOperator(c)) {
 		throw new ApiError("not-found", "No such tenant.");
 	}
@@ -57,7 +56,7 @@ function keyBody(k: ApiKey) {
  * mutation having rolled back with it).
  */
 function auditOf(
-	c: Context<AdminEnv>,
+	c: Context<AppEnv>,
 	tenantId: string,
 	action: string,
 	target: string,
@@ -87,7 +86,7 @@ function isDuplicateTenantId(err: unknown): boolean {
 	return false;
 }
 
-async function loadTenant(c: Context<AdminEnv>, id: string): Promise<Tenant> {
+async function loadTenant(c: Context<AppEnv>, id: string): Promise<Tenant> {
 	const row = await database(c.env.DB).select().from(tenants).where(eq(tenants.id, id)).get();
 	if (!row) throw new ApiError("not-found", "No such tenant.");
 	return row;

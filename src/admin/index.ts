@@ -1,12 +1,11 @@
 /** The admin API: `/v1/admin/*`, scope `admin`. */
 import { deadLetterRoutes } from "../events";
-import { createRouter } from "../http";
-import type { AdminEnv } from "./handlers";
+import { type AppEnv, createRouter } from "../http";
 import * as handlers from "./handlers";
 import * as routes from "./routes";
 
 export function adminRoutes() {
-	return createRouter<AdminEnv>()
+	return createRouter<AppEnv>()
 		.openapi(routes.createTenant, handlers.createTenant)
 		.openapi(routes.getTenant, handlers.getTenant)
 		.openapi(routes.updateTenant, handlers.updateTenant)

@@ -1,11 +1,10 @@
 /** Audit API handlers: always the caller's own tenant, whatever the request says. */
 import type { createRoute, RouteHandler } from "@hono/zod-openapi";
-import type { AuthVariables } from "../auth";
+import type { AppEnv } from "../http";
 import { listAudit as listRecords, verifyAudit as verifyChain } from "./read";
 import type * as routes from "./routes";
 
-export type AuditEnv = { Bindings: Env; Variables: AuthVariables };
-type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, AuditEnv>;
+type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, AppEnv>;
 
 export const listAudit: H<typeof routes.listAudit> = async (c) => {
 	const query = c.req.valid("query");

@@ -1,6 +1,5 @@
 /** The append-only, hash-chained audit log: writers, the events handler, and `/v1/audit` (scope `admin`). */
-import { createRouter } from "../http";
-import type { AuditEnv } from "./handlers";
+import { type AppEnv, createRouter } from "../http";
 import * as handlers from "./handlers";
 import * as routes from "./routes";
 
@@ -8,7 +7,6 @@ export {
 	type ChainBreak,
 	type ChainReport,
 	ChainVerifier,
-	canonicalJson,
 	chainHash,
 	type StoredRecord,
 } from "./chain";
@@ -25,7 +23,7 @@ export { type AuditEntry, appendAudit, appendAuditOnce, commitWithAudit } from "
 
 /** The audit API, mounted at `/v1/audit` behind the admin guards (src/app.ts). */
 export function auditRoutes() {
-	return createRouter<AuditEnv>()
+	return createRouter<AppEnv>()
 		.openapi(routes.listAudit, handlers.listAudit)
 		.openapi(routes.verifyAudit, handlers.verifyAudit);
 }

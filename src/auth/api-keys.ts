@@ -5,8 +5,7 @@
 import { eq, sql } from "drizzle-orm";
 import { type Limits, parseScopes, type Scope, type TierName, TierNameSchema } from "../config";
 import { apiKeys, database, newId } from "../db";
-import { sha256Hex, timingSafeEqualStrings, toHex } from "./crypto";
-import { TtlLru } from "./lru";
+import { sha256Hex, TtlLru, timingSafeEqualStrings, toHex } from "../lib";
 import type { AuthResult } from "./principal";
 import { parseLimits } from "./tenants";
 

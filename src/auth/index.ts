@@ -6,12 +6,9 @@ export {
 	touchKey,
 	verifyApiKey,
 } from "./api-keys";
-export { sha256Hex } from "./crypto";
 export { FailureRecorder, failureRecorderFor } from "./failures";
 export { clearJwtCache, HMAC_ALGORITHMS, JWKS_ALGORITHMS, type JwtConfig, type VerifiedClaims, verifyJwt } from "./jwt";
-export { TtlLru } from "./lru";
 export {
-	type AuthVariables,
 	requireAuth,
 	requireOperator,
 	requirePlane,

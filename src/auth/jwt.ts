@@ -6,8 +6,7 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, type JWTPayload, jwtVerify } from "jose";
 import { z } from "zod";
 import { parseScopes, type Scope, type TierName, TierNameSchema } from "../config";
-import { sha256Hex } from "./crypto";
-import { TtlLru } from "./lru";
+import { sha256Hex, TtlLru } from "../lib";
 import type { AuthFailureReason, AuthResult } from "./principal";
 
 export const HMAC_ALGORITHMS = ["HS256"] as const;

@@ -1,21 +1,14 @@
 /** `requireAuth`, `requireScope`, `requirePlane`, `requireOperator`: the checks every protected route group mounts. */
 import type { Context, MiddlewareHandler } from "hono";
 import { config, narrowerTier, type Plane, type Scope, tierPolicy } from "../config";
-import { ApiError, log, type RequestContextVariables, waitUntil } from "../http";
+import { ApiError, type AppEnv, log, waitUntil } from "../http";
 import { looksLikeApiKey, touchKey, verifyApiKey } from "./api-keys";
 import { failureRecorderFor } from "./failures";
 import { verifyJwt } from "./jwt";
 import type { AuthFailure, Principal } from "./principal";
 import { tenantView } from "./tenants";
 
-export interface AuthVariables extends RequestContextVariables {
-	principal: Principal;
-	tenantId: string;
-}
-
-type AuthEnv = { Bindings: Env; Variables: AuthVariables };
-
-function refuse(c: Context<AuthEnv>, failure: Omit<AuthFailure, "ok">): never {
+function refuse(c: Context<AppEnv>, failure: Omit<AuthFailure, "ok">): never {
 	const { reason, tenantId, claimedTenant } = failure;
 	log("warn", "authentication failed", {
 		reason,
@@ -46,7 +39,7 @@ function credential(c: Context): string | undefined {
  * Authenticates the caller with a JWT (Bearer) or an API key (Bearer `ew_…` or `x-api-key`), refuses
  * a suspended tenant, and puts the {@link Principal} on the context.
  */
-export function requireAuth(): MiddlewareHandler<AuthEnv> {
+export function requireAuth(): MiddlewareHandler<AppEnv> {
 	return async function requireAuth(c, next) {
 		const presented = credential(c);
 		if (presented === undefined) refuse(c, { reason: "missing" });
@@ -106,7 +99,7 @@ export function requireAuth(): MiddlewareHandler<AuthEnv> {
 }
 
 /** 403 unless the caller holds `scope`. */
-export function requireScope(scope: Scope): MiddlewareHandler<AuthEnv> {
+export function requireScope(scope: Scope): MiddlewareHandler<AppEnv> {
 	return async function requireScope(c, next) {
 		if (!c.var.principal.scopes.includes(scope)) {
 			throw new ApiError("insufficient-scope", `This operation needs the "${scope}" scope.`, {
@@ -118,7 +111,7 @@ export function requireScope(scope: Scope): MiddlewareHandler<AuthEnv> {
 }
 
 /** 403 unless the caller's tier includes `plane`. */
-export function requirePlane(plane: Plane): MiddlewareHandler<AuthEnv> {
+export function requirePlane(plane: Plane): MiddlewareHandler<AppEnv> {
 	return async function requirePlane(c, next) {
 		if (!tierPolicy(c.var.principal.tier).planes.includes(plane)) {
 			throw new ApiError("tier-not-allowed", `The ${c.var.principal.tier} tier does not include the ${plane} plane.`);
@@ -128,7 +121,7 @@ export function requirePlane(plane: Plane): MiddlewareHandler<AuthEnv> {
 }
 
 /** 403 unless the caller belongs to the operator tenant (gateway-wide administration). */
-export function requireOperator(): MiddlewareHandler<AuthEnv> {
+export function requireOperator(): MiddlewareHandler<AppEnv> {
 	return async function requireOperator(c, next) {
 		if (c.var.principal.tenantId !== config(c.env).OPERATOR_TENANT) {
 			throw new ApiError("forbidden", "Only the operator tenant may do this.");

@@ -1,18 +1,5 @@
 /** Who is calling: what authentication puts on the context, and the internal failure reasons. */
-import type { Limits, Scope, TierName } from "../config";
-
-export interface Principal {
-	tenantId: string;
-	/** `jwt:<sub>` or `key:<id>`: who to name in the audit log. */
-	actor: string;
-	via: "jwt" | "api-key";
-	keyId: string | undefined;
-	/** The effective tier: the tenant's, narrowed by the credential's. */
-	tier: TierName;
-	scopes: Scope[];
-	tenantLimits: Limits | null;
-	keyLimits: Limits | null;
-}
+export type { Principal } from "../http";
 
 /** Why a credential was refused. Logged precisely; the client only learns "invalid token". */
 export type AuthFailureReason =

@@ -2,7 +2,7 @@
 import { eq } from "drizzle-orm";
 import { type Limits, LimitsSchema, type TierName } from "../config";
 import { database, tenants } from "../db";
-import { TtlLru } from "./lru";
+import { TtlLru } from "../lib";
 
 export interface TenantView {
 	id: string;

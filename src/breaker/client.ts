@@ -8,7 +8,9 @@
  * neither asks nor records for that breaker. A breaker protects an upstream; it must never become the
  * outage itself. Records made meanwhile are lost, which can only delay a trip, never cause one.
  */
-import { log, TIMED_OUT, within } from "../http";
+
+import { log } from "../http";
+import { TIMED_OUT, within } from "../lib";
 import {
 	type AdmitRequest,
 	type AdmitResult,

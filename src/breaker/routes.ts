@@ -6,13 +6,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, desc, eq } from "drizzle-orm";
 import { appendAudit } from "../audit";
-import type { AuthVariables } from "../auth";
 import { config } from "../config";
 import { breakers, database } from "../db";
-import { ApiError, BEARER, createRouter, jsonResponse, problems } from "../http";
+import { ApiError, type AppEnv, BEARER, createRouter, jsonResponse, problems } from "../http";
 import { BREAKER_STATES, parseBreakerName } from "./interface";
-
-type AdminEnv = { Bindings: Env; Variables: AuthVariables };
 
 const BreakerSchema = z
 	.object({
@@ -54,7 +51,7 @@ const reset = createRoute({
 });
 
 export function breakerRoutes() {
-	const app = createRouter<AdminEnv>();
+	const app = createRouter<AppEnv>();
 
 	app.openapi(list, async (c) => {
 		const { state } = c.req.valid("query");

@@ -2,9 +2,9 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
 import { type Database, database, eventFailures, processedEvents } from "../db";
 import { log, parseTraceparent } from "../http";
+import { errorText } from "../lib";
 import { recordInvalidMessage } from "./dead-letters";
 import { type EventEnvelope, EventEnvelopeSchema } from "./envelope";
-import { errorText } from "./error-text";
 import type { EventHandler } from "./handler";
 import { EVENT_RETRY, type RetryPolicy, retryDelaySeconds } from "./retry";
 

@@ -1,14 +1,12 @@
 /** Dead-letter admin API handlers: tenant-scoped reads and audited, idempotent replays. */
 import type { createRoute, RouteHandler } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { AuthVariables } from "../auth";
 import { type DeadLetter, database } from "../db";
-import { ApiError } from "../http";
+import { ApiError, type AppEnv } from "../http";
 import type * as routes from "./dead-letter-routes";
 import * as store from "./dead-letters";
 
-export type DeadLetterEnv = { Bindings: Env; Variables: AuthVariables };
-type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, DeadLetterEnv>;
+type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, AppEnv>;
 
 function view(row: DeadLetter) {
 	return {
@@ -25,11 +23,11 @@ function view(row: DeadLetter) {
 	};
 }
 
-function replayActor(c: Context<DeadLetterEnv>): store.ReplayActor {
+function replayActor(c: Context<AppEnv>): store.ReplayActor {
 	return { tenantId: c.var.principal.tenantId, actor: c.var.principal.actor, requestId: c.var.requestId };
 }
 
-async function loadOwn(c: Context<DeadLetterEnv>, id: string): Promise<DeadLetter> {
+async function loadOwn(c: Context<AppEnv>, id: string): Promise<DeadLetter> {
 	// Always the caller's tenant: another tenant's id is indistinguishable from one that does not exist.
 	const row = await store.getDeadLetter(database(c.env.DB), c.var.principal.tenantId, id);
 	if (!row) throw new ApiError("not-found", "No such dead letter.");

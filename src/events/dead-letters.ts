@@ -5,8 +5,8 @@ import { appendAudit } from "../audit";
 import { config } from "../config";
 import { type Database, type DeadLetter, database, deadLetters, eventFailures } from "../db";
 import { ApiError, log } from "../http";
+import { errorText, truncate } from "../lib";
 import { type EventEnvelope, EventEnvelopeSchema } from "./envelope";
-import { errorText, truncate } from "./error-text";
 import { publish } from "./publish";
 import { retryDelaySeconds } from "./retry";
 

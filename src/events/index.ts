@@ -17,7 +17,6 @@ export {
 	replayDeadLetters,
 } from "./dead-letters";
 export { EVENT_VERSION, type EventEnvelope, EventEnvelopeSchema, newEvent } from "./envelope";
-export { errorText } from "./error-text";
 export type { EventHandler } from "./handler";
 export { MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, publish } from "./publish";
 export { EVENT_RETRY, type RetryPolicy, retryDelaySeconds } from "./retry";

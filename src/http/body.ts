@@ -1,8 +1,8 @@
 /** Request body guards: a size limit enforced while the body streams in, JSON content type, and JSON nesting depth. */
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../lib";
 import { ApiError } from "./errors";
-import { exceedsJsonDepth, MAX_JSON_DEPTH } from "./json-depth";
 
 function tooLarge(maxBytes: number): never {
 	throw new ApiError("payload-too-large", `The request body exceeds ${maxBytes} bytes.`);

@@ -1,4 +1,5 @@
-export { TIMED_OUT, type WaitUntil, waitUntil, within } from "./async";
+export type { AppEnv, AuthVariables, Principal } from "./app-env";
+export { type WaitUntil, waitUntil } from "./async";
 export { limitBody, requireJsonBody } from "./body";
 export {
 	ApiError,
@@ -12,7 +13,6 @@ export {
 	toApiError,
 } from "./errors";
 export { corsPolicy, headerLimit, securityHeaders } from "./headers";
-export { exceedsJsonDepth, MAX_JSON_DEPTH } from "./json-depth";
 export { accessLog, type LogFields, log } from "./logger";
 export { allowedMethods } from "./method-not-allowed";
 export { BEARER, createRouter, jsonResponse, ProblemSchema, problems } from "./openapi";

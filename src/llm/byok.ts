@@ -9,10 +9,10 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import type { Context } from "hono";
 import { type AuditEntry, commitWithAudit } from "../audit";
-import { type AuthVariables, TtlLru } from "../auth";
 import { config, tierPolicy } from "../config";
 import { database, providerKeys, tenants } from "../db";
-import { ApiError, BEARER, createRouter, jsonResponse, log, problems } from "../http";
+import { ApiError, type AppEnv, BEARER, createRouter, jsonResponse, log, problems } from "../http";
+import { TtlLru } from "../lib";
 import { seal, unseal } from "../storage";
 import type { LlmConfig, ProviderConfig } from "./config";
 import { llmConfig } from "./config";
@@ -142,9 +142,7 @@ const deleteKey = createRoute({
 	responses: { 204: { description: "Deleted" }, ...problems(401, 403, 404, 429) },
 });
 
-type AdminEnv = { Bindings: Env; Variables: AuthVariables };
-
-function assertAccess(c: Context<AdminEnv>, tenantId: string): void {
+function assertAccess(c: Context<AppEnv>, tenantId: string): void {
 	if (c.var.principal.tenantId !== tenantId && c.var.principal.tenantId !== config(c.env).OPERATOR_TENANT) {
 		throw new ApiError("not-found", "No such tenant.");
 	}
@@ -155,7 +153,7 @@ function assertProvider(cfg: LlmConfig, provider: string): void {
 	if (!p || p.kind === "workers-ai") throw new ApiError("not-found", `No provider \`${provider}\` takes a key.`);
 }
 
-function audit(c: Context<AdminEnv>, tenantId: string, action: string, provider: string): AuditEntry {
+function audit(c: Context<AppEnv>, tenantId: string, action: string, provider: string): AuditEntry {
 	return {
 		tenantId,
 		actor: c.var.principal.actor,
@@ -168,7 +166,7 @@ function audit(c: Context<AdminEnv>, tenantId: string, action: string, provider:
 
 /** `/tenants/{tenantId}/provider-keys…`, mounted under /v1/admin (scope `admin`). */
 export function providerKeyRoutes() {
-	const app = createRouter<AdminEnv>();
+	const app = createRouter<AppEnv>();
 
 	app.openapi(putKey, async (c) => {
 		const { tenantId, provider } = c.req.valid("param");

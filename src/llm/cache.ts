@@ -9,10 +9,8 @@
  * assembling a stream into a completion (so a streamed answer can be cached for both kinds of request).
  */
 import { z } from "zod";
-import { canonicalJson } from "../audit";
-import { sha256Hex } from "../auth";
-import { errorText } from "../events";
 import { log } from "../http";
+import { canonicalJson, errorText, sha256Hex } from "../lib";
 import type {
 	ChatCompletion,
 	ChatCompletionChunk,

@@ -10,7 +10,7 @@
  * `streamIdleTimeoutMs` is cut. Tool-call arguments are scanned too, per call, in streams and in JSON answers.
  */
 import type { Context } from "hono";
-import { log } from "../http";
+import { type AppEnv, log } from "../http";
 import { cacheKey, chunksToCompletion, completionToChunks, writeCache } from "./cache";
 import { checkChatInput, checkChatOutput, compileGuardrails, StreamGuard } from "./guardrails";
 import {
@@ -18,7 +18,6 @@ import {
 	auditBlock,
 	cacheModel,
 	contentBlocked,
-	type LlmEnv,
 	lookupAndReserve,
 	narrowedProviders,
 	type Plane,
@@ -37,7 +36,7 @@ import { estimateCompletionTokens, estimatePromptTokens } from "./usage";
 
 const SSE_HEADERS = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" };
 
-export async function chatCompletions(c: Context<LlmEnv>, body: ChatRequest): Promise<Response> {
+export async function chatCompletions(c: Context<AppEnv>, body: ChatRequest): Promise<Response> {
 	const plane = planeFor(c);
 	const { cfg } = plane;
 	const narrowed = narrowedProviders(c);

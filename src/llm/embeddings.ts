@@ -1,12 +1,11 @@
 /** `POST /v1/embeddings`: input guardrails → cache → budget → routing → answer → settlement and usage in the background. */
 import type { Context } from "hono";
-import { ApiError } from "../http";
+import { ApiError, type AppEnv } from "../http";
 import { cacheKey, writeCache } from "./cache";
 import { checkEmbeddingsInput } from "./guardrails";
 import {
 	afterResponse,
 	cacheModel,
-	type LlmEnv,
 	lookupAndReserve,
 	narrowedProviders,
 	planeFor,
@@ -21,7 +20,7 @@ import { planTargets, route } from "./router";
 import type { EmbeddingsRequest, EmbeddingsResponse } from "./types";
 import { estimateEmbeddingsTokens } from "./usage";
 
-export async function embeddings(c: Context<LlmEnv>, body: EmbeddingsRequest): Promise<Response> {
+export async function embeddings(c: Context<AppEnv>, body: EmbeddingsRequest): Promise<Response> {
 	const plane = planeFor(c);
 	const narrowed = narrowedProviders(c);
 	// Only providers with an embeddings API can serve (Anthropic has none).

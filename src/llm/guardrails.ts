@@ -14,7 +14,7 @@
  * `[REDACTED:<check>]` named after the match that starts first (ties: the earlier check). Matches of
  * block checks are redacted too, so no returned text ever holds them. Findings carry counts, never text.
  */
-import { exceedsJsonDepth } from "../http";
+import { exceedsJsonDepth } from "../lib";
 import type { GuardrailCheck, Guardrails } from "./config";
 import type { ChatCompletion, ChatMessage, ChatRequest, EmbeddingsRequest, ToolCall } from "./types";
 

@@ -4,11 +4,11 @@
  * the usage record, and the audit record of a guardrail block. chat.ts and embeddings.ts use it.
  */
 import type { Context } from "hono";
-import type { AuthVariables, Principal } from "../auth";
+import type { Principal } from "../auth";
 import { BreakerClient } from "../breaker";
 import { type LlmBudget, type TierPolicy, tierPolicy } from "../config";
 import { newEvent, publish } from "../events";
-import { ApiError, formatTraceparent, log, waitUntil } from "../http";
+import { ApiError, type AppEnv, formatTraceparent, log, waitUntil } from "../http";
 import { type BudgetReservation, budgetsFor } from "../ratelimit";
 import { keyResolver } from "./byok";
 import { type CachedAnswer, readCache } from "./cache";
@@ -16,8 +16,6 @@ import { costMicroUsd, type LlmConfig, llmConfig, priceOf, type Target } from ".
 import { type ProviderCall, providersFor } from "./providers";
 import type { Attempt, RouteEnv } from "./router";
 import { recordUsage, type UsageRecord } from "./usage";
-
-export type LlmEnv = { Bindings: Env; Variables: AuthVariables };
 
 /** Breakers trust a closed answer this long, so a healthy provider costs no breaker round trip per call. */
 const CLOSED_TRUST_MS = 1000;
@@ -36,7 +34,7 @@ function llmBreakers(env: Env): BreakerClient {
 }
 
 export interface Plane {
-	c: Context<LlmEnv>;
+	c: Context<AppEnv>;
 	cfg: LlmConfig;
 	principal: Principal;
 	tier: TierPolicy;
@@ -48,7 +46,7 @@ export interface Plane {
 	cacheStatus: "MISS" | "BYPASS" | "OFF";
 }
 
-export function planeFor(c: Context<LlmEnv>): Plane {
+export function planeFor(c: Context<AppEnv>): Plane {
 	const cfg = llmConfig(c.env);
 	const principal = c.var.principal;
 	const tier = tierPolicy(principal.tier);
@@ -96,7 +94,7 @@ export function providerCall<R>(plane: Plane, a: Attempt, request: R, answer: "w
 }
 
 /** `x-edgeway-providers: a, b` narrows the request to those providers. */
-export function narrowedProviders(c: Context<LlmEnv>): string[] | undefined {
+export function narrowedProviders(c: Context<AppEnv>): string[] | undefined {
 	const header = c.req.header("x-edgeway-providers");
 	if (!header) return undefined;
 	return header
@@ -188,7 +186,7 @@ export async function lookupAndReserve(
  * Runs `work` after the answer has been handed back (a timer turn later), kept alive by waitUntil:
  * bookkeeping (settlement, usage, cache writes) never delays the response it belongs to.
  */
-export function afterResponse(c: Context<LlmEnv>, work: () => Promise<unknown> | undefined): void {
+export function afterResponse(c: Context<AppEnv>, work: () => Promise<unknown> | undefined): void {
 	waitUntil(
 		c,
 		new Promise((resolve) => setTimeout(resolve, 1)).then(() => work()),

@@ -4,11 +4,11 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { tierPolicy } from "../config";
-import { BEARER, createRouter, jsonResponse, problems } from "../http";
+import { type AppEnv, BEARER, createRouter, jsonResponse, problems } from "../http";
 import { chatCompletions } from "./chat";
 import { llmConfig } from "./config";
 import { embeddings } from "./embeddings";
-import { allowedModels, type LlmEnv } from "./plane";
+import { allowedModels } from "./plane";
 import { ChatRequestSchema, EmbeddingsRequestSchema } from "./types";
 
 const errors = problems(400, 401, 403, 404, 413, 415, 429, 502, 503, 504);
@@ -69,7 +69,7 @@ const models = createRoute({
 });
 
 export function llmRoutes() {
-	const app = createRouter<LlmEnv>();
+	const app = createRouter<AppEnv>();
 	app.openapi(chat, (c) => chatCompletions(c, c.req.valid("json")) as never);
 	app.openapi(embed, (c) => embeddings(c, c.req.valid("json")) as never);
 	app.openapi(models, (c) => {

@@ -5,9 +5,8 @@
  */
 import { createRoute, type RouteHandler, z } from "@hono/zod-openapi";
 import { and, eq, gte, lte, or, sql } from "drizzle-orm";
-import type { AuthVariables } from "../auth";
 import { database, llmUsage } from "../db";
-import { ApiError, BEARER, createRouter, jsonResponse, problems } from "../http";
+import { ApiError, type AppEnv, BEARER, createRouter, jsonResponse, problems } from "../http";
 
 /** Longest span one report covers, both ends included. */
 export const MAX_USAGE_RANGE_DAYS = 366;
@@ -108,9 +107,7 @@ export function usageRange(query: { from?: string; to?: string }, now = Date.now
 	return { from, to };
 }
 
-export type UsageEnv = { Bindings: Env; Variables: AuthVariables };
-
-const usageHandler: RouteHandler<typeof getUsage, UsageEnv> = async (c) => {
+const usageHandler: RouteHandler<typeof getUsage, AppEnv> = async (c) => {
 	const query = c.req.valid("query");
 	const { from, to } = usageRange(query);
 	const tenantId = c.var.principal.tenantId;
@@ -151,5 +148,5 @@ const usageHandler: RouteHandler<typeof getUsage, UsageEnv> = async (c) => {
 
 /** The usage API, to be mounted at `/v1/usage` behind authentication. */
 export function usageRoutes() {
-	return createRouter<UsageEnv>().openapi(getUsage, usageHandler);
+	return createRouter<AppEnv>().openapi(getUsage, usageHandler);
 }

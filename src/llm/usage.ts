@@ -9,8 +9,9 @@
 import { getTableColumns, sql } from "drizzle-orm";
 import { z } from "zod";
 import { database, llmUsage } from "../db";
-import { type EventEnvelope, EventEnvelopeSchema, type EventHandler, errorText, newEvent, publish } from "../events";
+import { type EventEnvelope, EventEnvelopeSchema, type EventHandler, newEvent, publish } from "../events";
 import { log, type WaitUntil } from "../http";
+import { errorText } from "../lib";
 import type { ChatCompletion, ChatMessage, ChatRequest, EmbeddingsRequest } from "./types";
 
 /** Tokens a message costs beyond its text (role, separators), as in OpenAI's counting guide. */

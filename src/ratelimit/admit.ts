@@ -3,9 +3,9 @@
  * where configured — and `takeAdmission()`, the same all-or-none take for webhook ingest (`webhookSubjects`).
  */
 import type { MiddlewareHandler } from "hono";
-import type { AuthVariables, Principal } from "../auth";
+import type { Principal } from "../auth";
 import { type Limits, type TierPolicy, tierPolicy } from "../config";
-import { ApiError, log } from "../http";
+import { ApiError, type AppEnv, log } from "../http";
 import { type LimitView, limitField, policyField } from "./headers";
 import { type Admission, type Allowed, type BucketPolicy, rateLimiterName } from "./interface";
 import { LeaseClient } from "./lease-client";
@@ -194,7 +194,7 @@ export async function takeAdmission(
  * Admits the request or throws 429 (`rate-limited` / `quota-exceeded`, with Retry-After) or, when the
  * limiter cannot be reached and the tier says to fail closed, 503. Sets RateLimit headers either way.
  */
-export function admit(options: AdmitOptions = {}): MiddlewareHandler<{ Bindings: Env; Variables: AuthVariables }> {
+export function admit(options: AdmitOptions = {}): MiddlewareHandler<AppEnv> {
 	const admissionFor = options.admission ?? leaseClientFor;
 	return async function admit(c, next) {
 		const principal = c.var.principal;

@@ -26,7 +26,8 @@
  */
 import { z } from "zod";
 import { type LlmBudget, LlmBudgetSchema } from "../config";
-import { log, TIMED_OUT, type WaitUntil, within } from "../http";
+import { log, type WaitUntil } from "../http";
+import { TIMED_OUT, within } from "../lib";
 import { rateLimiterName } from "./interface";
 
 /** A reservation's default life: longer than any call's total deadline, so expiry is a fallback. */

@@ -9,7 +9,7 @@
  * and a refill older than `refillTimeoutMs` is abandoned: the next request starts a fresh one, and
  * if the old one answers after all, its tokens are handed back unspent.
  */
-import { TIMED_OUT, within } from "../http";
+import { TIMED_OUT, within } from "../lib";
 import type { Admission, BucketPolicy, Decision, Grant, LeaseReturn } from "./interface";
 
 /** What the client needs of a RateLimiter stub. */

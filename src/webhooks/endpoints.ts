@@ -1,8 +1,9 @@
 /** Webhook endpoints as the ingest path sees them: read from D1, secrets unsealed, cached briefly in the isolate. */
 import { eq } from "drizzle-orm";
-import { TtlLru, tenantView } from "../auth";
+import { tenantView } from "../auth";
 import { config, type Limits, type TierName, tierPolicy } from "../config";
 import { database, webhookEndpoints } from "../db";
+import { TtlLru } from "../lib";
 import { seal, unseal } from "../storage";
 import { type SourceConfig, SourceConfigSchema, type WebhookSource } from "./signatures";
 

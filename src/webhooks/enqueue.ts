@@ -6,8 +6,9 @@
 import { and, eq, isNull, sql } from "drizzle-orm";
 import { appendAudit } from "../audit";
 import { database, webhookDeliveries } from "../db";
-import { errorText, newEvent, publish } from "../events";
+import { newEvent, publish } from "../events";
 import { log } from "../http";
+import { errorText } from "../lib";
 
 /** How long the sweep leaves a freshly stored delivery to the request that stored it (and the consumer). */
 export const SWEEP_AFTER_MS = 60_000;

@@ -3,8 +3,6 @@ import type { createRoute, RouteHandler } from "@hono/zod-openapi";
 import { and, desc, eq, lt, or } from "drizzle-orm";
 import type { Context } from "hono";
 import { type AuditEntry, commitWithAudit } from "../audit";
-import type { AuthVariables } from "../auth";
-import { sha256Hex } from "../auth";
 import { config } from "../config";
 import {
 	database,
@@ -14,7 +12,8 @@ import {
 	webhookDeliveries,
 	webhookEndpoints,
 } from "../db";
-import { ApiError, checkOutboundUrl, formatTraceparent } from "../http";
+import { ApiError, type AppEnv, checkOutboundUrl, formatTraceparent } from "../http";
+import { sha256Hex } from "../lib";
 import { unseal } from "../storage";
 import { encryptionKey, endpointCacheForget, sealSecrets } from "./endpoints";
 import { deliveryEventId, publishDelivery, SWEEP_AFTER_MS } from "./enqueue";
@@ -26,8 +25,7 @@ import {
 	type WebhookSource,
 } from "./signatures";
 
-type WebhooksEnv = { Bindings: Env; Variables: AuthVariables };
-type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, WebhooksEnv>;
+type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, AppEnv>;
 
 function endpointBody(e: WebhookEndpoint, activeSecrets: number) {
 	return {
@@ -63,12 +61,7 @@ function deliveryBody(d: WebhookDelivery) {
 	};
 }
 
-function auditOf(
-	c: Context<WebhooksEnv>,
-	action: string,
-	target: string,
-	metadata?: Record<string, unknown>,
-): AuditEntry {
+function auditOf(c: Context<AppEnv>, action: string, target: string, metadata?: Record<string, unknown>): AuditEntry {
 	return {
 		tenantId: c.var.principal.tenantId,
 		actor: c.var.principal.actor,
@@ -80,7 +73,7 @@ function auditOf(
 }
 
 /** The caller's endpoint, or 404 (another tenant's endpoint is indistinguishable from none). */
-async function ownEndpoint(c: Context<WebhooksEnv>, id: string): Promise<WebhookEndpoint> {
+async function ownEndpoint(c: Context<AppEnv>, id: string): Promise<WebhookEndpoint> {
 	const row = await database(c.env.DB)
 		.select()
 		.from(webhookEndpoints)
@@ -244,7 +237,7 @@ export const listDeliveries: H<typeof routes.listDeliveries> = async (c) => {
 	);
 };
 
-async function ownDelivery(c: Context<WebhooksEnv>, id: string): Promise<WebhookDelivery> {
+async function ownDelivery(c: Context<AppEnv>, id: string): Promise<WebhookDelivery> {
 	const row = await database(c.env.DB)
 		.select()
 		.from(webhookDeliveries)

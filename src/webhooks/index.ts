@@ -1,7 +1,6 @@
 /** The webhooks plane: endpoints API (`/v1/webhooks`, scope webhooks:manage), the public ingest door, processing. */
 
-import type { AuthVariables } from "../auth";
-import { createRouter } from "../http";
+import { type AppEnv, createRouter } from "../http";
 import * as handlers from "./handlers";
 import * as routes from "./routes";
 
@@ -34,7 +33,7 @@ export {
 } from "./processing";
 
 export function webhookRoutes() {
-	return createRouter<{ Bindings: Env; Variables: AuthVariables }>()
+	return createRouter<AppEnv>()
 		.openapi(routes.createEndpoint, handlers.createEndpoint)
 		.openapi(routes.listEndpoints, handlers.listEndpoints)
 		.openapi(routes.getEndpoint, handlers.getEndpoint)

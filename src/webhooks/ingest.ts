@@ -7,7 +7,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { and, eq } from "drizzle-orm";
 import type { Context, MiddlewareHandler } from "hono";
-import { failureRecorderFor, sha256Hex } from "../auth";
+import { failureRecorderFor } from "../auth";
 import { tierPolicy } from "../config";
 import { database, webhookDeliveries } from "../db";
 import {
@@ -21,6 +21,7 @@ import {
 	type RequestContextVariables,
 	waitUntil,
 } from "../http";
+import { sha256Hex } from "../lib";
 import { leaseClientFor, takeAdmission, webhookSubjects } from "../ratelimit";
 import { type EndpointView, endpointView } from "./endpoints";
 import { type DeliveryRef, publishDelivery, recordEnqueueFailures, SWEEP_AFTER_MS } from "./enqueue";

@@ -4,7 +4,7 @@
  * walker over them runs; a body at the bound passes the guard.
  */
 import { describe, expect, it } from "vitest";
-import { MAX_JSON_DEPTH } from "../../src/http";
+import { MAX_JSON_DEPTH } from "../../src/lib";
 import { call, expectProblem } from "../helpers/gateway";
 import { hsToken, seedTenant } from "../helpers/identity";
 

@@ -11,6 +11,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { Principal } from "../../src/auth";
 import { database, llmUsage } from "../../src/db";
 import { type EventEnvelope, EventEnvelopeSchema, MAX_MESSAGE_BYTES, newEvent, publish } from "../../src/events";
+import type { AppEnv } from "../../src/http";
 import { problemResponse, toApiError } from "../../src/http";
 import type { ChatRequest } from "../../src/llm/types";
 import {
@@ -32,7 +33,7 @@ import {
 	type UsageRecord,
 	usageRecorder,
 } from "../../src/llm/usage";
-import { type UsageEnv, type UsageReport, usageRange, usageRoutes } from "../../src/llm/usage-routes";
+import { type UsageReport, usageRange, usageRoutes } from "../../src/llm/usage-routes";
 import { uniqueId } from "../helpers/identity";
 
 type UsageFields = Omit<UsageRecord, "id" | "time">;
@@ -418,7 +419,7 @@ function appFor(tenantId: string) {
 		tenantLimits: null,
 		keyLimits: null,
 	};
-	const app = new Hono<UsageEnv>();
+	const app = new Hono<AppEnv>();
 	app.onError((err, c) => problemResponse(c, toApiError(err)));
 	app.use(async (c, next) => {
 		c.set("principal", principal);

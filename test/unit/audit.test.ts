@@ -8,7 +8,6 @@ import {
 	appendAudit,
 	auditWriter,
 	ChainVerifier,
-	canonicalJson,
 	chainHash,
 	commitWithAudit,
 	listAudit,
@@ -17,6 +16,7 @@ import {
 } from "../../src/audit";
 import { type AuditRecord, auditLog, database, tenants } from "../../src/db";
 import { type EventEnvelope, newEvent } from "../../src/events";
+import { canonicalJson } from "../../src/lib";
 import { uniqueId } from "../helpers/identity";
 
 const chainOf = (tenantId: string) =>

@@ -2,7 +2,8 @@
 import { env } from "cloudflare:workers";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
-import { type AuthVariables, type Principal, requireOperator, requirePlane, requireScope } from "../../src/auth";
+import { type Principal, requireOperator, requirePlane, requireScope } from "../../src/auth";
+import type { AuthVariables } from "../../src/http";
 import { problemResponse, requestContext, toApiError } from "../../src/http";
 
 function appWith(principal: Partial<Principal>, guard: ReturnType<typeof requireScope>) {

@@ -1,7 +1,7 @@
 /** The JSON nesting bound: the one-pass scanner against real nesting, strings, escapes and UTF-8 bytes. */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../../src/http";
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../../src/lib";
 
 const nested = (depth: number, inner = "1") => `${'{"a":['.repeat(depth)}${inner}${"]}".repeat(depth)}`;
 

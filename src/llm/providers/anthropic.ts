@@ -13,7 +13,7 @@
  *  - answer blocks other than text and tool use (thinking, server tools) are not translated.
  */
 import { z } from "zod";
-import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../../http";
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../../lib";
 import { readSse } from "../sse";
 import type {
 	ChatCompletion,

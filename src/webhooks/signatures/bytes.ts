@@ -1,5 +1,5 @@
 /** Byte, encoding, MAC and timestamp helpers shared by the per-source verifiers. */
-import { exceedsJsonDepth } from "../../http";
+import { exceedsJsonDepth } from "../../lib";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
