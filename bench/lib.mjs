@@ -55,6 +55,13 @@ export const ms = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "
 /** How a target is reported. */
 export const pass = (/** @type {boolean} */ ok) => (ok ? "met" : "MISSED");
 
+/**
+ * The benchmarks' Worker script (`startGateway({ main })`, `buildWorker(mode, main)`): the gateway's handlers plus the
+ * pass-through route and the rows meter (bench/worker/), kept out of the deployed bundle. Benchmarks that need
+ * neither run wrangler.toml's `main`, the production entry.
+ */
+export const BENCH_MAIN = "workers/bench.ts";
+
 /** Limits of the benchmarks' enterprise tenants: far above anything a run can reach, so no 429s. */
 export const BENCH_LIMITS = { rate: { perSecond: 1_000_000, burst: 1_000_000_000 }, monthlyQuota: 1_000_000_000_000 };
 

@@ -6,7 +6,8 @@
  * listener, static-assets layer off, as bench/gateway.mjs's `worker` configuration), it measures:
  *   - direct: `POST <stub>/openai/v1/chat/completions`, straight to the stub (no Worker);
  *   - pass-through: `POST <gateway>/__bench/passthrough`, the Worker's bare route that fetches the stub and
- *     returns its body with no checks (workers/gateway.ts, enabled by the `BENCH_PASSTHROUGH_URL` binding);
+ *     returns its body with no checks (bench/worker/passthrough.ts, in the benchmarks' entry workers/bench.ts,
+ *     enabled by the `BENCH_PASSTHROUGH_URL` binding);
  *   - plane: `POST <gateway>/v1/chat/completions` with a JWT of an enterprise tenant and model `openai/ok`,
  *     everything on: authentication, admission, the cache (every request a MISS: each prompt is unique),
  *     the budget's reserve and settle (the tenant has a monthly token budget: from the isolate's budget lease,
@@ -34,6 +35,7 @@ import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
 import { mulberry32 } from "../test/helpers/random.ts";
 import {
 	BENCH_LIMITS,
+	BENCH_MAIN,
 	benchArgs,
 	cpuNow,
 	loadAverage,
@@ -366,6 +368,7 @@ async function measure() {
 		say(`bench: stub at ${upstream.stub.url} (pid ${upstream.pid}); starting the gateway under Miniflare…`);
 		const directUrl = `${upstream.stub.openaiBaseUrl}/chat/completions`;
 		const gw = await startGateway({
+			main: BENCH_MAIN,
 			assets: false,
 			bindings: {
 				// Routing as deployed (the schema's defaults: 30 s per attempt), not the e2e tests' short timeouts.
@@ -591,7 +594,7 @@ async function main() {
 	const started = Date.now();
 	const loadBefore = loadAverage();
 	say("bench: building the Worker bundle if it is stale…");
-	await buildWorker();
+	await buildWorker("auto", BENCH_MAIN);
 	const r = await measure();
 
 	const totalS = (Date.now() - started) / 1000;
@@ -681,7 +684,8 @@ async function main() {
 		"",
 		"#### How these figures were taken",
 		"",
-		'- The Worker is the bundle `wrangler deploy --dry-run --env=""` builds (top-level environment of wrangler.toml,',
+		"- The Worker is the benchmarks' entry workers/bench.ts (the gateway's own handlers plus the pass-through route),",
+		'  bundled as `wrangler deploy workers/bench.ts --dry-run --env=""` builds it (top-level environment of wrangler.toml,',
 		"  minified as deployed), run by `new Miniflare(...)` (workerd) through test/helpers/node/gateway.ts with the local",
 		"  D1, R2, Cache API, the events queue and its consumer, the RateLimiter and CircuitBreaker Durable Objects, driven",
 		"  through **Miniflare's own HTTP listener** on 127.0.0.1 (no `wrangler dev` proxy), static-assets layer off.",
@@ -689,7 +693,7 @@ async function main() {
 		"  streamed as role, text and finish chunks, then `[DONE]`, written at once) in a Node process of its own",
 		"  (scripts/llm-stub-server.mjs, `record: false`), so it shares no event loop with the load generator.",
 		"- Routes: `direct to the stub` = `POST <stub>/openai/v1/chat/completions` (`authorization: Bearer x`, model `ok`);",
-		"  `pass-through route` = `POST <gateway>/__bench/passthrough` (workers/gateway.ts, enabled by the",
+		"  `pass-through route` = `POST <gateway>/__bench/passthrough` (bench/worker/passthrough.ts, enabled by the",
 		"  `BENCH_PASSTHROUGH_URL` binding: fetches the stub with the body and `x-upstream-authorization`, returns its body,",
 		"  runs none of the app); `LLM plane` = `POST <gateway>/v1/chat/completions`, model `openai/ok`, an HS256 JWT",
 		"  (scope `llm`) of the enterprise tenant `bench` with limits far above the run and a monthly token budget of 10¹²",

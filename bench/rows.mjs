@@ -4,11 +4,12 @@
  * `rowsWritten`, the two figures the platform bills — on four paths: a webhook acknowledgement
  * (`POST /webhooks/{id}`), its processing (the events consumer for that delivery), a chat completion
  * (`POST /v1/chat/completions` against the stub provider, usage recorded), and an API request (`GET /v1/me`, with
- * a JWT and with an API key). Runs the built Worker under Miniflare's own HTTP listener with `BENCH_ROWS=1`: each
- * entry point's `DB` then counts its statements' rows (src/system/bench-rows.ts) and `GET /__bench/rows` answers
- * the counts with the objects' `rowsWritten()`. Each path: one warm-up request, then --requests sequential ones,
- * then a bounded wait until the queue work they caused is done; the figures are the counters' growth divided by
- * the requests. Writes its own marked section of bench/RESULTS.md (`--label` names the column, e.g. before/after).
+ * a JWT and with an API key). Runs the benchmarks' entry (workers/bench.ts, built) under Miniflare's own HTTP
+ * listener with `BENCH_ROWS=1`: each entry point's `DB` then counts its statements' rows (bench/worker/rows.ts) and
+ * `GET /__bench/rows` answers the counts with the objects' `rowsWritten()`. Each path: one warm-up request, then
+ * --requests sequential ones, then a bounded wait until the queue work they caused is done; the figures are the
+ * counters' growth divided by the requests. Writes its own marked section of bench/RESULTS.md (`--label` names the
+ * column, e.g. before/after).
  *
  * Options: --requests <n> (per path, default 100), --label <text> (default "now"), --no-write (print only).
  */
@@ -16,7 +17,7 @@ import { randomUUID } from "node:crypto";
 import { buildWorker, githubSignature, registerWebhookEndpoint, startGateway } from "../test/helpers/node/gateway.ts";
 import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
 import { startLlmStub } from "../test/helpers/node/llm-stub.ts";
-import { BENCH_LIMITS, benchArgs, loadAverage, machineFacts, say, sleep, writeResults } from "./lib.mjs";
+import { BENCH_LIMITS, BENCH_MAIN, benchArgs, loadAverage, machineFacts, say, sleep, writeResults } from "./lib.mjs";
 
 const args = benchArgs({ counts: { requests: 100 }, flags: ["no-write"], texts: { label: "now" } });
 const N = args.count.requests;
@@ -76,6 +77,7 @@ async function measure() {
 	const stub = await startLlmStub({ record: false });
 	try {
 		const gw = await startGateway({
+			main: BENCH_MAIN,
 			assets: false,
 			bindings: {
 				BENCH_ROWS: "1",
@@ -197,7 +199,7 @@ const sum = (/** @type {Record<string, number>} */ o) => Object.values(o).reduce
 async function main() {
 	const loadBefore = loadAverage();
 	say("bench: building the Worker…");
-	await buildWorker();
+	await buildWorker("auto", BENCH_MAIN);
 	say(`bench: ${N} requests per path…`);
 	const r = await measure();
 	const facts = machineFacts(loadBefore);

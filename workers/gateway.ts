@@ -13,7 +13,6 @@ import {
 import { log } from "../src/http";
 import { usageRecorder } from "../src/llm";
 import { isRetentionRun, sweepRetention } from "../src/retention";
-import { benchRows } from "../src/system";
 import { deliveryStatusUpdater, forwarder, sweepWebhookDeliveries } from "../src/webhooks";
 
 export { CircuitBreaker } from "../durable-objects/circuit-breaker";
@@ -34,49 +33,17 @@ const HANDLERS: readonly EventHandler[] = registerHandlers([
 	forwarder({ breakers: breakerClientFor, retryScale: (env) => config(env).FORWARD_RETRY_SCALE }),
 ]);
 
-/**
- * Benchmarks only (bench/llm.mjs): with `BENCH_PASSTHROUGH_URL` set, outside production, POST
- * `/__bench/passthrough` forwards the body to that URL and returns the answer, with no checks at
- * all — the floor any Worker pays for one subrequest, against which the LLM plane is measured.
- * No wrangler.toml environment sets it.
- */
-function benchUpstream(request: Request, env: Env): string | undefined {
-	const upstream = (env as { BENCH_PASSTHROUGH_URL?: string }).BENCH_PASSTHROUGH_URL;
-	if (!upstream || env.ENVIRONMENT === "production" || !request.url.endsWith("/__bench/passthrough")) return undefined;
-	return upstream;
-}
-
-async function benchPassthrough(request: Request, upstream: string): Promise<Response> {
-	const answer = await fetch(upstream, {
-		method: "POST",
-		headers: {
-			"content-type": "application/json",
-			authorization: request.headers.get("x-upstream-authorization") ?? "",
-		},
-		body: request.body,
-	});
-	return new Response(answer.body, {
-		status: answer.status,
-		headers: { "content-type": answer.headers.get("content-type") ?? "application/json" },
-	});
-}
-
 export default {
 	fetch(request, env, ctx) {
-		const bench = benchUpstream(request, env);
-		if (bench) return benchPassthrough(request, bench);
-		const rows = benchRows(env, "fetch");
-		return rows?.route(request) ?? app.fetch(request, rows?.env ?? env, ctx);
+		return app.fetch(request, env, ctx);
 	},
 
-	async queue(batch, unmetered) {
-		const env = benchRows(unmetered, "queue")?.env ?? unmetered;
+	async queue(batch, env) {
 		if (isDeadLetterQueue(batch.queue)) await handleDeadLetterBatch(batch, env);
 		else await handleEventBatch(batch, env, HANDLERS);
 	},
 
-	async scheduled(controller, unmetered) {
-		const env = benchRows(unmetered, "scheduled")?.env ?? unmetered;
+	async scheduled(controller, env) {
 		// Every few minutes, beside the minute's webhook sweep: the tables' retention (bounded per run).
 		// Both run to the end whichever fails first; a failure is logged and then fails the invocation.
 		const results = await Promise.allSettled([

@@ -1,6 +1,6 @@
 export { type Database, database } from "./client";
 export { newId } from "./ids";
-export { meterD1, type RowsCounter, SqlMeter } from "./rows-meter";
+export { SqlMeter } from "./rows-meter";
 export {
 	type ApiKey,
 	type AuditRecord,

@@ -4,8 +4,6 @@ import { sql } from "drizzle-orm";
 import { database } from "../db";
 import { ApiError, createRouter, log, problems } from "../http";
 
-export { type BenchEntry, type BenchRows, benchRows } from "./bench-rows";
-
 type SystemEnv = { Bindings: Env };
 
 const healthz = createRoute({

@@ -24,7 +24,15 @@ export const BUILD_DIR = join(ROOT, ".tmp", "e2e-build");
 const WRANGLER_TOML = join(ROOT, "wrangler.toml");
 const MIGRATIONS_DIR = join(ROOT, "migrations");
 /** What the bundle is made from: when any of these is newer than the bundle, it is rebuilt. */
-const BUILD_INPUTS = ["src", "workers", "durable-objects", "wrangler.toml", "package-lock.json", "tsconfig.json"];
+const BUILD_INPUTS = [
+	"src",
+	"workers",
+	"durable-objects",
+	"bench/worker",
+	"wrangler.toml",
+	"package-lock.json",
+	"tsconfig.json",
+];
 const BUILD_TIMEOUT_MS = 180_000;
 const START_TIMEOUT_MS = 60_000;
 const LOG_LINES_KEPT = 2000;
@@ -74,6 +82,11 @@ export interface GatewayOptions {
 	isolates?: 1 | 2;
 	/** `auto` (default): build unless a bundle newer than every source exists; `always`; `never`. */
 	build?: "auto" | "always" | "never";
+	/**
+	 * The Worker script to bundle and run, from the repository root: wrangler.toml's `main` (default), or
+	 * `workers/bench.ts`, the benchmarks' entry with its extra routes. Either runs with wrangler.toml's bindings.
+	 */
+	main?: string;
 	/** Extra or overriding bindings (vars, secrets) on top of wrangler.toml's `[vars]`. */
 	bindings?: Record<string, string>;
 	/**
@@ -172,20 +185,24 @@ function bundleName(main: string): string {
 	return `${basename(main).replace(/\.[cm]?[jt]sx?$/, "")}.js`;
 }
 
-let building: Promise<string> | undefined;
+const building = new Map<string, Promise<string>>();
 
 /**
  * Bundles the Worker as `wrangler deploy --dry-run` does, for wrangler.toml's top-level environment
  * (`--env=""`: the staging/production environments have remote-only bindings), into
- * `.tmp/e2e-build/`. Once per process; skipped (`auto`) when the bundle is newer than its sources.
+ * `.tmp/e2e-build/`: wrangler.toml's `main`, or the script `main` given (as `wrangler deploy <script>`).
+ * Once per process and script; skipped (`auto`) when the bundle is newer than its sources.
  * Safe to run from several processes at once: each builds into its own directory and renames the
  * finished files into place (a rename replaces a file atomically).
  */
-export function buildWorker(mode: "auto" | "always" | "never" = "auto"): Promise<string> {
-	building ??= (async () => {
+export function buildWorker(mode: "auto" | "always" | "never" = "auto", main?: string): Promise<string> {
+	const key = main ?? "";
+	const running = building.get(key);
+	if (running) return running;
+	const build = (async () => {
 		const config = unstable_readConfig({ config: WRANGLER_TOML });
 		if (!config.main) throw new Error("wrangler.toml has no main");
-		const name = bundleName(config.main);
+		const name = bundleName(main ?? config.main);
 		const bundle = join(BUILD_DIR, name);
 		const built = mtime(bundle);
 		if (mode === "never") {
@@ -204,7 +221,17 @@ export function buildWorker(mode: "auto" | "always" | "never" = "auto"): Promise
 			);
 			await run(
 				process.execPath,
-				[wrangler, "deploy", "--dry-run", "--env=", "--outdir", staging, "--config", WRANGLER_TOML],
+				[
+					wrangler,
+					"deploy",
+					...(main ? [main] : []),
+					"--dry-run",
+					"--env=",
+					"--outdir",
+					staging,
+					"--config",
+					WRANGLER_TOML,
+				],
 				BUILD_TIMEOUT_MS,
 			);
 			// Map first, then the bundle: a reader that sees the new bundle also sees its map.
@@ -220,10 +247,9 @@ export function buildWorker(mode: "auto" | "always" | "never" = "auto"): Promise
 		}
 		return bundle;
 	})();
-	building.catch(() => {
-		building = undefined;
-	});
-	return building;
+	building.set(key, build);
+	build.catch(() => building.delete(key));
+	return build;
 }
 
 // ---------------------------------------------------------------- D1 migrations
@@ -316,7 +342,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 
 /** Builds (if needed) and starts the gateway; resolves once D1 is migrated and it listens. */
 export async function startGateway(options: GatewayOptions = {}): Promise<Gateway> {
-	const bundle = await buildWorker(options.build);
+	const bundle = await buildWorker(options.build, options.main);
 	const { name, vars: configVars, worker } = configuredWorker();
 	const vars: Record<string, unknown> = {
 		...configVars,

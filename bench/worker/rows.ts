@@ -1,5 +1,5 @@
 /** Benchmarks only (bench/rows.mjs): counts the D1 and Durable Object rows each entry point writes. */
-import { meterD1, type RowsCounter } from "../db";
+import { meterD1, type RowsCounter } from "./d1-meter";
 
 /** The Worker's entry points, each with its own D1 counter. */
 export type BenchEntry = "fetch" | "queue" | "scheduled";
