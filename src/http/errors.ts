@@ -116,8 +116,22 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
 	405: "method-not-allowed",
 	413: "payload-too-large",
 	415: "unsupported-media-type",
+	429: "rate-limited",
 	431: "headers-too-large",
+	503: "dependency-unavailable",
 };
+
+/** An HTTPException response's headers that describe its body, which the problem replaces. */
+const BODY_HEADERS = new Set(["content-type", "content-length", "content-encoding", "transfer-encoding"]);
+
+/** The headers of an HTTPException's response (WWW-Authenticate, Retry-After…), for the problem that stands in for it. */
+function exceptionHeaders(err: HTTPException): Record<string, string> {
+	const headers: Record<string, string> = {};
+	err.res?.headers.forEach((value, name) => {
+		if (!BODY_HEADERS.has(name)) headers[name] = value;
+	});
+	return headers;
+}
 
 /** Turns anything thrown into an ApiError; unknown errors become a generic `internal`. */
 export function toApiError(err: unknown): ApiError {
@@ -130,7 +144,7 @@ export function toApiError(err: unknown): ApiError {
 			return new ApiError("malformed-json", "The request body is not valid JSON.");
 		}
 		const code = STATUS_CODES[err.status];
-		if (code) return new ApiError(code, undefined, { reason: err.message });
+		if (code) return new ApiError(code, undefined, { headers: exceptionHeaders(err), reason: err.message });
 	}
 	return new ApiError("internal", "An unexpected error occurred.", {
 		reason: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
@@ -139,7 +153,11 @@ export function toApiError(err: unknown): ApiError {
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 
-/** Renders an ApiError as RFC 9457 problem JSON with `code` and `requestId`. */
+/**
+ * Renders an ApiError as RFC 9457 problem JSON with `code` and `requestId`. `instance` is the request's path as
+ * sent (percent-encoded; never its query, which may carry secrets): the route that failed, beside `requestId`
+ * (also the `x-request-id` header and a field of the request's log lines), which finds this occurrence.
+ */
 export function problemResponse(c: Context, error: ApiError): Response {
 	const requestId = c.get("requestId") as string | undefined;
 	const body = {
@@ -147,6 +165,7 @@ export function problemResponse(c: Context, error: ApiError): Response {
 		title: TITLES[error.code],
 		status: error.status,
 		detail: error.message,
+		instance: new URL(c.req.url).pathname,
 		code: error.code,
 		requestId,
 		...(error.errors ? { errors: error.errors } : {}),

@@ -23,6 +23,7 @@ export const ProblemSchema = z
 		title: z.string(),
 		status: z.number().int(),
 		detail: z.string(),
+		instance: z.string().openapi({ description: "The request's path, without its query" }),
 		code: z.string(),
 		requestId: z.string(),
 		errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),

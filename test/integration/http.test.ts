@@ -1,7 +1,8 @@
 /** The HTTP core through the whole app: ids, tracing, headers, and every kind of bad input → the right 4xx problem. */
 import { env } from "cloudflare:workers";
+import { HTTPException } from "hono/http-exception";
 import { describe, expect, it } from "vitest";
-import { call, expectProblem } from "../helpers/gateway";
+import { call, expectProblem, type Problem } from "../helpers/gateway";
 import { hsToken, seedTenant } from "../helpers/identity";
 
 const OPERATOR = env.OPERATOR_TENANT;
@@ -181,5 +182,55 @@ describe("bad input gives a 4xx problem, never a 500", () => {
 		const res = await app.request("/boom", {}, env);
 		const body = await expectProblem(res, 500, "internal");
 		expect(JSON.stringify(body)).not.toContain("secret internal detail");
+	});
+});
+
+describe("problem responses", () => {
+	it("name the request's path as instance, never its query", async () => {
+		const res = await call("/v2/nothing/%C3%A9t%C3%A9?api_key=sk-secret-in-query");
+		const text = await res.clone().text();
+		const body = (await expectProblem(res, 404, "not-found")) as Problem & { instance?: string };
+		expect(body.instance).toBe("/v2/nothing/%C3%A9t%C3%A9");
+		expect(text).not.toContain("sk-secret-in-query");
+	});
+
+	it("declare instance in the OpenAPI Problem schema", async () => {
+		const doc = (await (await call("/openapi.json")).json()) as {
+			components: { schemas: { Problem: { properties: Record<string, unknown>; required: string[] } } };
+		};
+		expect(doc.components.schemas.Problem.properties).toHaveProperty("instance");
+		expect(doc.components.schemas.Problem.required).toContain("instance");
+	});
+
+	it("leave OpenAI-shaped errors as they are", async () => {
+		const res = await call("/v1/models");
+		expect(res.status).toBe(401);
+		expect(Object.keys((await res.json()) as object)).toEqual(["error"]);
+	});
+
+	it("keep the headers an HTTPException carries (WWW-Authenticate on 401, Retry-After on 429 and 503)", async () => {
+		const { createApp } = await import("../../src/app");
+		const app = createApp();
+		const thrown = {
+			401: {
+				code: "invalid-token",
+				header: "www-authenticate",
+				value: 'Bearer realm="edgeway", error="invalid_token"',
+			},
+			429: { code: "rate-limited", header: "retry-after", value: "7" },
+			503: { code: "dependency-unavailable", header: "retry-after", value: "30" },
+		} as const;
+		app.get("/http-exception/:status", (c) => {
+			const status = Number(c.req.param("status")) as keyof typeof thrown;
+			const { header, value } = thrown[status];
+			const res = new Response("plain text", { headers: { [header]: value, "content-type": "text/plain" } });
+			throw new HTTPException(status, { res, message: "thrown by a middleware" });
+		});
+		for (const [status, { code, header, value }] of Object.entries(thrown)) {
+			const res = await app.request(`/http-exception/${status}`, {}, env);
+			await expectProblem(res, Number(status), code);
+			expect(res.headers.get(header)).toBe(value);
+			expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+		}
 	});
 });
