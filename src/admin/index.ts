@@ -1,5 +1,5 @@
 /** The admin API: `/v1/admin/*`, scope `admin`. */
-import { deadLetterRoutes } from "../events";
+import { deadLetterRoutes } from "../dead-letters";
 import { type AppEnv, createRouter } from "../http";
 import * as handlers from "./handlers";
 import * as routes from "./routes";

@@ -6,6 +6,7 @@
 import { and, desc, eq, isNotNull } from "drizzle-orm";
 import type { BatchItem, BatchResponse } from "drizzle-orm/batch";
 import { auditLog, type Database, database } from "../db";
+import { perIsolate, sleep, TIMED_OUT, within } from "../lib";
 import { chainHash, GENESIS_HASH, normalizeJson } from "./chain";
 
 export interface AuditEntry {
@@ -137,8 +138,6 @@ function inserts(db: Database, rows: ChainedRow[]) {
 	return statements;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /** Runs `attempt` again, after a random delay, each time it loses the seq race; any other error propagates. */
 async function retryOnSeqConflict<T>(attempt: () => Promise<T>): Promise<T> {
 	for (let n = 1; ; n++) {
@@ -160,7 +159,7 @@ interface Queue {
 }
 
 /** Per D1 binding, per tenant with writers in flight. */
-const queues = new WeakMap<D1Database, Map<string, Queue>>();
+const queues = perIsolate((_d1: D1Database) => new Map<string, Queue>());
 
 /**
  * Lines the isolate's writers of the same tenants up, so concurrent requests in one isolate do not race
@@ -169,11 +168,7 @@ const queues = new WeakMap<D1Database, Map<string, Queue>>();
  * a waiter goes ahead once its line has not moved for that long.
  */
 async function inTenantQueues<T>(d1: D1Database, tenantIds: string[], fn: () => Promise<T>): Promise<T> {
-	let lines = queues.get(d1);
-	if (!lines) {
-		lines = new Map();
-		queues.set(d1, lines);
-	}
+	const lines = queues(d1);
 	let release = () => {};
 	const mine = new Promise<void>((resolve) => {
 		release = resolve;
@@ -200,12 +195,7 @@ async function inTenantQueues<T>(d1: D1Database, tenantIds: string[], fn: () => 
 	if (ahead.length > 0) {
 		const done = Promise.all(ahead).then(() => true);
 		for (;;) {
-			let timer: ReturnType<typeof setTimeout> | undefined;
-			const timeout = new Promise<false>((resolve) => {
-				timer = setTimeout(() => resolve(false), LOCK_WAIT_MS);
-			});
-			const finished = await Promise.race([done, timeout]);
-			clearTimeout(timer);
+			const finished = (await within(done, LOCK_WAIT_MS)) !== TIMED_OUT;
 			if (finished || joined.every((line) => Date.now() - line.movedAt >= LOCK_WAIT_MS)) break;
 		}
 	}

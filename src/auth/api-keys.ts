@@ -5,7 +5,7 @@
 import { eq, sql } from "drizzle-orm";
 import { type Limits, parseScopes, type Scope, type TierName, TierNameSchema } from "../config";
 import { apiKeys, database, newId } from "../db";
-import { sha256Hex, TtlLru, timingSafeEqualStrings, toHex } from "../lib";
+import { randomHex, sha256Hex, TtlLru, timingSafeEqualStrings } from "../lib";
 import type { AuthResult } from "./principal";
 import { parseLimits } from "./tenants";
 
@@ -35,7 +35,7 @@ export function looksLikeApiKey(value: string): boolean {
 /** Makes a new key. Returns the secret once; store only `prefix` and `hash`. */
 export async function generateApiKey(): Promise<{ key: string; prefix: string; hash: string }> {
 	const prefix = newId("ew", 12);
-	const key = `${prefix}_${toHex(crypto.getRandomValues(new Uint8Array(32)))}`;
+	const key = `${prefix}_${randomHex(32)}`;
 	return { key, prefix, hash: sha256Hex(key) };
 }
 

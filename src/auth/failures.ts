@@ -5,6 +5,7 @@
 import { appendAudit } from "../audit";
 import { config } from "../config";
 import { log } from "../http";
+import { errorMessage, perIsolate, sleep } from "../lib";
 import type { AuthFailureReason } from "./principal";
 
 /** Distinct tenants tracked per window; failures beyond are counted under the operator tenant. */
@@ -47,7 +48,7 @@ export class FailureRecorder {
 		if (!(options.windowMs > 0)) throw new Error("FailureRecorder: windowMs must be positive");
 		this.#options = options;
 		this.#now = options.now ?? Date.now;
-		this.#sleep = options.sleep ?? ((ms) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+		this.#sleep = options.sleep ?? sleep;
 	}
 
 	/**
@@ -112,14 +113,15 @@ export class FailureRecorder {
 		this.#flushing = this.#options.write(entries).catch((err) => {
 			log("error", "failure audit write failed", {
 				action: this.#options.action ?? "auth.failed",
-				error: err instanceof Error ? err.message : String(err),
+				error: errorMessage(err),
 			});
 		});
 		await this.#flushing;
 	}
 }
 
-const recorders = new WeakMap<object, Map<string, FailureRecorder>>();
+/** Per environment, the isolate's recorders by action. */
+const recorders = perIsolate((_env: Env) => new Map<string, FailureRecorder>());
 
 /**
  * The isolate's recorder for `action` in this environment: windows of AUTH_FAILURE_WINDOW_S, written to
@@ -129,11 +131,7 @@ export function failureRecorderFor(
 	env: Env,
 	options: { action: string; subjectsKey: string } = { action: "auth.failed", subjectsKey: "claimedTenants" },
 ): FailureRecorder {
-	let byAction = recorders.get(env);
-	if (!byAction) {
-		byAction = new Map();
-		recorders.set(env, byAction);
-	}
+	const byAction = recorders(env);
 	let recorder = byAction.get(options.action);
 	if (!recorder) {
 		const cfg = config(env);

@@ -6,7 +6,7 @@
 import { createRemoteJWKSet, decodeProtectedHeader, errors, type JWTPayload, jwtVerify } from "jose";
 import { z } from "zod";
 import { parseScopes, type Scope, type TierName, TierNameSchema } from "../config";
-import { sha256Hex, TtlLru } from "../lib";
+import { fromBase64Text, sha256Hex, TtlLru } from "../lib";
 import type { AuthFailureReason, AuthResult } from "./principal";
 
 export const HMAC_ALGORITHMS = ["HS256"] as const;
@@ -95,7 +95,9 @@ function unverifiedTenant(token: string): string | undefined {
 	try {
 		const part = token.split(".")[1];
 		if (!part || part.length > 4096) return undefined;
-		const json = JSON.parse(atob(part.replace(/-/g, "+").replace(/_/g, "/"))) as { tid?: unknown };
+		const text = fromBase64Text(part);
+		if (text === null) return undefined;
+		const json = JSON.parse(text) as { tid?: unknown };
 		return typeof json.tid === "string" && json.tid.length <= 128 ? json.tid : undefined;
 	} catch {
 		return undefined;

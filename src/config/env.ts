@@ -1,5 +1,6 @@
 /** The Worker's string vars and secrets, parsed once per isolate with zod. */
 import { z } from "zod";
+import { perIsolate } from "../lib";
 
 const optionalString = z
 	.string()
@@ -62,22 +63,16 @@ export const ConfigSchema = z.object({
 
 export type Config = z.infer<typeof ConfigSchema>;
 
-const cache = new WeakMap<object, Config>();
-
 /** Parses (and caches per env object) the configuration; a bad value fails loudly at start-up. */
-export function config(env: Env): Config {
-	let parsed = cache.get(env);
-	if (!parsed) {
-		const result = ConfigSchema.safeParse(env);
-		if (!result.success) {
-			const fields = result.error.issues.map((i) => i.path.join(".")).join(", ");
-			throw new Error(`Invalid Worker configuration: ${fields}`);
-		}
-		parsed = result.data;
-		if (parsed.ENVIRONMENT === "production" && parsed.JWT_HS256_SECRET) {
-			throw new Error("Invalid Worker configuration: HS256 secrets are for development only");
-		}
-		cache.set(env, parsed);
+export const config = perIsolate((env: Env): Config => {
+	const result = ConfigSchema.safeParse(env);
+	if (!result.success) {
+		const fields = result.error.issues.map((i) => i.path.join(".")).join(", ");
+		throw new Error(`Invalid Worker configuration: ${fields}`);
+	}
+	const parsed = result.data;
+	if (parsed.ENVIRONMENT === "production" && parsed.JWT_HS256_SECRET) {
+		throw new Error("Invalid Worker configuration: HS256 secrets are for development only");
 	}
 	return parsed;
-}
+});

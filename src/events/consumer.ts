@@ -2,7 +2,7 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
 import { type Database, database, eventFailures, processedEvents } from "../db";
 import { log, parseTraceparent } from "../http";
-import { errorText } from "../lib";
+import { errorText, orTimeout } from "../lib";
 import { recordInvalidMessage } from "./dead-letters";
 import { type EventEnvelope, EventEnvelopeSchema } from "./envelope";
 import type { EventHandler } from "./handler";
@@ -152,7 +152,11 @@ async function consume(
 	await Promise.all(
 		pending.map(async (h) => {
 			try {
-				await withTimeout(h.handle(event, env), timeoutMs, h.name);
+				await orTimeout(
+					h.handle(event, env),
+					timeoutMs,
+					() => new Error(`handler ${h.name} timed out after ${timeoutMs} ms`),
+				);
 			} catch (err) {
 				failures.push({ handler: h.name, error: errorText(err) });
 				return;
@@ -260,16 +264,4 @@ async function recordFailures(db: Database, eventId: string, failures: Failure[]
 			}),
 	);
 	if (first) await db.batch([first, ...rest]);
-}
-
-async function withTimeout(work: Promise<void>, ms: number, handler: string): Promise<void> {
-	let timer: ReturnType<typeof setTimeout> | undefined;
-	const timeout = new Promise<never>((_, reject) => {
-		timer = setTimeout(() => reject(new Error(`handler ${handler} timed out after ${ms} ms`)), ms);
-	});
-	try {
-		await Promise.race([work, timeout]);
-	} finally {
-		clearTimeout(timer);
-	}
 }

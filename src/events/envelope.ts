@@ -1,5 +1,6 @@
 /** The one event envelope every plane publishes: typed, versioned, validated with zod at both ends. */
 import { z } from "zod";
+import { randomHex } from "../lib";
 
 export const EVENT_VERSION = 1;
 
@@ -27,7 +28,7 @@ export function newEvent(
 		Partial<Pick<EventEnvelope, "id" | "traceparent">>,
 ): EventEnvelope {
 	return {
-		id: fields.id ?? `ev_${crypto.randomUUID().replace(/-/g, "")}`,
+		id: fields.id ?? `ev_${randomHex(16)}`,
 		type: fields.type,
 		version: EVENT_VERSION,
 		tenantId: fields.tenantId,

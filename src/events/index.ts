@@ -1,3 +1,4 @@
+/** The events backbone: one envelope, publishing onto the EVENTS queue, the consumer that fans events out to handlers, and the dead-letter queue's consumer. */
 export {
 	type ConsumerOptions,
 	HANDLER_TIMEOUT_MS,
@@ -6,16 +7,7 @@ export {
 	type MessageOutcome,
 	registerHandlers,
 } from "./consumer";
-export { deadLetterRoutes } from "./dead-letter-api";
-export {
-	handleDeadLetterBatch,
-	INVALID_EVENT_TYPE,
-	MAX_REPLAY_BATCH,
-	type ReplayActor,
-	type ReplayResult,
-	recordDeadLetter,
-	replayDeadLetters,
-} from "./dead-letters";
+export { handleDeadLetterBatch, INVALID_EVENT_TYPE, recordDeadLetter } from "./dead-letters";
 export { EVENT_VERSION, type EventEnvelope, EventEnvelopeSchema, newEvent } from "./envelope";
 export type { EventHandler } from "./handler";
 export { MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, publish } from "./publish";

@@ -1,5 +1,6 @@
 /** Request id and W3C trace context: accepted or started, echoed, and kept on the context. */
 import type { MiddlewareHandler } from "hono";
+import { randomHex } from "../lib";
 
 export interface TraceContext {
 	traceId: string;
@@ -20,13 +21,6 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const ZERO_TRACE = "0".repeat(32);
 const ZERO_SPAN = "0".repeat(16);
-
-function randomHex(bytes: number): string {
-	const buf = crypto.getRandomValues(new Uint8Array(bytes));
-	let out = "";
-	for (const b of buf) out += b.toString(16).padStart(2, "0");
-	return out;
-}
 
 /** Parses a traceparent header (version 00 rules; unknown versions are read as 00 per the spec). */
 export function parseTraceparent(value: string | undefined | null): TraceContext | undefined {

@@ -33,6 +33,11 @@ export function errorText(err: unknown, max = MAX_ERROR_CHARS): string {
 	return truncate(text, max);
 }
 
+/** `err`'s message, or the thrown value as text: as it is, neither redacted nor bounded (see {@link errorText}). */
+export function errorMessage(err: unknown): string {
+	return err instanceof Error ? err.message : String(err);
+}
+
 /** Cuts `text` to `max` characters, marking the cut. */
 export function truncate(text: string, max: number): string {
 	return text.length <= max ? text : `${text.slice(0, max - 1)}…`;

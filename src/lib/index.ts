@@ -4,7 +4,7 @@
  * of Hono, bindings or tenants.
  */
 export { fromBase64, fromBase64Text, fromHex, randomHex, toBase64, toBase64Url, toHex } from "./encoding";
-export { errorText, MAX_ERROR_CHARS, truncate } from "./error-text";
+export { errorMessage, errorText, MAX_ERROR_CHARS, truncate } from "./error-text";
 export { bytesEqual, sha256Hex, timingSafeEqualStrings } from "./hash";
 export { canonicalJson, isRecord } from "./json";
 export { exceedsJsonDepth, MAX_JSON_DEPTH } from "./json-depth";

@@ -21,7 +21,7 @@ import {
 	type RequestContextVariables,
 	waitUntil,
 } from "../http";
-import { sha256Hex } from "../lib";
+import { randomHex, sha256Hex, toBase64 } from "../lib";
 import { leaseClientFor, takeAdmission, webhookSubjects } from "../ratelimit";
 import { type EndpointView, endpointView } from "./endpoints";
 import { type DeliveryRef, publishDelivery, recordEnqueueFailures, SWEEP_AFTER_MS } from "./enqueue";
@@ -61,12 +61,6 @@ function boundedFields(verified: VerifySuccess, contentType: string | null) {
 	if (errors.length > 0) {
 		throw new ApiError("validation-failed", "The delivery carries a value larger than Edgeway stores.", { errors });
 	}
-}
-
-function toBase64(bytes: Uint8Array): string {
-	let bin = "";
-	for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-	return btoa(bin);
 }
 
 const EndpointParams = z.object({
@@ -239,7 +233,7 @@ async function store(c: Context<IngestEnv>, verified: VerifySuccess, body: Uint8
 
 	const db = database(c.env.DB);
 	const sourceId = verified.deliveryId ?? `sha256:${sha256Hex(body)}`;
-	const rowId = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
+	const rowId = `wd_${randomHex(10)}`;
 	const ref = (id: string, eventType: string | null): DeliveryRef => ({
 		id,
 		tenantId: endpoint.tenantId,

@@ -10,7 +10,7 @@ import { config } from "../config";
 import { database, webhookDeliveries, webhookEndpoints } from "../db";
 import type { EventEnvelope, EventHandler } from "../events";
 import { checkOutboundUrl, guardedFetch, log, OutboundUrlError } from "../http";
-import { errorText } from "../lib";
+import { errorText, fromBase64 } from "../lib";
 import { unseal } from "../storage";
 import { encryptionKey } from "./endpoints";
 import { type EnqueueFailure, publishDelivery, recordEnqueueFailures } from "./enqueue";
@@ -72,13 +72,6 @@ export interface ForwarderOptions {
 	timeoutMs?: number;
 	/** Multiplies the retry schedule (1 in production), read from the environment. */
 	retryScale?: (env: Env) => number;
-}
-
-function fromBase64(text: string): Uint8Array {
-	const bin = atob(text);
-	const out = new Uint8Array(bin.length);
-	for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-	return out;
 }
 
 /** POSTs the verified payload to the endpoint's destination, signed with Standard Webhooks. */
@@ -157,7 +150,9 @@ export function forwarder(options: ForwarderOptions): EventHandler {
 					if (!object) throw new Error(`payload ${delivery.payloadKey} missing from R2`);
 					body = new Uint8Array(await object.arrayBuffer());
 				} else {
-					body = fromBase64(delivery.payload ?? "");
+					const stored = fromBase64(delivery.payload ?? "");
+					if (!stored) throw new Error("stored payload is not base64");
+					body = stored;
 				}
 				const [secret] = JSON.parse(
 					await unseal(encryptionKey(env), event.tenantId, endpoint.destinationSecret),

@@ -13,7 +13,7 @@
  *  - answer blocks other than text and tool use (thinking, server tools) are not translated.
  */
 import { z } from "zod";
-import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../../lib";
+import { errorMessage, exceedsJsonDepth, isRecord, MAX_JSON_DEPTH } from "../../lib";
 import { readSse } from "../sse";
 import type {
 	ChatCompletion,
@@ -239,10 +239,8 @@ function toolUseBlock(call: ToolCall, provider: string): ToolUseBlock {
 	} catch {
 		input = undefined;
 	}
-	if (typeof input !== "object" || input === null || Array.isArray(input)) {
-		throw badRequest(provider, `the arguments of tool call ${call.id} are not a JSON object`);
-	}
-	return { type: "tool_use", id: call.id, name: call.function.name, input: input as Record<string, unknown> };
+	if (!isRecord(input)) throw badRequest(provider, `the arguments of tool call ${call.id} are not a JSON object`);
+	return { type: "tool_use", id: call.id, name: call.function.name, input };
 }
 
 function toolChoice(choice: ToolChoice | undefined, parallel: boolean | undefined): AnthropicToolChoice | undefined {
@@ -516,7 +514,7 @@ async function* translateStream(
 		}
 	} catch (err) {
 		if (err instanceof ProviderError) throw err;
-		throw streamError(provider, err instanceof Error ? err.message : String(err));
+		throw streamError(provider, errorMessage(err));
 	}
 	throw streamError(provider, "the stream ended before message_stop");
 }

@@ -3,6 +3,7 @@
  * given an OpenAI-shaped request for one upstream model and answers OpenAI shapes. It knows nothing of
  * routing, retries, breakers, budgets or caching; those belong to the router (src/llm/router.ts).
  */
+import { errorMessage } from "../../lib";
 import type { ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingsRequest, EmbeddingsResponse } from "../types";
 
 export const PROVIDER_KINDS = ["openai", "anthropic", "openai-compatible", "workers-ai"] as const;
@@ -120,8 +121,5 @@ export async function httpError(response: Response, provider: string): Promise<P
 export function fetchError(err: unknown, signal: AbortSignal, provider: string): ProviderError {
 	if (err instanceof ProviderError) return err;
 	if (signal.aborted) return new ProviderError("timeout", `${provider} did not answer in time`);
-	return new ProviderError(
-		"connection",
-		`${provider} could not be reached: ${err instanceof Error ? err.message : String(err)}`,
-	);
+	return new ProviderError("connection", `${provider} could not be reached: ${errorMessage(err)}`);
 }

@@ -6,6 +6,7 @@
  * did not ask for it.
  */
 
+import { errorMessage, isRecord } from "../../lib";
 import { readSse } from "../sse";
 import type { ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingsRequest, EmbeddingsResponse } from "../types";
 import { fetchError, httpError, type Provider, type ProviderCall, ProviderError } from "./interface";
@@ -137,14 +138,7 @@ async function* openAiChunks(body: ReadableStream<Uint8Array>, provider: string)
 		}
 	} catch (err) {
 		if (err instanceof ProviderError) throw err;
-		throw new ProviderError(
-			"stream",
-			`${provider} stream broke off: ${err instanceof Error ? err.message : String(err)}`,
-		);
+		throw new ProviderError("stream", `${provider} stream broke off: ${errorMessage(err)}`);
 	}
 	throw new ProviderError("stream", `${provider} stream ended without [DONE]`);
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-	return typeof value === "object" && value !== null && !Array.isArray(value);
 }

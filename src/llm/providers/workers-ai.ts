@@ -10,6 +10,7 @@
  * The translation is kept in this file rather than taken from `@cloudflare/ai-utils`, whose second
  * copy of zod would weigh more than the few mappings below.
  */
+import { errorMessage, isRecord, randomHex, toBase64, untilAborted } from "../../lib";
 import { readSse } from "../sse";
 import type {
 	ChatCompletion,
@@ -347,10 +348,7 @@ async function* translateStream(
 		}
 	} catch (err) {
 		if (err instanceof ProviderError) throw err;
-		throw new ProviderError(
-			"stream",
-			`${provider} stream broke off: ${err instanceof Error ? err.message : String(err)}`,
-		);
+		throw new ProviderError("stream", `${provider} stream broke off: ${errorMessage(err)}`);
 	}
 	if (!done) throw new ProviderError("stream", `${provider} stream ended without [DONE]`);
 	toolCalls.finish();
@@ -469,7 +467,7 @@ const ERROR_CODES: Record<number, 429 | 400 | "timeout"> = {
 function runError(err: unknown, signal: AbortSignal, provider: string): ProviderError {
 	if (err instanceof ProviderError) return err;
 	if (signal.aborted) return new ProviderError("timeout", `${provider} did not answer in time`);
-	const message = err instanceof Error ? err.message : String(err);
+	const message = errorMessage(err);
 	const code = Number(isRecord(err) && err.code !== undefined ? err.code : /(?:^|\D)(\d{4}):/.exec(message)?.[1]);
 	const mapped =
 		ERROR_CODES[code] ??
@@ -483,16 +481,6 @@ function runError(err: unknown, signal: AbortSignal, provider: string): Provider
 	return new ProviderError("http", `${provider} failed (${status}): ${message.slice(0, 200)}`, {
 		status,
 		upstreamMessage: status === 400 ? message.slice(0, 500) : undefined,
-	});
-}
-
-/** `promise`, or a rejection as soon as `signal` fires: the attempt's timeout holds even if the binding ignores the signal. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-	if (signal.aborted) return Promise.reject(signal.reason);
-	return new Promise<T>((resolve, reject) => {
-		const onAbort = () => reject(signal.reason);
-		signal.addEventListener("abort", onAbort, { once: true });
-		promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
 	});
 }
 
@@ -530,20 +518,13 @@ function argumentsText(value: unknown): string | undefined {
 }
 
 function newCallId(): string {
-	return `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
+	return `call_${randomHex(12)}`;
 }
 
 function base64Floats(values: number[]): string {
-	const bytes = new Uint8Array(new Float32Array(values).buffer);
-	let binary = "";
-	for (const byte of bytes) binary += String.fromCharCode(byte);
-	return btoa(binary);
+	return toBase64(new Float32Array(values).buffer);
 }
 
 function isStringArray(values: readonly unknown[]): values is string[] {
 	return values.every((value) => typeof value === "string");
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-	return typeof value === "object" && value !== null && !Array.isArray(value);
 }

@@ -1,5 +1,5 @@
 /** Byte, encoding, MAC and timestamp helpers shared by the per-source verifiers. */
-import { exceedsJsonDepth } from "../../lib";
+import { bytesEqual, exceedsJsonDepth, fromBase64, isRecord } from "../../lib";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
@@ -37,33 +37,12 @@ export function readHeader(headers: Headers, name: string): string | null {
 	return value ? value : null;
 }
 
-/** Strict hex (even length, any case); null when it is not. */
-export function decodeHex(value: string): Uint8Array | null {
-	if (value.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(value)) return null;
-	const out = new Uint8Array(value.length / 2);
-	for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(value.slice(i * 2, i * 2 + 2), 16);
-	return out;
-}
-
-/** Base64, standard or URL-safe alphabet, padding optional; null when it is not. */
+/**
+ * Base64 as senders write MACs and keys: standard or URL-safe alphabet (even mixed), padding optional
+ * (any trailing `=` is dropped); null when it is not base64.
+ */
 export function decodeBase64(value: string): Uint8Array | null {
-	const normalised = value.replace(/-/g, "+").replace(/_/g, "/").replace(/=+$/, "");
-	if (!/^[A-Za-z0-9+/]*$/.test(normalised) || normalised.length % 4 === 1) return null;
-	try {
-		const binary = atob(normalised.padEnd(Math.ceil(normalised.length / 4) * 4, "="));
-		const out = new Uint8Array(binary.length);
-		for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
-		return out;
-	} catch {
-		return null;
-	}
-}
-
-/** Standard base64 with padding. */
-export function encodeBase64(bytes: Uint8Array): string {
-	let binary = "";
-	for (const b of bytes) binary += String.fromCharCode(b);
-	return btoa(binary);
+	return fromBase64(value.replace(/-/g, "+").replace(/_/g, "/").replace(/=+$/, ""));
 }
 
 export async function hmac(algorithm: HmacAlgorithm, key: Uint8Array, content: Uint8Array): Promise<Uint8Array> {
@@ -71,11 +50,6 @@ export async function hmac(algorithm: HmacAlgorithm, key: Uint8Array, content: U
 		"sign",
 	]);
 	return new Uint8Array(await crypto.subtle.sign("HMAC", cryptoKey, content));
-}
-
-/** Constant-time equality; different lengths are unequal (lengths here are public: they are the hash's). */
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-	return a.byteLength === b.byteLength && crypto.subtle.timingSafeEqual(a, b);
 }
 
 /**
@@ -128,10 +102,6 @@ export function readJsonObject(body: Uint8Array): Record<string, unknown> | null
 	} catch {
 		return null;
 	}
-}
-
-export function isRecord(value: unknown): value is Record<string, unknown> {
-	return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** A non-empty string field of a JSON object, or null. */

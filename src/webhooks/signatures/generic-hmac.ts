@@ -2,17 +2,9 @@
  * Generic HMAC: a configurable header, hash and encoding, an optional literal prefix, and an optional
  * timestamp header that makes the signed content `${timestamp}.${body}` and brings in the tolerance.
  */
-import {
-	decodeBase64,
-	decodeHex,
-	isFresh,
-	macLength,
-	matchHmac,
-	parseUnixSeconds,
-	readHeader,
-	utf8,
-	withPrefix,
-} from "./bytes";
+
+import { fromHex } from "../../lib";
+import { decodeBase64, isFresh, macLength, matchHmac, parseUnixSeconds, readHeader, utf8, withPrefix } from "./bytes";
 import { DEFAULT_TOLERANCE_SECONDS, fail, type VerifyInput, type VerifyResult } from "./schema";
 
 export const DEFAULT_SIGNATURE_HEADER = "x-signature";
@@ -25,7 +17,7 @@ export async function verifyGenericHmac({ config, secrets, headers, body, now }:
 	const prefix = config.signaturePrefix ?? "";
 	if (!header.startsWith(prefix)) return fail("malformed-signature");
 	const encoded = header.slice(prefix.length);
-	const signature = config.encoding === "base64" ? decodeBase64(encoded) : decodeHex(encoded);
+	const signature = config.encoding === "base64" ? decodeBase64(encoded) : fromHex(encoded);
 	if (signature?.byteLength !== macLength(algorithm)) return fail("malformed-signature");
 
 	let seconds: number | null = null;

@@ -1,5 +1,7 @@
 /** GitHub: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 of the body with the secret's UTF-8 bytes. */
-import { decodeHex, matchHmac, readHeader, utf8 } from "./bytes";
+
+import { fromHex } from "../../lib";
+import { matchHmac, readHeader, utf8 } from "./bytes";
 import { fail, type VerifyInput, type VerifyResult } from "./schema";
 
 const SIGNATURE = /^sha256=([0-9a-fA-F]{64})$/;
@@ -8,7 +10,7 @@ export async function verifyGithub({ secrets, headers, body }: VerifyInput): Pro
 	const header = readHeader(headers, "x-hub-signature-256");
 	if (header === null) return fail("missing-signature");
 	const hex = SIGNATURE.exec(header)?.[1];
-	const signature = hex ? decodeHex(hex) : null;
+	const signature = hex ? fromHex(hex) : null;
 	if (!signature) return fail("malformed-signature");
 
 	const secretIndex = await matchHmac("sha256", secrets.map(utf8), body, [signature]);

@@ -2,10 +2,10 @@
  * Slack: `X-Slack-Signature: v0=<hex>` over `v0:${X-Slack-Request-Timestamp}:${body}`. Bodies may be
  * JSON (Events API) or form-encoded (slash commands, interactivity); ids are read from JSON only.
  */
+
+import { fromHex, isRecord } from "../../lib";
 import {
-	decodeHex,
 	isFresh,
-	isRecord,
 	matchHmac,
 	parseUnixSeconds,
 	readHeader,
@@ -22,7 +22,7 @@ export async function verifySlack({ config, secrets, headers, body, now }: Verif
 	const header = readHeader(headers, "x-slack-signature");
 	if (header === null) return fail("missing-signature");
 	const hex = SIGNATURE.exec(header)?.[1];
-	const signature = hex ? decodeHex(hex) : null;
+	const signature = hex ? fromHex(hex) : null;
 	const t = readHeader(headers, "x-slack-request-timestamp");
 	const seconds = t === null ? null : parseUnixSeconds(t);
 	if (!signature || seconds === null) return fail("malformed-signature");

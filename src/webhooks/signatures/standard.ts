@@ -3,9 +3,10 @@
  * space-separated `webhook-signature` list over `${id}.${timestamp}.${body}`. `v1` is HMAC-SHA256 keyed
  * with the base64 bytes after `whsec_`; `v1a` is Ed25519, checked against a `whpk_` public key.
  */
+
+import { toBase64 } from "../../lib";
 import {
 	decodeBase64,
-	encodeBase64,
 	hmac,
 	isFresh,
 	MAX_SIGNATURES,
@@ -100,7 +101,7 @@ async function matchStandardKeys(
 
 /** A fresh Standard Webhooks signing secret: `whsec_` and 24 random bytes in base64. */
 export function generateStandardWebhookSecret(): string {
-	return `${STANDARD_SECRET_PREFIX}${encodeBase64(crypto.getRandomValues(new Uint8Array(24)))}`;
+	return `${STANDARD_SECRET_PREFIX}${toBase64(crypto.getRandomValues(new Uint8Array(24)))}`;
 }
 
 export interface SignStandardWebhookOptions {
@@ -130,5 +131,5 @@ export async function signStandardWebhook({
 	if (key?.kind !== "hmac") throw new TypeError("signStandardWebhook: secret must be a whsec_ base64 secret");
 	const bytes = typeof body === "string" ? utf8(body) : body;
 	const mac = await hmac("sha256", key.key, withPrefix(`${id}.${timestamp}.`, bytes));
-	return `v1,${encodeBase64(mac)}`;
+	return `v1,${toBase64(mac)}`;
 }

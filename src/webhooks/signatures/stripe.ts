@@ -2,8 +2,9 @@
  * Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]` over `${t}.${body}`, HMAC-SHA256 keyed with
  * the whole `whsec_…` string as UTF-8 bytes (as the `stripe` library does). Other schemes (`v0`) are ignored.
  */
+
+import { fromHex } from "../../lib";
 import {
-	decodeHex,
 	isFresh,
 	MAX_SIGNATURES,
 	matchHmac,
@@ -31,7 +32,7 @@ export async function verifyStripe({ config, secrets, headers, body, now }: Veri
 			if (t !== null || parseUnixSeconds(value) === null) return fail("malformed-signature");
 			t = value;
 		} else if (key === "v1") {
-			const signature = decodeHex(value);
+			const signature = fromHex(value);
 			if (signature?.byteLength !== 32) return fail("malformed-signature");
 			signatures.push(signature);
 		}

@@ -3,8 +3,8 @@ import type { createRoute, RouteHandler } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { type DeadLetter, database } from "../db";
 import { ApiError, type AppEnv } from "../http";
-import type * as routes from "./dead-letter-routes";
-import * as store from "./dead-letters";
+import type * as routes from "./routes";
+import * as store from "./store";
 
 type H<R extends Parameters<typeof createRoute>[0]> = RouteHandler<R, AppEnv>;
 

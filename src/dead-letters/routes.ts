@@ -1,7 +1,7 @@
-/** Dead-letter admin route definitions (`/v1/admin/dead-letters…`). Handlers are in dead-letter-handlers.ts. */
+/** Dead-letter admin route definitions (`/v1/admin/dead-letters…`). Handlers are in handlers.ts. */
 import { createRoute, z } from "@hono/zod-openapi";
 import { BEARER, jsonResponse, problems } from "../http";
-import { MAX_REPLAY_BATCH } from "./dead-letters";
+import { MAX_REPLAY_BATCH } from "./store";
 
 const DeadLetterId = z
 	.string()

@@ -1,0 +1,374 @@
+// Fails when the import graph of src/, workers/ and durable-objects/ bends the layout DESIGN.md
+// describes: an import circle between files, a deep import into another capability (anything but its
+// index.ts), or an import one capability may not make (the table below). Run by `npm run check`;
+// `--self-test` runs the checks against small in-memory trees and fails unless each is caught.
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, join, posix, relative, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/**
+ * Which src/<capability> may import which (each only through its index.ts). `lib` is the kernel and
+ * imports nothing from src/; `http`, `config` and `db` are the base the planes stand on. `app`
+ * (src/app.ts) assembles the Hono app and may import any capability. workers/ and durable-objects/
+ * may import any capability; src/ imports neither of them, and durable-objects/ never imports workers/.
+ *
+ * To let a capability use another, add the name to its row here and say why in the commit. The table
+ * must stay a DAG (checked), and the graph of files must have no circle even inside one capability.
+ */
+export const ALLOWED = {
+	// The kernel: encodings, hashes, bounded maps, clocks (node: built-ins only, see LIB_PACKAGES).
+	lib: [],
+	// The base every plane stands on.
+	config: ["lib"],
+	db: ["lib"],
+	http: ["config", "lib"],
+	// Services the planes share, lowest first.
+	storage: ["lib"],
+	events: ["config", "db", "http", "lib"],
+	audit: ["db", "events", "http", "lib"],
+	auth: ["audit", "config", "db", "http", "lib"],
+	ratelimit: ["auth", "config", "http", "lib"],
+	breaker: ["audit", "config", "db", "events", "http", "lib"],
+	retention: ["config", "db", "http"],
+	// Planes and APIs.
+	"dead-letters": ["audit", "db", "events", "http", "lib"],
+	admin: ["audit", "auth", "config", "db", "dead-letters", "http"],
+	webhooks: ["audit", "auth", "breaker", "config", "db", "events", "http", "lib", "ratelimit", "storage"],
+	llm: ["audit", "auth", "breaker", "config", "db", "events", "http", "lib", "ratelimit", "storage"],
+	system: ["db", "http"],
+	// src/app.ts assembles the app from every capability.
+	app: "*",
+};
+
+/** The only packages src/lib may import: it stays platform-neutral (no Hono, zod, drizzle or bindings). */
+const LIB_PACKAGES = /^node:/;
+
+/**
+ * Circles known and being taken apart elsewhere, each as the files of the tangle: reported as a
+ * warning, not a failure. Remove an entry once its circle is gone (the check warns when one is).
+ */
+export const KNOWN_CIRCLES = [
+	// Issue 10: the LLM plane's split moves the guardrail config out of llm/config.ts.
+	["src/llm/config.ts", "src/llm/guardrails.ts"],
+];
+
+const ROOTS = ["src", "workers", "durable-objects"];
+const EXTENSIONS = [".ts", ".mts", ".tsx"];
+
+// `import … from "x"`, `export … from "x"` (including `import type`, default + named, `* as`), across lines.
+const FROM = /^[ \t]*(?:import|export)\s+(?:type\s+)?[\w\s{},*$]*?\bfrom\s*["']([^"']+)["']/gm;
+// `import "x"` for its side effects, and `import("x")`.
+const BARE = /^[ \t]*import\s*["']([^"']+)["']/gm;
+const DYNAMIC = /\bimport\(\s*["']([^"']+)["']\s*\)/g;
+
+/** The specifiers a module's text imports. Comments are dropped first, so a commented-out import does not count. */
+export function importsOf(text) {
+	const code = text.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+	const out = [];
+	for (const pattern of [FROM, BARE, DYNAMIC]) {
+		for (const m of code.matchAll(pattern)) out.push(m[1]);
+	}
+	return out;
+}
+
+/** What a file belongs to: `src/<capability>`'s name, `app` for a file directly in src/, or its top folder. */
+export function unitOf(file) {
+	const parts = file.split("/");
+	if (parts[0] !== "src") return parts[0];
+	return parts.length === 2 ? "app" : parts[1];
+}
+
+function resolve(from, specifier, files) {
+	if (!specifier.startsWith(".")) return null; // a package or a platform module
+	const base = posix.normalize(posix.join(posix.dirname(from), specifier));
+	const candidates = [base, ...EXTENSIONS.map((e) => base + e), ...EXTENSIONS.map((e) => `${base}/index${e}`)];
+	return candidates.find((c) => files.has(c)) ?? undefined;
+}
+
+/** Every import circle between files: the files of each tangle (sorted), and one loop through them (first repeated last). */
+function circles(graph) {
+	// Tarjan's strongly connected components, iterative so no tree is deep enough to overflow the stack.
+	const index = new Map();
+	const low = new Map();
+	const onStack = new Set();
+	const stack = [];
+	const found = [];
+	let next = 0;
+	for (const root of graph.keys()) {
+		if (index.has(root)) continue;
+		const work = [[root, 0]];
+		index.set(root, next);
+		low.set(root, next++);
+		stack.push(root);
+		onStack.add(root);
+		while (work.length > 0) {
+			const frame = work[work.length - 1];
+			const [node, i] = frame;
+			const edges = graph.get(node) ?? [];
+			if (i < edges.length) {
+				frame[1]++;
+				const to = edges[i];
+				if (!index.has(to)) {
+					index.set(to, next);
+					low.set(to, next++);
+					stack.push(to);
+					onStack.add(to);
+					work.push([to, 0]);
+				} else if (onStack.has(to)) {
+					low.set(node, Math.min(low.get(node), index.get(to)));
+				}
+				continue;
+			}
+			work.pop();
+			if (work.length > 0) {
+				const parent = work[work.length - 1][0];
+				low.set(parent, Math.min(low.get(parent), low.get(node)));
+			}
+			if (low.get(node) === index.get(node)) {
+				const component = [];
+				let member;
+				do {
+					member = stack.pop();
+					onStack.delete(member);
+					component.push(member);
+				} while (member !== node);
+				const selfLoop = component.length === 1 && edges.includes(node);
+				if (component.length > 1 || selfLoop) {
+					found.push({ files: component.sort(), loop: cycleThrough(graph, new Set(component)) });
+				}
+			}
+		}
+	}
+	return found;
+}
+
+/** One concrete loop inside a strongly connected component, for the message. */
+function cycleThrough(graph, component) {
+	const start = [...component].sort()[0];
+	const previous = new Map([[start, null]]);
+	const queue = [start];
+	while (queue.length > 0) {
+		const node = queue.shift();
+		for (const to of graph.get(node) ?? []) {
+			if (!component.has(to)) continue;
+			if (to === start) {
+				const path = [start];
+				for (let at = node; at !== start; at = previous.get(at)) path.splice(1, 0, at);
+				return [...path, start];
+			}
+			if (!previous.has(to)) {
+				previous.set(to, node);
+				queue.push(to);
+			}
+		}
+	}
+	return [start, start];
+}
+
+/**
+ * The problems in a tree given as `Map<path, text>` (paths relative to the project, `/`-separated).
+ * Returns the problems (an empty list means the tree keeps every rule), warnings, and the file graph.
+ */
+export function check(sources, allowed = ALLOWED, known = KNOWN_CIRCLES) {
+	const files = new Set(sources.keys());
+	const graph = new Map();
+	const problems = [];
+	// The table itself must be a DAG, or two capabilities could lean on each other through different files.
+	const layers = new Map(Object.entries(allowed).filter(([, row]) => row !== "*"));
+	for (const { loop } of circles(layers)) {
+		problems.push(
+			`the dependency table has a circle: ${loop.join(" > ")}; one of those rows in ALLOWED (scripts/check-imports.mjs) must give way`,
+		);
+	}
+	for (const [file, text] of sources) {
+		const edges = [];
+		graph.set(file, edges);
+		const from = unitOf(file);
+		for (const specifier of importsOf(text)) {
+			const target = resolve(file, specifier, files);
+			if (target === null) {
+				if (from === "lib" && file.startsWith("src/") && !LIB_PACKAGES.test(specifier)) {
+					problems.push(
+						`${file}: import "${specifier}": src/lib imports only node: built-ins (it knows nothing of Hono, zod, drizzle or bindings)`,
+					);
+				}
+				continue;
+			}
+			if (target === undefined) {
+				problems.push(`${file}: import "${specifier}" resolves to no file under ${ROOTS.join(", ")}`);
+				continue;
+			}
+			edges.push(target);
+			const to = unitOf(target);
+			if (from === to) continue;
+			const where = `${file}: import "${specifier}" (${target})`;
+			if (file.startsWith("src/") && !target.startsWith("src/")) {
+				problems.push(
+					`${where}: src/ never imports from ${to}/ (entry points and Durable Objects import src/, not the reverse)`,
+				);
+				continue;
+			}
+			if (from === "durable-objects" && to === "workers") {
+				problems.push(`${where}: durable-objects/ never imports from workers/`);
+				continue;
+			}
+			if (!target.startsWith("src/") || to === "app") {
+				if (to === "app" && from !== "workers") problems.push(`${where}: only workers/ import src/app.ts`);
+				continue;
+			}
+			if (target !== `src/${to}/index.ts`) {
+				problems.push(
+					`${where}: a deep import into src/${to}; import "${to}" through src/${to}/index.ts (export what is needed there)`,
+				);
+			}
+			if (!file.startsWith("src/")) continue;
+			const row = allowed[from];
+			if (row === undefined) {
+				problems.push(
+					`${where}: src/${from} has no row in the dependency table; add \`${from}: [${JSON.stringify(to)}, …]\` to ALLOWED in scripts/check-imports.mjs`,
+				);
+			} else if (row !== "*" && !row.includes(to)) {
+				problems.push(
+					`${where}: src/${from} may not import src/${to} (its row allows ${row.length > 0 ? row.join(", ") : "nothing from src/"}). If the dependency is meant, add ${JSON.stringify(to)} to ALLOWED.${from} in scripts/check-imports.mjs; if not, move the shared piece down (src/lib, or the lower capability) or inject it`,
+				);
+			}
+		}
+	}
+	const warnings = [];
+	const seen = new Set();
+	for (const { files: tangle, loop } of circles(graph)) {
+		const key = tangle.join(" ");
+		const excused = known.some((k) => [...k].sort().join(" ") === key);
+		if (excused) seen.add(key);
+		(excused ? warnings : problems).push(
+			`import circle: ${loop.join(" > ")}${excused ? " (known: KNOWN_CIRCLES)" : ""}`,
+		);
+	}
+	for (const k of known) {
+		if (!seen.has([...k].sort().join(" "))) {
+			warnings.push(`KNOWN_CIRCLES lists ${k.join(" ↔ ")}, which is no longer a circle: remove the entry`);
+		}
+	}
+	return { problems, warnings, graph };
+}
+
+function readTree(root) {
+	const sources = new Map();
+	const walk = (dir) => {
+		for (const entry of readdirSync(dir, { withFileTypes: true })) {
+			const path = join(dir, entry.name);
+			if (entry.isDirectory()) walk(path);
+			else if (EXTENSIONS.some((e) => entry.name.endsWith(e)) && !entry.name.endsWith(".d.ts")) {
+				sources.set(relative(root, path).split(sep).join("/"), readFileSync(path, "utf8"));
+			}
+		}
+	};
+	for (const top of ROOTS) walk(join(root, top));
+	return sources;
+}
+
+/** `--graph`: which capability imports which today, to write the table (or the README's picture) from. */
+function printGraph(graph) {
+	const uses = new Map();
+	for (const [file, edges] of graph) {
+		const from = unitOf(file);
+		if (!uses.has(from)) uses.set(from, new Set());
+		for (const to of edges) if (unitOf(to) !== from) uses.get(from).add(unitOf(to));
+	}
+	for (const [from, to] of [...uses].sort(([a], [b]) => a.localeCompare(b))) {
+		const row = ALLOWED[from];
+		const unused = Array.isArray(row) ? row.filter((t) => !to.has(t)) : [];
+		console.log(
+			`${from}: ${[...to].sort().join(", ") || "(nothing)"}${unused.length ? `   [allowed, unused: ${unused.join(", ")}]` : ""}`,
+		);
+	}
+}
+
+function selfTest() {
+	const base = {
+		"src/lib/index.ts": 'export { a } from "./a";',
+		"src/lib/a.ts": "export const a = 1;",
+		"src/http/index.ts": 'import { a } from "../lib";\nexport const h = a;',
+		"src/events/index.ts": 'import type { h } from "../http";\nexport const e = 1;',
+		"src/audit/index.ts": 'import {\n\ttype e,\n} from "../events";\nexport const au = 1;',
+		"workers/gateway.ts": 'import { au } from "../src/audit";\nimport app from "../src/app";',
+		"src/app.ts": 'import { au } from "./audit";\nexport default au;',
+	};
+	const table = { lib: [], http: ["lib"], events: ["http", "lib"], audit: ["events", "http", "lib"], app: "*" };
+	const cases = [
+		["a clean tree", {}, null],
+		[
+			"a circle through two capabilities",
+			{ "src/events/index.ts": 'import type { au } from "../audit";\nexport const e = 1;' },
+			/import circle: src\/audit\/index\.ts > src\/events\/index\.ts > src\/audit\/index\.ts/,
+		],
+		[
+			"a circle inside one capability",
+			{ "src/lib/a.ts": 'import { a } from "./index";\nexport const b = a;' },
+			/import circle: src\/lib\/a\.ts > src\/lib\/index\.ts > src\/lib\/a\.ts/,
+		],
+		[
+			"a deep import",
+			{ "src/http/index.ts": 'import { a } from "../lib/a";\nexport const h = a;' },
+			/src\/http\/index\.ts: import "\.\.\/lib\/a" .*deep import into src\/lib/,
+		],
+		[
+			"a forbidden edge (lib importing a capability)",
+			{ "src/lib/a.ts": 'export { h } from "../http";' },
+			/src\/lib\/a\.ts: .*src\/lib may not import src\/http .*nothing from src\//,
+		],
+		[
+			"a capability missing from the table",
+			{ "src/search/index.ts": 'import { a } from "../lib";' },
+			/src\/search has no row in the dependency table/,
+		],
+		[
+			"src importing an entry point",
+			{ "src/http/index.ts": 'import "../../workers/gateway";' },
+			/src\/ never imports from workers\//,
+		],
+		[
+			"a circle in the dependency table",
+			{},
+			/the dependency table has a circle: events > http > events/,
+			{ ...table, http: ["events", "lib"] },
+		],
+		[
+			"the kernel importing a package",
+			{ "src/lib/a.ts": 'import { z } from "zod";\nexport const a = z;' },
+			/src\/lib imports only node: built-ins/,
+		],
+		["a commented-out import", { "src/lib/a.ts": '// import { h } from "../http";\nexport const a = 1;' }, null],
+	];
+	let failed = 0;
+	for (const [name, change, expected, rows = table] of cases) {
+		const tree = new Map(Object.entries({ ...base, ...change }));
+		const { problems } = check(tree, rows, []);
+		const ok = expected === null ? problems.length === 0 : problems.some((p) => expected.test(p));
+		if (!ok) {
+			failed++;
+			console.error(
+				`check-imports self-test: ${name}: expected ${expected ?? "no problem"}, got:\n  ${problems.join("\n  ") || "(nothing)"}`,
+			);
+		}
+	}
+	if (failed > 0) process.exit(1);
+	console.log(`imports self-test: ${cases.length} fixtures, each caught or passed as it should be`);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+	if (process.argv.includes("--self-test")) {
+		selfTest();
+	} else {
+		const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+		const sources = readTree(root);
+		const { problems, warnings, graph } = check(sources);
+		for (const w of warnings) console.warn(`imports: warning: ${w}`);
+		if (process.argv.includes("--graph")) printGraph(graph);
+		if (problems.length > 0) {
+			console.error(`imports: ${problems.length} problem(s) in ${sources.size} files:\n  ${problems.join("\n  ")}`);
+			process.exit(1);
+		}
+		console.log(`imports: ${sources.size} files, no new circles, no deep imports, every edge in the dependency table`);
+	}
+}
