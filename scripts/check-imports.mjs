@@ -52,7 +52,8 @@ export const KNOWN_CIRCLES = [
 	["src/llm/config.ts", "src/llm/guardrails.ts"],
 ];
 
-const ROOTS = ["src", "workers", "durable-objects"];
+// bench/worker holds the benchmark-only Worker code that only workers/bench.ts may import.
+const ROOTS = ["src", "workers", "durable-objects", "bench/worker"];
 const EXTENSIONS = [".ts", ".mts", ".tsx"];
 
 // `import … from "x"`, `export … from "x"` (including `import type`, default + named, `* as`), across lines.
@@ -205,6 +206,12 @@ export function check(sources, allowed = ALLOWED, known = KNOWN_CIRCLES) {
 			if (file.startsWith("src/") && !target.startsWith("src/")) {
 				problems.push(
 					`${where}: src/ never imports from ${to}/ (entry points and Durable Objects import src/, not the reverse)`,
+				);
+				continue;
+			}
+			if (to === "bench" && file !== "workers/bench.ts") {
+				problems.push(
+					`${where}: only workers/bench.ts imports the benchmark code in bench/worker (the deployed gateway carries none)`,
 				);
 				continue;
 			}
