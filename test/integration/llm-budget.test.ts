@@ -7,13 +7,14 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { RateLimiter } from "../../durable-objects/rate-limiter";
 import type { LlmBudget } from "../../src/config";
-import { BudgetClient, type BudgetReservation, budgetsFor, rateLimiterName } from "../../src/ratelimit";
+import { BudgetClient, type BudgetReservation, budgetsFor } from "../../src/llm/budget";
+import { rateLimiterFor } from "../../src/ratelimit";
 
 const TOKENS_1000: LlmBudget = { monthlyTokens: 1000, monthlyMicroUsd: null };
 /** A time ahead of the real clock, for tests that drive the object's clock through its `now` hook. */
 const FUTURE = Date.UTC(2040, 2, 10, 12);
 
-const stubFor = (tenantId: string) => env.RATE_LIMITER.getByName(rateLimiterName({ tenantId }));
+const stubFor = (tenantId: string) => rateLimiterFor(env, { tenantId });
 
 async function reserveMany(tenantId: string, budget: LlmBudget, n: number, tokens: number) {
 	const budgets = budgetsFor(env);
@@ -110,7 +111,7 @@ describe("LLM budgets in the RateLimiter object", () => {
 	});
 
 	it("a second isolate is refused the room a first one's lease holds, until the first gives it back", async () => {
-		const isolate = () => new BudgetClient({ stub: (name) => env.RATE_LIMITER.getByName(name), leaseMs: 60_000 });
+		const isolate = () => new BudgetClient({ stub: (name) => rateLimiterFor(env, name), leaseMs: 60_000 });
 		const first = isolate();
 		const second = isolate();
 		const one = await first.reserve("budget-isolates", TOKENS_1000, { tokens: 100, microUsd: 0 });
