@@ -31,6 +31,7 @@ import {
 import { SqlMeter } from "../src/db";
 import { type EventEnvelope, EventEnvelopeSchema, newEvent, publish } from "../src/events";
 import { log } from "../src/http";
+import { type Clock, systemClock } from "../src/lib";
 
 export { circuitBreakerFor } from "../src/breaker";
 
@@ -41,6 +42,11 @@ export const MAX_OUTBOX = 1_000;
 
 /** The Durable Object: one {@link BreakerMachine} per breaker, persisted in SQLite, publishing its transitions. */
 export class CircuitBreaker extends DurableObject<Env> {
+	/**
+	 * The time the breaker decides at (it never runs backwards: the machine clamps it). Tests move it by
+	 * replacing it through `runInDurableObject`; an instance field, so never reachable over RPC.
+	 */
+	clock: Clock = systemClock;
 	#machine: BreakerMachine = new BreakerMachine();
 	#name: string;
 	#flushing: Promise<void> | null = null;
@@ -237,24 +243,22 @@ export class CircuitBreaker extends DurableObject<Env> {
 	 * its outcome is recorded. Synchronous from start to end, so two calls never interleave.
 	 */
 	admit(input: AdmitRequest): AdmitResult {
-		const request = AdmitRequestSchema.parse(input);
-		return this.#machine.admit(request, request.now ?? Date.now());
+		return this.#machine.admit(AdmitRequestSchema.parse(input), this.clock());
 	}
 
 	/** Counts one admitted call's outcome and answers the breaker's new state. */
 	record(input: RecordRequest): BreakerSnapshot {
-		const request = RecordRequestSchema.parse(input);
-		return this.#view(this.#machine.record(request, request.now ?? Date.now()));
+		return this.#view(this.#machine.record(RecordRequestSchema.parse(input), this.clock()));
 	}
 
 	/** The breaker's bookkeeping, for operators and tests. */
 	state(): BreakerSnapshot {
-		return this.#view(this.#machine.snapshot(Date.now()));
+		return this.#view(this.#machine.snapshot(this.clock()));
 	}
 
 	/** Closes the breaker and clears its counts (admin). Isolates that saw it open learn within seconds. */
 	reset(input: { traceparent?: string } = {}): BreakerSnapshot {
-		return this.#view(this.#machine.reset(Date.now(), input.traceparent));
+		return this.#view(this.#machine.reset(this.clock(), input.traceparent));
 	}
 
 	/** SQLite rows this object has written since it started (benchmarks and tests: bench/rows.mjs). */

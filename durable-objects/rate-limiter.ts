@@ -12,12 +12,11 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { SqlMeter } from "../src/db";
+import { type Clock, systemClock } from "../src/lib";
 import {
 	BudgetLedger,
 	type BudgetSettlement,
 	type BudgetState,
-	type BudgetStateRequest,
-	BudgetStateRequestSchema,
 	type BudgetStore,
 	type RenewBudgetRequest,
 	RenewBudgetRequestSchema,
@@ -63,6 +62,11 @@ function withoutRowid(sql: Pick<SqlStorage, "exec">, table: string, columns: str
  * {@link BudgetLedger} for the monthly LLM budget, both persisted in SQLite.
  */
 export class RateLimiter extends DurableObject<Env> {
+	/**
+	 * The time the bucket and the budget decide at (neither lets it run backwards). Tests move it by
+	 * replacing it through `runInDurableObject`; an instance field, so never reachable over RPC.
+	 */
+	clock: Clock = systemClock;
 	#bucket: LeasedBucket = new LeasedBucket();
 	#budget: BudgetLedger = new BudgetLedger();
 	readonly #sql: SqlMeter;
@@ -198,7 +202,7 @@ export class RateLimiter extends DurableObject<Env> {
 	 * Synchronous from start to end, so two calls never interleave.
 	 */
 	acquire(input: AcquireRequest): Grant {
-		return this.#bucket.acquire(AcquireRequestSchema.parse(input), Date.now());
+		return this.#bucket.acquire(AcquireRequestSchema.parse(input), this.clock());
 	}
 
 	/** The object's bookkeeping, for operators and tests. */
@@ -211,26 +215,22 @@ export class RateLimiter extends DurableObject<Env> {
 	 * Synchronous from start to end, so concurrent reservations can never together exceed the budget.
 	 */
 	reserveBudget(input: ReserveBudgetRequest): ReserveBudgetResult {
-		const request = ReserveBudgetRequestSchema.parse(input);
-		return this.#budget.reserve(request, request.now ?? Date.now());
+		return this.#budget.reserve(ReserveBudgetRequestSchema.parse(input), this.clock());
 	}
 
 	/** Renews an isolate's budget lease: charges what it used, keeps what is in flight, grants more or refuses. */
 	renewBudgetLease(input: RenewBudgetRequest): RenewBudgetResult {
-		const request = RenewBudgetRequestSchema.parse(input);
-		return this.#budget.renew(request, request.now ?? Date.now());
+		return this.#budget.renew(RenewBudgetRequestSchema.parse(input), this.clock());
 	}
 
 	/** Replaces a reservation by the request's actual usage. Idempotent: a reservation is charged once. */
 	settleBudget(input: SettleBudgetRequest): BudgetSettlement {
-		const request = SettleBudgetRequestSchema.parse(input);
-		return this.#budget.settle(request, request.now ?? Date.now());
+		return this.#budget.settle(SettleBudgetRequestSchema.parse(input), this.clock());
 	}
 
 	/** The budget's bookkeeping, for operators and tests. */
-	budgetState(input: BudgetStateRequest = {}): BudgetState {
-		const request = BudgetStateRequestSchema.parse(input);
-		return this.#budget.state(request.now ?? Date.now());
+	budgetState(): BudgetState {
+		return this.#budget.state(this.clock());
 	}
 
 	/** SQLite rows this object has written since it started (benchmarks and tests: bench/rows.mjs). */

@@ -52,10 +52,8 @@ export type TransitionReason =
 	| "reset";
 
 const traceparent = z.string().max(256).optional();
-/** Test and simulation hook: the time to decide at. The object never lets its clock run backwards. */
-const clock = z.number().finite().nonnegative().optional();
 
-export const AdmitRequestSchema = z.object({ policy: BreakerPolicySchema, now: clock, traceparent });
+export const AdmitRequestSchema = z.object({ policy: BreakerPolicySchema, traceparent });
 export type AdmitRequest = z.input<typeof AdmitRequestSchema>;
 
 export const RecordRequestSchema = z.object({
@@ -69,7 +67,6 @@ export const RecordRequestSchema = z.object({
 	count: z.number().int().min(1).max(1_000_000).default(1),
 	/** Frees the probe slot without counting anything: the call was never made, or says nothing of the target's health. */
 	release: z.boolean().default(false),
-	now: clock,
 	traceparent,
 });
 export type RecordRequest = z.input<typeof RecordRequestSchema>;

@@ -5,13 +5,15 @@
  * half-open with a bounded number of probes → closed).
  */
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it, vi } from "vitest";
+import { beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import { BreakerClient, breakerName, circuitBreakerFor } from "../../src/breaker";
 import { ApiError } from "../../src/http";
+import { systemClock } from "../../src/lib";
 import { type LlmConfig, LlmConfigSchema } from "../../src/llm/config";
 import { type Provider, ProviderError } from "../../src/llm/providers";
 import { planTargets, type RouteEnv, route } from "../../src/llm/router";
 import type { ChatCompletion } from "../../src/llm/types";
+import { setObjectClock } from "../helpers/object-clock";
 
 function config(overrides: Partial<Record<string, unknown>> = {}): LlmConfig {
 	return LlmConfigSchema.parse({
@@ -310,18 +312,35 @@ describe("route with the real CircuitBreaker", () => {
 			breaker: { consecutiveFailures: 2, cooldownMs: 300, halfOpenProbes: 1, minimumVolume: 1000 },
 		});
 		let objectCalls = 0;
-		// Simulated time, for the isolate and the object alike, so the 300 ms cooldown ends when the test
-		// says and not when a busy machine gets round to it. An hour ahead of the real clock: the object
-		// never lets its clock run backwards, and `state()` reads it at real time.
+		// Simulated time, for the isolate and the objects alike, so the 300 ms cooldown ends when the test
+		// says and not when a busy machine gets round to it. An hour ahead of the real clock: the objects
+		// never let their clocks run backwards, and go back to the real clock when the test ends.
 		let now = Date.now() + 3_600_000;
+		const clock = () => now;
+		const pinned = new Map<string, Promise<void>>();
+		onTestFinished(async () => {
+			await Promise.all([...pinned.keys()].map((name) => setObjectClock(circuitBreakerFor(env, name), systemClock)));
+		});
 		const breakers = new BreakerClient({
-			now: () => now,
+			now: clock,
 			stub: (name) => {
 				objectCalls++;
 				const real = circuitBreakerFor(env, name);
+				let pin = pinned.get(name);
+				if (!pin) {
+					pin = setObjectClock(real, clock);
+					pinned.set(name, pin);
+				}
+				const onClock = pin;
 				return {
-					admit: (input) => real.admit({ ...input, now }),
-					record: (input) => real.record({ ...input, now }),
+					admit: async (input) => {
+						await onClock;
+						return real.admit(input);
+					},
+					record: async (input) => {
+						await onClock;
+						return real.record(input);
+					},
 				};
 			},
 		});

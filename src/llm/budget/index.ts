@@ -9,8 +9,6 @@ export {
 export {
 	type BudgetSettlement,
 	type BudgetState,
-	type BudgetStateRequest,
-	BudgetStateRequestSchema,
 	type BudgetStub,
 	type BudgetTotals,
 	DEFAULT_RESERVATION_TTL_MS,

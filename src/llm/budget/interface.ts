@@ -12,8 +12,6 @@ export const DEFAULT_RESERVATION_TTL_MS = 15 * 60 * 1000;
 export const MAX_RESERVATION_TTL_MS = 60 * 60 * 1000;
 
 const amount = z.number().int().min(0);
-/** Test and simulation hook: the time to decide at. The object never lets its clock run backwards. */
-const clock = z.number().finite().nonnegative().optional();
 
 export const ReserveBudgetRequestSchema = z.object({
 	budget: LlmBudgetSchema,
@@ -21,7 +19,6 @@ export const ReserveBudgetRequestSchema = z.object({
 	tokens: amount,
 	microUsd: amount,
 	ttlMs: z.number().int().min(1000).max(MAX_RESERVATION_TTL_MS).default(DEFAULT_RESERVATION_TTL_MS),
-	now: clock,
 });
 export type ReserveBudgetRequest = z.input<typeof ReserveBudgetRequestSchema>;
 
@@ -30,7 +27,6 @@ export const SettleBudgetRequestSchema = z.object({
 	/** What the request actually used. */
 	tokens: amount,
 	microUsd: amount,
-	now: clock,
 });
 export type SettleBudgetRequest = z.input<typeof SettleBudgetRequestSchema>;
 
@@ -48,7 +44,6 @@ export const RenewBudgetRequestSchema = z.object({
 	want: pair,
 	atLeast: pair,
 	ttlMs: z.number().int().min(1000).max(MAX_RESERVATION_TTL_MS).default(DEFAULT_RESERVATION_TTL_MS),
-	now: clock,
 });
 export type RenewBudgetRequest = z.input<typeof RenewBudgetRequestSchema>;
 export type RenewBudgetInput = z.output<typeof RenewBudgetRequestSchema>;
@@ -67,9 +62,6 @@ export interface RenewCommon {
 	remainingMicroUsd: number | null;
 	resetMs: number;
 }
-
-export const BudgetStateRequestSchema = z.object({ now: clock }).default({});
-export type BudgetStateRequest = z.input<typeof BudgetStateRequestSchema>;
 
 /** What the object answers to a reservation: granted, or refused by the limit it would exceed. */
 export type ReserveBudgetResult =
