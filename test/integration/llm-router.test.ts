@@ -476,6 +476,11 @@ describe("route: retries ask the breakers again", () => {
 
 describe("route: timers and probe bookkeeping", () => {
 	it("stops the attempt timer once the upstream has answered (a long body is not a dead provider)", async () => {
+		// Simulated timers: the body's time passes when the test says, however busy the machine.
+		vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+		onTestFinished(() => {
+			vi.useRealTimers();
+		});
 		const cfg = config({ routing: { retriesPerTarget: 0, attemptTimeoutMs: 30 } });
 		const { providers } = fakeProviders({});
 		const a = providers.get("a");
@@ -485,7 +490,7 @@ describe("route: timers and probe bookkeeping", () => {
 			async chat(c) {
 				c.onResponse?.();
 				// The body takes far longer than the attempt timeout.
-				await new Promise((resolve) => setTimeout(resolve, 120));
+				await vi.advanceTimersByTimeAsync(120);
 				if (c.signal.aborted) throw new ProviderError("timeout", "aborted");
 				return completion(c.model);
 			},

@@ -21,6 +21,7 @@ import {
 	type Transition,
 } from "../../src/breaker";
 import { type EventEnvelope, EventEnvelopeSchema } from "../../src/events";
+import { setObjectClock } from "../helpers/object-clock";
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -70,10 +71,24 @@ async function fail(client: BreakerClient, name: string, policy: BreakerPolicyIn
 	for (let i = 0; i < times; i++) await client.record(name, policy, { success: false });
 }
 
-/** Waits (bounded) until the breaker's cooldown has passed and the next admit reaches half-open. */
-async function afterCooldown(name: string) {
-	const { openUntil } = await circuitBreakerFor(env, name).state();
-	await sleep(Math.max(0, (openUntil ?? 0) - Date.now()) + 5);
+/**
+ * Simulated time for a test's isolates (pass `now` to their clients) and the breakers they reach: it
+ * moves only when the test moves it, so a cooldown ends when the test says and not when a busy machine
+ * gets round to it.
+ */
+function simulatedTime() {
+	let t = Date.now();
+	const now = () => t;
+	return {
+		now,
+		/** Puts the breaker's object on this time (again after an eviction, which brings back the real clock). */
+		pin: (breaker: string) => setObjectClock(circuitBreakerFor(env, breaker), now),
+		/** Moves time to the end of the breaker's cooldown: the next admit reaches half-open. */
+		async afterCooldown(breaker: string) {
+			const { openUntil } = await circuitBreakerFor(env, breaker).state();
+			t = Math.max(t, openUntil ?? t);
+		},
+	};
 }
 
 const name = (target: string) => breakerName({ tenantId: "acme", target });
@@ -178,9 +193,11 @@ describe("CircuitBreaker across isolates", () => {
 	it("admits exactly halfOpenProbes probes when 4 isolates fire 60 concurrent admits after the cooldown", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1, cooldownMs: 30, halfOpenProbes: 3 };
 		const breaker = name("probes");
-		const clients = isolates(4);
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const clients = isolates(4, { now: time.now });
 		await fail(clients[0] as BreakerClient, breaker, policy, 1);
-		await afterCooldown(breaker);
+		await time.afterCooldown(breaker);
 		const decisions = await Promise.all(
 			clients.flatMap((client) => Array.from({ length: 15 }, () => client.admit(breaker, policy))),
 		);
@@ -205,9 +222,11 @@ describe("CircuitBreaker across isolates", () => {
 			successesToClose: 2,
 		};
 		const breaker = name("closes");
-		const [a, b] = isolates(2) as [BreakerClient, BreakerClient];
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const [a, b] = isolates(2, { now: time.now }) as [BreakerClient, BreakerClient];
 		await fail(a, breaker, policy, 1);
-		await afterCooldown(breaker);
+		await time.afterCooldown(breaker);
 		const [pa, pb] = await Promise.all([a.admit(breaker, policy), b.admit(breaker, policy)]);
 		expect([pa?.probe, pb?.probe]).toEqual([true, true]);
 		expect(await a.record(breaker, policy, { success: true, probe: pa?.probe, probeId: pa?.probeId })).toMatchObject({
@@ -236,9 +255,11 @@ describe("CircuitBreaker across isolates", () => {
 			halfOpenProbes: 1,
 		};
 		const breaker = name("reopens");
-		const [a] = isolates(1) as [BreakerClient];
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const [a] = isolates(1, { now: time.now }) as [BreakerClient];
 		await fail(a, breaker, policy, 1);
-		await afterCooldown(breaker);
+		await time.afterCooldown(breaker);
 		const probe = await a.admit(breaker, policy);
 		expect(probe).toMatchObject({ allowed: true, probe: true });
 		// A call admitted before the trip reports late: it is not a probe and does not count.
@@ -269,13 +290,13 @@ describe("CircuitBreaker across isolates", () => {
 	it("asks the object once the local open deadline passes, and the object decides who probes", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1, cooldownMs: 20, halfOpenProbes: 1 };
 		const breaker = name("ask-after-cooldown");
-		// The isolate's clock stops once the cooldown is over, so "a short while" (the deny cache) cannot
-		// run out between the refusal and the next admit however slowly a busy machine gets there.
-		let stopped: number | undefined;
-		const { client, calls } = countingClient({ now: () => stopped ?? Date.now() });
+		// Time stops once the cooldown is over, so "a short while" (the deny cache) cannot run out between
+		// the refusal and the next admit however slowly a busy machine gets there.
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const { client, calls } = countingClient({ now: time.now });
 		await fail(client, breaker, policy, 1);
-		await afterCooldown(breaker);
-		stopped = Date.now();
+		await time.afterCooldown(breaker);
 		const [first, second] = await Promise.all([client.admit(breaker, policy), client.admit(breaker, policy)]);
 		expect(calls.admit).toBe(2);
 		expect([first?.allowed, second?.allowed].sort()).toEqual([false, true]);
@@ -299,21 +320,25 @@ describe("CircuitBreaker across isolates", () => {
 	it("keeps its state, counts and probe slots in SQLite across eviction", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 3, minimumVolume: 1000, cooldownMs: 20 };
 		const breaker = name("evicted");
+		const time = simulatedTime();
+		await time.pin(breaker);
 		const stub = circuitBreakerFor(env, breaker);
 		await stub.record({ policy, success: false });
 		await stub.record({ policy, success: false });
 		const counted = await stub.state();
 		await evictDurableObject(stub);
+		await time.pin(breaker);
 		expect(await circuitBreakerFor(env, breaker).state()).toEqual(counted);
 		// One more failure after the restart completes the run of three.
 		expect(await circuitBreakerFor(env, breaker).record({ policy, success: false })).toMatchObject({
 			state: "open",
 			consecutiveFailures: 0,
 		});
-		await afterCooldown(breaker);
+		await time.afterCooldown(breaker);
 		const probe = await circuitBreakerFor(env, breaker).admit({ policy });
 		expect(probe).toMatchObject({ allowed: true, probe: true });
 		await evictDurableObject(circuitBreakerFor(env, breaker));
+		await time.pin(breaker);
 		// The probe slot survived: the next caller is refused, and the probe's outcome still counts.
 		const again = circuitBreakerFor(env, breaker);
 		expect(await again.admit({ policy })).toMatchObject({ allowed: false, state: "half_open" });

@@ -11,6 +11,9 @@ import { type BucketPolicy, type Grant, LeaseClient, type LimiterStub, rateLimit
 const isolates = (n: number, options: Partial<ConstructorParameters<typeof LeaseClient>[0]> = {}) =>
 	Array.from({ length: n }, () => new LeaseClient({ stub: (name) => rateLimiterFor(env, name), ...options }));
 
+/** Lets every continuation of promises already settled run: one turn of the event loop, no waiting. */
+const settled = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
 async function fire(clients: LeaseClient[], name: string, policy: BucketPolicy, perIsolate: number) {
 	const decisions = await Promise.all(
 		clients.flatMap((client) => Array.from({ length: perIsolate }, () => client.take(name, policy))),
@@ -185,7 +188,10 @@ describe("RateLimiter with leases across isolates", () => {
 			limitedBy: null,
 			retryAfterMs: 0,
 		});
+		// The client's clock moves only when the test moves it.
+		let now = Date.now();
 		const client = new LeaseClient({
+			now: () => now,
 			refillTimeoutMs: 100,
 			unavailableBackoffMs: 150,
 			stub: (): LimiterStub => ({
@@ -205,7 +211,7 @@ describe("RateLimiter with leases across isolates", () => {
 		const stuck = await Promise.all([client.take("tenant:stuck", policy), client.take("tenant:stuck", policy)]);
 		expect(stuck.map((d) => d.kind)).toEqual(["unavailable", "unavailable"]);
 		// After the back-off, the next request starts a fresh refill instead of waiting forever.
-		await new Promise((r) => setTimeout(r, 200));
+		now += 200;
 		expect((await client.take("tenant:stuck", policy)).kind).toBe("allowed");
 		release({
 			leaseId: "late-lease",
@@ -218,7 +224,7 @@ describe("RateLimiter with leases across isolates", () => {
 			limitedBy: null,
 			retryAfterMs: 0,
 		});
-		await new Promise((r) => setTimeout(r, 10));
+		await settled();
 		// Drain the live lease so the client calls again; the late lease goes back unspent with that call.
 		for (let i = 0; i < 10 && calls.length < 3; i++) await client.take("tenant:stuck", policy);
 		expect(calls[2]?.returns).toEqual(expect.arrayContaining([{ leaseId: "late-lease", unspent: 3 }]));
@@ -231,13 +237,15 @@ describe("RateLimiter with leases across isolates", () => {
 			lease: { maxTokens: 5, ttlMs: 100 },
 		};
 		let calls = 0;
+		let now = Date.now();
 		const client = new LeaseClient({
+			now: () => now,
 			safetyMarginMs: 50,
 			stub: (name): LimiterStub => ({
 				acquire: async (input) => {
 					calls++;
 					const grant = await rateLimiterFor(env, name).acquire(input);
-					await new Promise((r) => setTimeout(r, 120)); // slower than the lease lives
+					now += 120; // slower than the lease lives
 					return grant;
 				},
 			}),
