@@ -1,4 +1,6 @@
 /** Benchmarks only (bench/rows.mjs): counts the D1 and Durable Object rows each entry point writes. */
+import { circuitBreakerFor } from "../../src/breaker";
+import { rateLimiterFor } from "../../src/ratelimit";
 import { meterD1, type RowsCounter } from "./d1-meter";
 
 /** The Worker's entry points, each with its own D1 counter. */
@@ -51,10 +53,10 @@ function report(request: Request, env: Env): Promise<Response> | undefined {
 		const limiters: Record<string, number> = {};
 		const breakers: Record<string, number> = {};
 		for (const name of url.searchParams.getAll("limiter")) {
-			limiters[name] = await env.RATE_LIMITER.getByName(name).rowsWritten();
+			limiters[name] = await rateLimiterFor(env, name).rowsWritten();
 		}
 		for (const name of url.searchParams.getAll("breaker")) {
-			breakers[name] = await env.CIRCUIT_BREAKER.getByName(name).rowsWritten();
+			breakers[name] = await circuitBreakerFor(env, name).rowsWritten();
 		}
 		return Response.json({ d1, limiters, breakers });
 	})();

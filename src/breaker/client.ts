@@ -1,5 +1,5 @@
 /**
- * The isolate's side of the circuit breakers (design at the top of durable-objects/circuit-breaker.ts).
+ * The isolate's side of the circuit breakers (design at the top of machine.ts).
  * An open breaker is refused from memory until its cooldown ends, so it costs no Durable Object round
  * trip; everything else asks the object, which alone decides who probes a half-open target.
  *
@@ -10,7 +10,7 @@
  */
 
 import { log } from "../http";
-import { TIMED_OUT, within } from "../lib";
+import { Lru, perIsolate, TIMED_OUT, within } from "../lib";
 import {
 	type AdmitRequest,
 	type AdmitResult,
@@ -21,6 +21,7 @@ import {
 	BreakerPolicySchema,
 	type BreakerSnapshot,
 	type Breakers,
+	circuitBreakerFor,
 	type RecordRequest,
 	type RecordResult,
 } from "./interface";
@@ -77,11 +78,10 @@ interface Local {
 
 /** Circuit breakers for one isolate. Create one per isolate (module scope); see {@link breakerClientFor}. */
 export class BreakerClient implements Breakers {
-	readonly #breakers = new Map<string, Local>();
+	readonly #breakers: Lru<string, Local>;
 	readonly #policies = new WeakMap<object, BreakerPolicy>();
 	readonly #stub: (name: string) => BreakerStub;
 	readonly #now: () => number;
-	readonly #max: number;
 	readonly #timeout: number;
 	readonly #backoff: number;
 	readonly #maxOpen: number;
@@ -91,14 +91,14 @@ export class BreakerClient implements Breakers {
 	constructor(options: BreakerClientOptions) {
 		this.#stub = options.stub;
 		this.#now = options.now ?? Date.now;
-		this.#max = options.maxBreakers ?? 10_000;
+		const max = options.maxBreakers ?? 10_000;
 		this.#timeout = options.timeoutMs ?? 1000;
 		this.#backoff = options.unavailableBackoffMs ?? 1000;
 		this.#maxOpen = options.maxOpenCacheMs ?? 5000;
 		this.#maxDeny = options.maxDenyCacheMs ?? 250;
 		this.#closedTrust = options.closedTrustMs ?? 0;
 		if (
-			!(this.#max >= 1) ||
+			!(max >= 1) ||
 			!(this.#timeout > 0) ||
 			!(this.#backoff >= 0) ||
 			!(this.#maxOpen >= 0) ||
@@ -107,6 +107,7 @@ export class BreakerClient implements Breakers {
 		) {
 			throw new Error("BreakerClient: invalid options");
 		}
+		this.#breakers = new Lru(max);
 	}
 
 	/** Validates a policy once per policy object; a bad policy is a programming error and throws. */
@@ -121,12 +122,7 @@ export class BreakerClient implements Breakers {
 
 	#local(name: string): Local {
 		let local = this.#breakers.get(name);
-		if (local) {
-			// Refresh recency for the LRU.
-			this.#breakers.delete(name);
-			this.#breakers.set(name, local);
-			return local;
-		}
+		if (local) return local;
 		local = {
 			openUntil: 0,
 			objectOpenUntil: 0,
@@ -141,10 +137,6 @@ export class BreakerClient implements Breakers {
 			recording: null,
 		};
 		this.#breakers.set(name, local);
-		if (this.#breakers.size > this.#max) {
-			const oldest = this.#breakers.keys().next().value;
-			if (oldest !== undefined) this.#breakers.delete(oldest);
-		}
 		return local;
 	}
 
@@ -315,15 +307,27 @@ function failOpen(local: Local): BreakerDecision {
 	return { allowed: true, state: "unknown", probe: false, source: "unavailable", unavailable: local.unavailableReason };
 }
 
-const clients = new WeakMap<object, BreakerClient>();
+/** The isolate's breaker clients over one CIRCUIT_BREAKER namespace, one per closed-trust period. */
+const breakerClients = perIsolate((CIRCUIT_BREAKER: Env["CIRCUIT_BREAKER"]) => {
+	const env = { CIRCUIT_BREAKER };
+	const byTrust = new Map<number, BreakerClient>();
+	return (closedTrustMs: number): BreakerClient => {
+		let client = byTrust.get(closedTrustMs);
+		if (!client) {
+			client = new BreakerClient({ stub: (name) => circuitBreakerFor(env, name), closedTrustMs });
+			byTrust.set(closedTrustMs, client);
+		}
+		return client;
+	};
+});
 
-/** The isolate's breaker client over the CIRCUIT_BREAKER namespace. */
-export function breakerClientFor(env: Pick<Env, "CIRCUIT_BREAKER">): BreakerClient {
-	let client = clients.get(env.CIRCUIT_BREAKER);
-	if (!client) {
-		const ns = env.CIRCUIT_BREAKER;
-		client = new BreakerClient({ stub: (name) => ns.getByName(name) });
-		clients.set(env.CIRCUIT_BREAKER, client);
-	}
-	return client;
+/**
+ * The isolate's breaker client over the CIRCUIT_BREAKER namespace: one per `closedTrustMs` (default 0,
+ * always ask; see {@link BreakerClientOptions.closedTrustMs}), so callers that trust alike share memory.
+ */
+export function breakerClientFor(
+	env: Pick<Env, "CIRCUIT_BREAKER">,
+	options: { closedTrustMs?: number } = {},
+): BreakerClient {
+	return breakerClients(env.CIRCUIT_BREAKER)(options.closedTrustMs ?? 0);
 }

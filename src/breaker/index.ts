@@ -14,6 +14,7 @@ export {
 	type BreakerSubject,
 	type Breakers,
 	breakerName,
+	circuitBreakerFor,
 	DEFAULT_BREAKER_POLICY,
 	noopBreakers,
 	parseBreakerName,
@@ -22,5 +23,15 @@ export {
 	type RecordResult,
 	type TransitionReason,
 } from "./interface";
+export {
+	BreakerMachine,
+	type BreakerRow,
+	type BreakerStore,
+	type MachineSnapshot,
+	type ProbeSlot,
+	type Transition,
+	WINDOW_BUCKETS,
+	type WindowBucket,
+} from "./machine";
 export { breakerRegistry } from "./registry";
 export { breakerRoutes } from "./routes";

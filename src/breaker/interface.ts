@@ -1,7 +1,7 @@
 /**
- * The circuit-breaker interface: policy, breaker names, the RPC contract with the CircuitBreaker
- * Durable Object (durable-objects/circuit-breaker.ts, which imports it from here) and what callers
- * are told. Design notes are at the top of the Durable Object's file.
+ * The circuit-breaker interface: policy, breaker names and the accessor that reaches them, the RPC
+ * contract with the CircuitBreaker Durable Object (durable-objects/circuit-breaker.ts, which imports it
+ * from here) and what callers are told. Design notes are at the top of machine.ts.
  */
 import { z } from "zod";
 
@@ -52,10 +52,8 @@ export type TransitionReason =
 	| "reset";
 
 const traceparent = z.string().max(256).optional();
-/** Test and simulation hook: the time to decide at. The object never lets its clock run backwards. */
-const clock = z.number().finite().nonnegative().optional();
 
-export const AdmitRequestSchema = z.object({ policy: BreakerPolicySchema, now: clock, traceparent });
+export const AdmitRequestSchema = z.object({ policy: BreakerPolicySchema, traceparent });
 export type AdmitRequest = z.input<typeof AdmitRequestSchema>;
 
 export const RecordRequestSchema = z.object({
@@ -69,7 +67,6 @@ export const RecordRequestSchema = z.object({
 	count: z.number().int().min(1).max(1_000_000).default(1),
 	/** Frees the probe slot without counting anything: the call was never made, or says nothing of the target's health. */
 	release: z.boolean().default(false),
-	now: clock,
 	traceparent,
 });
 export type RecordRequest = z.input<typeof RecordRequestSchema>;
@@ -125,6 +122,14 @@ export function breakerName(subject: BreakerSubject): string {
 	if ("gateway" in subject) return `gateway:${subject.target}`;
 	if (!TENANT.test(subject.tenantId)) throw new Error("breakerName: invalid tenant id");
 	return `tenant:${subject.tenantId}:${subject.target}`;
+}
+
+/**
+ * The CircuitBreaker stub for a subject, or for a name {@link breakerName} made: the one way to reach a
+ * breaker. A stub belongs to the request that made it: make one per call, never cache it across requests.
+ */
+export function circuitBreakerFor(env: Pick<Env, "CIRCUIT_BREAKER">, subject: BreakerSubject | string) {
+	return env.CIRCUIT_BREAKER.getByName(typeof subject === "string" ? subject : breakerName(subject));
 }
 
 /** The inverse of {@link breakerName}; `null` for a name it did not make. */

@@ -9,7 +9,7 @@ import { appendAudit } from "../audit";
 import { config } from "../config";
 import { breakers, database } from "../db";
 import { ApiError, type AppEnv, BEARER, createRouter, jsonResponse, problems } from "../http";
-import { BREAKER_STATES, parseBreakerName } from "./interface";
+import { BREAKER_STATES, circuitBreakerFor, parseBreakerName } from "./interface";
 
 const BreakerSchema = z
 	.object({
@@ -79,7 +79,7 @@ export function breakerRoutes() {
 		const operator = p.tenantId === config(c.env).OPERATOR_TENANT;
 		const mine = parsed?.scope === "tenant" ? parsed.tenantId === p.tenantId : operator;
 		if (!parsed || !mine) throw new ApiError("not-found", "No such breaker.");
-		const snapshot = await c.env.CIRCUIT_BREAKER.getByName(name).reset({});
+		const snapshot = await circuitBreakerFor(c.env, name).reset({});
 		await appendAudit(c.env.DB, {
 			tenantId: parsed.scope === "tenant" ? parsed.tenantId : p.tenantId,
 			actor: p.actor,

@@ -5,11 +5,11 @@
  */
 import type { Context } from "hono";
 import type { Principal } from "../auth";
-import { BreakerClient } from "../breaker";
+import { type BreakerClient, breakerClientFor } from "../breaker";
 import { type LlmBudget, type TierPolicy, tierPolicy } from "../config";
 import { newEvent, publish } from "../events";
 import { ApiError, type AppEnv, formatTraceparent, log, waitUntil } from "../http";
-import { type BudgetReservation, budgetsFor } from "../ratelimit";
+import { type BudgetReservation, budgetsFor } from "./budget";
 import { keyResolver } from "./byok";
 import { type CachedAnswer, readCache } from "./cache";
 import { costMicroUsd, type LlmConfig, llmConfig, priceOf, type Target } from "./config";
@@ -20,17 +20,9 @@ import { recordUsage, type UsageRecord } from "./usage";
 /** Breakers trust a closed answer this long, so a healthy provider costs no breaker round trip per call. */
 const CLOSED_TRUST_MS = 1000;
 
-const breakerClients = new WeakMap<object, BreakerClient>();
-
 /** The isolate's breaker client for provider calls (the webhook forwarder has its own, without closed trust). */
 function llmBreakers(env: Env): BreakerClient {
-	let client = breakerClients.get(env.CIRCUIT_BREAKER);
-	if (!client) {
-		const ns = env.CIRCUIT_BREAKER;
-		client = new BreakerClient({ stub: (name) => ns.getByName(name), closedTrustMs: CLOSED_TRUST_MS });
-		breakerClients.set(env.CIRCUIT_BREAKER, client);
-	}
-	return client;
+	return breakerClientFor(env, { closedTrustMs: CLOSED_TRUST_MS });
 }
 
 export interface Plane {

@@ -6,8 +6,9 @@ import type { MiddlewareHandler } from "hono";
 import type { Principal } from "../auth";
 import { type Limits, type TierPolicy, tierPolicy } from "../config";
 import { ApiError, type AppEnv, log } from "../http";
+import { perIsolate } from "../lib";
 import { type LimitView, limitField, policyField } from "./headers";
-import { type Admission, type Allowed, type BucketPolicy, rateLimiterName } from "./interface";
+import { type Admission, type Allowed, type BucketPolicy, rateLimiterFor, rateLimiterName } from "./interface";
 import { LeaseClient } from "./lease-client";
 
 const policies = new WeakMap<TierPolicy, WeakMap<Limits | typeof NO_LIMITS, BucketPolicy>>();
@@ -36,17 +37,14 @@ export function bucketPolicy(tier: TierPolicy, limits: Limits | null): BucketPol
 	return policy;
 }
 
-const clients = new WeakMap<object, LeaseClient>();
+const leaseClients = perIsolate((RATE_LIMITER: Env["RATE_LIMITER"]) => {
+	const env = { RATE_LIMITER };
+	return new LeaseClient({ stub: (name) => rateLimiterFor(env, name) });
+});
 
 /** The isolate's lease client over the RATE_LIMITER namespace. */
-export function leaseClientFor(env: Env): LeaseClient {
-	let client = clients.get(env.RATE_LIMITER);
-	if (!client) {
-		const ns = env.RATE_LIMITER;
-		client = new LeaseClient({ stub: (name) => ns.getByName(name) });
-		clients.set(env.RATE_LIMITER, client);
-	}
-	return client;
+export function leaseClientFor(env: Pick<Env, "RATE_LIMITER">): LeaseClient {
+	return leaseClients(env.RATE_LIMITER);
 }
 
 export interface AdmitOptions {

@@ -9,31 +9,6 @@ export {
 	takeAdmission,
 	webhookSubjects,
 } from "./admit";
-export {
-	BudgetClient,
-	type BudgetClientOptions,
-	type BudgetDecision,
-	type BudgetReservation,
-	type BudgetSettlement,
-	type BudgetState,
-	type BudgetStateRequest,
-	BudgetStateRequestSchema,
-	type BudgetStub,
-	type Budgets,
-	type BudgetTotals,
-	budgetsFor,
-	DEFAULT_RESERVATION_TTL_MS,
-	MAX_RESERVATION_TTL_MS,
-	type RenewBudgetInput,
-	type RenewBudgetRequest,
-	RenewBudgetRequestSchema,
-	type RenewBudgetResult,
-	type ReserveBudgetRequest,
-	ReserveBudgetRequestSchema,
-	type ReserveBudgetResult,
-	type SettleBudgetRequest,
-	SettleBudgetRequestSchema,
-} from "./budget";
 export { type LimitView, limitField, policyField } from "./headers";
 export {
 	type AcquireRequest,
@@ -48,8 +23,19 @@ export {
 	type LeaseReturn,
 	LeaseReturnSchema,
 	type LimiterState,
+	type LimiterSubject,
 	noopAdmission,
+	rateLimiterFor,
 	rateLimiterName,
 	type Unavailable,
 } from "./interface";
 export { LeaseClient, type LeaseClientOptions, type LimiterStub } from "./lease-client";
+export {
+	type BucketRow,
+	type BucketStore,
+	LEASE_EXPIRY_GRACE_MS,
+	LeasedBucket,
+	type LeaseRow,
+	MIN_LEASE_TTL_MS,
+} from "./leased-bucket";
+export { monthEnd, monthKey } from "./period";

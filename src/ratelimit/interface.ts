@@ -1,6 +1,7 @@
 /**
- * The admission interface: what the middleware asks, what it is told, and the RPC contract with the
- * RateLimiter Durable Object (durable-objects/rate-limiter.ts), which imports it from here.
+ * The admission interface: what the middleware asks, what it is told, the RPC contract with the
+ * RateLimiter Durable Object (durable-objects/rate-limiter.ts, which imports it from here) and the
+ * accessor that names and reaches its instances.
  */
 import { z } from "zod";
 
@@ -48,13 +49,22 @@ export interface LimiterState {
 	leases: number;
 }
 
+/** What a limiter limits: a tenant, an API key, or a webhook endpoint. */
+export type LimiterSubject = { tenantId: string } | { keyId: string } | { webhookEndpointId: string };
+
 /** Durable Object names: the one place limiter instances are named. */
-export function rateLimiterName(
-	subject: { tenantId: string } | { keyId: string } | { webhookEndpointId: string },
-): string {
+export function rateLimiterName(subject: LimiterSubject): string {
 	if ("tenantId" in subject) return `tenant:${subject.tenantId}`;
 	if ("keyId" in subject) return `key:${subject.keyId}`;
 	return `webhook-endpoint:${subject.webhookEndpointId}`;
+}
+
+/**
+ * The RateLimiter stub for a subject, or for a name {@link rateLimiterName} made: the one way to reach a
+ * limiter. A stub belongs to the request that made it: make one per call, never cache it across requests.
+ */
+export function rateLimiterFor(env: Pick<Env, "RATE_LIMITER">, subject: LimiterSubject | string) {
+	return env.RATE_LIMITER.getByName(typeof subject === "string" ? subject : rateLimiterName(subject));
 }
 
 export interface Allowed {

@@ -1,6 +1,5 @@
 /**
- * The isolate's side of leased admission (see durable-objects/rate-limiter.ts for the design and
- * the proof). Each isolate holds at most one live lease per limiter and spends it from memory; it
+ * The isolate's side of leased admission (see leased-bucket.ts for the design and the proof). Each isolate holds at most one live lease per limiter and spends it from memory; it
  * goes to the RateLimiter object only when the lease is spent or expired, and concurrent requests
  * that find the lease empty wait for one shared refill instead of each making a round trip.
  *
@@ -9,7 +8,7 @@
  * and a refill older than `refillTimeoutMs` is abandoned: the next request starts a fresh one, and
  * if the old one answers after all, its tokens are handed back unspent.
  */
-import { TIMED_OUT, within } from "../lib";
+import { Lru, TIMED_OUT, within } from "../lib";
 import type { Admission, BucketPolicy, Decision, Grant, LeaseReturn } from "./interface";
 
 /** What the client needs of a RateLimiter stub. */
@@ -63,10 +62,9 @@ interface Local {
 
 /** Leased admission for one isolate. Create one per isolate (module scope). */
 export class LeaseClient implements Admission {
-	readonly #limiters = new Map<string, Local>();
+	readonly #limiters: Lru<string, Local>;
 	readonly #stub: (name: string) => LimiterStub;
 	readonly #now: () => number;
-	readonly #max: number;
 	readonly #margin: number;
 	readonly #maxDeny: number;
 	readonly #backoff: number;
@@ -75,22 +73,18 @@ export class LeaseClient implements Admission {
 	constructor(options: LeaseClientOptions) {
 		this.#stub = options.stub;
 		this.#now = options.now ?? Date.now;
-		this.#max = options.maxLimiters ?? 10_000;
+		const max = options.maxLimiters ?? 10_000;
 		this.#margin = options.safetyMarginMs ?? 50;
 		this.#maxDeny = options.maxDenyCacheMs ?? 1000;
 		this.#backoff = options.unavailableBackoffMs ?? 1000;
 		this.#refillTimeout = options.refillTimeoutMs ?? 2000;
-		if (this.#max < 1 || this.#margin < 0 || this.#refillTimeout <= 0) throw new Error("LeaseClient: invalid options");
+		if (max < 1 || this.#margin < 0 || this.#refillTimeout <= 0) throw new Error("LeaseClient: invalid options");
+		this.#limiters = new Lru(max);
 	}
 
 	#local(name: string): Local {
 		let local = this.#limiters.get(name);
-		if (local) {
-			// Refresh recency for the LRU.
-			this.#limiters.delete(name);
-			this.#limiters.set(name, local);
-			return local;
-		}
+		if (local) return local;
 		local = {
 			name,
 			leaseId: null,
@@ -108,10 +102,6 @@ export class LeaseClient implements Admission {
 			unavailableReason: "",
 		};
 		this.#limiters.set(name, local);
-		if (this.#limiters.size > this.#max) {
-			const oldest = this.#limiters.keys().next().value;
-			if (oldest !== undefined) this.#limiters.delete(oldest);
-		}
 		return local;
 	}
 

@@ -7,13 +7,17 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { RateLimiter } from "../../durable-objects/rate-limiter";
 import type { LlmBudget } from "../../src/config";
-import { BudgetClient, type BudgetReservation, budgetsFor, rateLimiterName } from "../../src/ratelimit";
+import { BudgetClient, type BudgetReservation, budgetsFor } from "../../src/llm/budget";
+import { rateLimiterFor } from "../../src/ratelimit";
+import { setObjectClock } from "../helpers/object-clock";
 
 const TOKENS_1000: LlmBudget = { monthlyTokens: 1000, monthlyMicroUsd: null };
-/** A time ahead of the real clock, for tests that drive the object's clock through its `now` hook. */
+/** A time ahead of the real clock, for tests that set the object's clock. */
 const FUTURE = Date.UTC(2040, 2, 10, 12);
 
-const stubFor = (tenantId: string) => env.RATE_LIMITER.getByName(rateLimiterName({ tenantId }));
+const stubFor = (tenantId: string) => rateLimiterFor(env, { tenantId });
+/** Stops the object's clock at `at`. */
+const at = (stub: ReturnType<typeof stubFor>, time: number) => setObjectClock(stub, () => time);
 
 async function reserveMany(tenantId: string, budget: LlmBudget, n: number, tokens: number) {
 	const budgets = budgetsFor(env);
@@ -74,16 +78,18 @@ describe("LLM budgets in the RateLimiter object", () => {
 
 	it("charges an unsettled reservation its reserved amount at expiry, and a late settlement nothing", async () => {
 		const stub = stubFor("budget-expiry");
+		await at(stub, FUTURE);
 		const reserved = await stub.reserveBudget({
 			budget: { monthlyTokens: 1000, monthlyMicroUsd: 5000 },
 			tokens: 400,
 			microUsd: 900,
 			ttlMs: 60_000,
-			now: FUTURE,
 		});
 		if (!reserved.ok) throw new Error("expected a reservation");
-		expect(await stub.budgetState({ now: FUTURE + 59_999 })).toMatchObject({ usedTokens: 0, reservedTokens: 400 });
-		expect(await stub.budgetState({ now: FUTURE + 60_000 })).toMatchObject({
+		await at(stub, FUTURE + 59_999);
+		expect(await stub.budgetState()).toMatchObject({ usedTokens: 0, reservedTokens: 400 });
+		await at(stub, FUTURE + 60_000);
+		expect(await stub.budgetState()).toMatchObject({
 			usedTokens: 400,
 			usedMicroUsd: 900,
 			reservedTokens: 0,
@@ -96,21 +102,23 @@ describe("LLM budgets in the RateLimiter object", () => {
 	it("starts a new calendar month with the whole budget", async () => {
 		const stub = stubFor("budget-rollover");
 		const endOfMonth = Date.UTC(2040, 2, 31, 23, 59);
-		const spent = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1000, microUsd: 0, now: endOfMonth });
+		await at(stub, endOfMonth);
+		const spent = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1000, microUsd: 0 });
 		if (!spent.ok) throw new Error("expected a reservation");
-		await stub.settleBudget({ reservationId: spent.reservationId, tokens: 1000, microUsd: 0, now: endOfMonth });
-		const refused = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1, microUsd: 0, now: endOfMonth });
+		await stub.settleBudget({ reservationId: spent.reservationId, tokens: 1000, microUsd: 0 });
+		const refused = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1, microUsd: 0 });
 		expect(refused).toMatchObject({ ok: false, limitedBy: "tokens", retryAfterMs: 60_000, resetMs: 60_000 });
 		const april = Date.UTC(2040, 3, 1);
-		expect(await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1000, microUsd: 0, now: april })).toMatchObject({
+		await at(stub, april);
+		expect(await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1000, microUsd: 0 })).toMatchObject({
 			ok: true,
 			remainingTokens: 0,
 		});
-		expect(await stub.budgetState({ now: april })).toMatchObject({ period: "2040-04", usedTokens: 0 });
+		expect(await stub.budgetState()).toMatchObject({ period: "2040-04", usedTokens: 0 });
 	});
 
 	it("a second isolate is refused the room a first one's lease holds, until the first gives it back", async () => {
-		const isolate = () => new BudgetClient({ stub: (name) => env.RATE_LIMITER.getByName(name), leaseMs: 60_000 });
+		const isolate = () => new BudgetClient({ stub: (name) => rateLimiterFor(env, name), leaseMs: 60_000 });
 		const first = isolate();
 		const second = isolate();
 		const one = await first.reserve("budget-isolates", TOKENS_1000, { tokens: 100, microUsd: 0 });

@@ -5,13 +5,15 @@
  * half-open with a bounded number of probes → closed).
  */
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it, vi } from "vitest";
-import { BreakerClient, breakerName } from "../../src/breaker";
+import { beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
+import { BreakerClient, breakerName, circuitBreakerFor } from "../../src/breaker";
 import { ApiError } from "../../src/http";
+import { systemClock } from "../../src/lib";
 import { type LlmConfig, LlmConfigSchema } from "../../src/llm/config";
 import { type Provider, ProviderError } from "../../src/llm/providers";
 import { planTargets, type RouteEnv, route } from "../../src/llm/router";
 import type { ChatCompletion } from "../../src/llm/types";
+import { setObjectClock } from "../helpers/object-clock";
 
 function config(overrides: Partial<Record<string, unknown>> = {}): LlmConfig {
 	return LlmConfigSchema.parse({
@@ -310,19 +312,35 @@ describe("route with the real CircuitBreaker", () => {
 			breaker: { consecutiveFailures: 2, cooldownMs: 300, halfOpenProbes: 1, minimumVolume: 1000 },
 		});
 		let objectCalls = 0;
-		const ns = env.CIRCUIT_BREAKER;
-		// Simulated time, for the isolate and the object alike, so the 300 ms cooldown ends when the test
-		// says and not when a busy machine gets round to it. An hour ahead of the real clock: the object
-		// never lets its clock run backwards, and `state()` reads it at real time.
+		// Simulated time, for the isolate and the objects alike, so the 300 ms cooldown ends when the test
+		// says and not when a busy machine gets round to it. An hour ahead of the real clock: the objects
+		// never let their clocks run backwards, and go back to the real clock when the test ends.
 		let now = Date.now() + 3_600_000;
+		const clock = () => now;
+		const pinned = new Map<string, Promise<void>>();
+		onTestFinished(async () => {
+			await Promise.all([...pinned.keys()].map((name) => setObjectClock(circuitBreakerFor(env, name), systemClock)));
+		});
 		const breakers = new BreakerClient({
-			now: () => now,
+			now: clock,
 			stub: (name) => {
 				objectCalls++;
-				const real = ns.getByName(name);
+				const real = circuitBreakerFor(env, name);
+				let pin = pinned.get(name);
+				if (!pin) {
+					pin = setObjectClock(real, clock);
+					pinned.set(name, pin);
+				}
+				const onClock = pin;
 				return {
-					admit: (input) => real.admit({ ...input, now }),
-					record: (input) => real.record({ ...input, now }),
+					admit: async (input) => {
+						await onClock;
+						return real.admit(input);
+					},
+					record: async (input) => {
+						await onClock;
+						return real.record(input);
+					},
 				};
 			},
 		});
@@ -340,7 +358,7 @@ describe("route with the real CircuitBreaker", () => {
 			await settle();
 		}
 		const name = breakerName({ tenantId, target: "llm:a/m1" });
-		expect((await ns.getByName(name).state()).state).toBe("open");
+		expect((await circuitBreakerFor(env, name).state()).state).toBe("open");
 
 		// Open: `a` is refused from the isolate's memory — no provider call, no object round trip for it.
 		calls.length = 0;
@@ -378,14 +396,14 @@ describe("route with the real CircuitBreaker", () => {
 		expect((await first).target.provider).toBe("a");
 		expect(calls.filter((c) => c === "a/m1")).toHaveLength(1);
 		await settle();
-		expect((await ns.getByName(name).state()).state).toBe("closed");
+		expect((await circuitBreakerFor(env, name).state()).state).toBe("closed");
 	});
 });
 
 describe("route: retries ask the breakers again", () => {
 	// The gateway's breaker for a provider is shared: each test starts with it closed.
 	beforeEach(async () => {
-		await env.CIRCUIT_BREAKER.getByName(breakerName({ gateway: true, target: "llm:a" })).reset();
+		await circuitBreakerFor(env, { gateway: true, target: "llm:a" }).reset();
 	});
 
 	it("stops retrying a target whose breaker the last failure opened, and falls back", async () => {
@@ -393,9 +411,8 @@ describe("route: retries ask the breakers again", () => {
 			routing: { retriesPerTarget: 2 },
 			breaker: { consecutiveFailures: 1, cooldownMs: 60_000, minimumVolume: 1000 },
 		});
-		const ns = env.CIRCUIT_BREAKER;
 		// As the plane makes it: a closed answer is trusted for a second.
-		const breakers = new BreakerClient({ stub: (name) => ns.getByName(name), closedTrustMs: 1000 });
+		const breakers = new BreakerClient({ stub: (name) => circuitBreakerFor(env, name), closedTrustMs: 1000 });
 		const tenantId = `t${crypto.randomUUID().slice(0, 8)}`;
 		const { calls, providers } = fakeProviders({ "a/m1": ["500", "500", "500"] });
 		const background: Promise<unknown>[] = [];
@@ -413,7 +430,7 @@ describe("route: retries ask the breakers again", () => {
 		expect(served).toMatchObject({ target: { provider: "b" }, attempts: 2 });
 		await Promise.all(background);
 		const gateway = breakerName({ gateway: true, target: "llm:a" });
-		expect((await ns.getByName(gateway).state()).state).toBe("open");
+		expect((await circuitBreakerFor(env, gateway).state()).state).toBe("open");
 	});
 
 	it("keeps the failure that opened the breaker as the cause: fallbackOn decides on it, not on circuit-open", async () => {
@@ -421,8 +438,7 @@ describe("route: retries ask the breakers again", () => {
 			routing: { retriesPerTarget: 2, fallbackOn: ["5xx"] },
 			breaker: { consecutiveFailures: 1, cooldownMs: 60_000, minimumVolume: 1000 },
 		});
-		const ns = env.CIRCUIT_BREAKER;
-		const breakers = new BreakerClient({ stub: (name) => ns.getByName(name), closedTrustMs: 1000 });
+		const breakers = new BreakerClient({ stub: (name) => circuitBreakerFor(env, name), closedTrustMs: 1000 });
 		const { calls, providers } = fakeProviders({ "a/m1": ["500"] });
 		const background: Promise<unknown>[] = [];
 		const { r } = routeEnv(cfg, providers, {
@@ -460,6 +476,11 @@ describe("route: retries ask the breakers again", () => {
 
 describe("route: timers and probe bookkeeping", () => {
 	it("stops the attempt timer once the upstream has answered (a long body is not a dead provider)", async () => {
+		// Simulated timers: the body's time passes when the test says, however busy the machine.
+		vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+		onTestFinished(() => {
+			vi.useRealTimers();
+		});
 		const cfg = config({ routing: { retriesPerTarget: 0, attemptTimeoutMs: 30 } });
 		const { providers } = fakeProviders({});
 		const a = providers.get("a");
@@ -469,7 +490,7 @@ describe("route: timers and probe bookkeeping", () => {
 			async chat(c) {
 				c.onResponse?.();
 				// The body takes far longer than the attempt timeout.
-				await new Promise((resolve) => setTimeout(resolve, 120));
+				await vi.advanceTimersByTimeAsync(120);
 				if (c.signal.aborted) throw new ProviderError("timeout", "aborted");
 				return completion(c.model);
 			},

@@ -12,7 +12,7 @@ import { benchRows, meterD1 } from "../../bench/worker";
 import { auditWriter } from "../../src/audit";
 import { auditLog, database, eventFailures, processedEvents, webhookDeliveries } from "../../src/db";
 import { type EventEnvelope, type EventHandler, handleEventBatch, newEvent } from "../../src/events";
-import { rateLimiterName } from "../../src/ratelimit";
+import { rateLimiterFor } from "../../src/ratelimit";
 import worker from "../../workers/gateway";
 import { BASE, call } from "../helpers/gateway";
 import { hsToken, seedTenant } from "../helpers/identity";
@@ -164,7 +164,7 @@ describe("rows written per path", () => {
 	});
 
 	it("the rate limiter writes 2 rows for a lease and 3 when the next one returns it", async () => {
-		const stub = env.RATE_LIMITER.getByName(rateLimiterName({ tenantId: await seedTenant() }));
+		const stub = rateLimiterFor(env, { tenantId: await seedTenant() });
 		const policy = {
 			rate: { perSecond: 10, burst: 100 },
 			monthlyQuota: 1_000_000,

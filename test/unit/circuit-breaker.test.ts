@@ -6,27 +6,27 @@
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, type MockInstance, vi } from "vitest";
-import { BreakerMachine, type Transition } from "../../durable-objects/circuit-breaker";
 import {
 	BreakerClient,
 	type BreakerClientOptions,
+	BreakerMachine,
 	type BreakerPolicyInput,
 	BreakerPolicySchema,
 	type BreakerSnapshot,
 	type BreakerStub,
 	breakerName,
+	circuitBreakerFor,
 	DEFAULT_BREAKER_POLICY,
 	parseBreakerName,
+	type Transition,
 } from "../../src/breaker";
 import { type EventEnvelope, EventEnvelopeSchema } from "../../src/events";
+import { setObjectClock } from "../helpers/object-clock";
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const isolates = (n: number, options: Partial<BreakerClientOptions> = {}) =>
-	Array.from(
-		{ length: n },
-		() => new BreakerClient({ stub: (name) => env.CIRCUIT_BREAKER.getByName(name), ...options }),
-	);
+	Array.from({ length: n }, () => new BreakerClient({ stub: (name) => circuitBreakerFor(env, name), ...options }));
 
 /** A client whose every round trip to the object is counted. */
 /** What a stub object answers to a record: `state`, after `seq` transitions (open for a minute). */
@@ -50,7 +50,7 @@ function countingClient(options: Partial<BreakerClientOptions> = {}) {
 	const calls = { admit: 0, record: 0 };
 	const client = new BreakerClient({
 		stub: (name): BreakerStub => {
-			const real = env.CIRCUIT_BREAKER.getByName(name);
+			const real = circuitBreakerFor(env, name);
 			return {
 				admit: (input) => {
 					calls.admit++;
@@ -71,10 +71,24 @@ async function fail(client: BreakerClient, name: string, policy: BreakerPolicyIn
 	for (let i = 0; i < times; i++) await client.record(name, policy, { success: false });
 }
 
-/** Waits (bounded) until the breaker's cooldown has passed and the next admit reaches half-open. */
-async function afterCooldown(name: string) {
-	const { openUntil } = await env.CIRCUIT_BREAKER.getByName(name).state();
-	await sleep(Math.max(0, (openUntil ?? 0) - Date.now()) + 5);
+/**
+ * Simulated time for a test's isolates (pass `now` to their clients) and the breakers they reach: it
+ * moves only when the test moves it, so a cooldown ends when the test says and not when a busy machine
+ * gets round to it.
+ */
+function simulatedTime() {
+	let t = Date.now();
+	const now = () => t;
+	return {
+		now,
+		/** Puts the breaker's object on this time (again after an eviction, which brings back the real clock). */
+		pin: (breaker: string) => setObjectClock(circuitBreakerFor(env, breaker), now),
+		/** Moves time to the end of the breaker's cooldown: the next admit reaches half-open. */
+		async afterCooldown(breaker: string) {
+			const { openUntil } = await circuitBreakerFor(env, breaker).state();
+			t = Math.max(t, openUntil ?? t);
+		},
+	};
 }
 
 const name = (target: string) => breakerName({ tenantId: "acme", target });
@@ -137,7 +151,7 @@ describe("CircuitBreaker across isolates", () => {
 		await fail(a, breaker, policy, 2);
 		await b.record(breaker, policy, { success: true });
 		await fail(b, breaker, policy, 2);
-		expect((await env.CIRCUIT_BREAKER.getByName(breaker).state()).state).toBe("closed");
+		expect((await circuitBreakerFor(env, breaker).state()).state).toBe("closed");
 		expect(await a.record(breaker, policy, { success: false })).toMatchObject({ state: "open" });
 		// b learns it from the object, which refuses with the time it reopens.
 		const decision = await b.admit(breaker, policy);
@@ -157,7 +171,7 @@ describe("CircuitBreaker across isolates", () => {
 		const [a, b] = isolates(2) as [BreakerClient, BreakerClient];
 		// 9 calls, 8 of them failures: far above the rate, but below the minimum volume.
 		for (let i = 0; i < 9; i++) await (i % 2 ? a : b).record(breaker, policy, { success: i === 4 });
-		const below = await env.CIRCUIT_BREAKER.getByName(breaker).state();
+		const below = await circuitBreakerFor(env, breaker).state();
 		expect(below).toMatchObject({ state: "closed", window: { successes: 1, failures: 8 } });
 		// The tenth call reaches the minimum volume with a rate of 0.8.
 		expect(await a.record(breaker, policy, { success: true })).toMatchObject({ state: "open" });
@@ -170,7 +184,7 @@ describe("CircuitBreaker across isolates", () => {
 		const breaker = name("healthy");
 		const [a] = isolates(1) as [BreakerClient];
 		for (let i = 0; i < 30; i++) await a.record(breaker, policy, { success: i % 3 !== 2 });
-		expect(await env.CIRCUIT_BREAKER.getByName(breaker).state()).toMatchObject({
+		expect(await circuitBreakerFor(env, breaker).state()).toMatchObject({
 			state: "closed",
 			window: { successes: 20, failures: 10 },
 		});
@@ -179,9 +193,11 @@ describe("CircuitBreaker across isolates", () => {
 	it("admits exactly halfOpenProbes probes when 4 isolates fire 60 concurrent admits after the cooldown", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1, cooldownMs: 30, halfOpenProbes: 3 };
 		const breaker = name("probes");
-		const clients = isolates(4);
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const clients = isolates(4, { now: time.now });
 		await fail(clients[0] as BreakerClient, breaker, policy, 1);
-		await afterCooldown(breaker);
+		await time.afterCooldown(breaker);
 		const decisions = await Promise.all(
 			clients.flatMap((client) => Array.from({ length: 15 }, () => client.admit(breaker, policy))),
 		);
@@ -190,7 +206,7 @@ describe("CircuitBreaker across isolates", () => {
 		expect(probes.every((d) => d.probe && d.state === "half_open")).toBe(true);
 		expect(new Set(probes.map((d) => d.probeId)).size).toBe(3);
 		expect(decisions.filter((d) => !d.allowed).every((d) => d.state === "half_open")).toBe(true);
-		const state = await env.CIRCUIT_BREAKER.getByName(breaker).state();
+		const state = await circuitBreakerFor(env, breaker).state();
 		expect(state).toMatchObject({ state: "half_open", probesInFlight: 3 });
 		// One transition to half-open however many isolates asked at once.
 		await vi.waitFor(() => expect(published(breaker).map((e) => e.data.to)).toEqual(["open", "half_open"]), {
@@ -206,9 +222,11 @@ describe("CircuitBreaker across isolates", () => {
 			successesToClose: 2,
 		};
 		const breaker = name("closes");
-		const [a, b] = isolates(2) as [BreakerClient, BreakerClient];
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const [a, b] = isolates(2, { now: time.now }) as [BreakerClient, BreakerClient];
 		await fail(a, breaker, policy, 1);
-		await afterCooldown(breaker);
+		await time.afterCooldown(breaker);
 		const [pa, pb] = await Promise.all([a.admit(breaker, policy), b.admit(breaker, policy)]);
 		expect([pa?.probe, pb?.probe]).toEqual([true, true]);
 		expect(await a.record(breaker, policy, { success: true, probe: pa?.probe, probeId: pa?.probeId })).toMatchObject({
@@ -237,9 +255,11 @@ describe("CircuitBreaker across isolates", () => {
 			halfOpenProbes: 1,
 		};
 		const breaker = name("reopens");
-		const [a] = isolates(1) as [BreakerClient];
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const [a] = isolates(1, { now: time.now }) as [BreakerClient];
 		await fail(a, breaker, policy, 1);
-		await afterCooldown(breaker);
+		await time.afterCooldown(breaker);
 		const probe = await a.admit(breaker, policy);
 		expect(probe).toMatchObject({ allowed: true, probe: true });
 		// A call admitted before the trip reports late: it is not a probe and does not count.
@@ -247,7 +267,7 @@ describe("CircuitBreaker across isolates", () => {
 		expect(await a.record(breaker, policy, { success: false, probe: true, probeId: probe.probeId })).toMatchObject({
 			state: "open",
 		});
-		const state = await env.CIRCUIT_BREAKER.getByName(breaker).state();
+		const state = await circuitBreakerFor(env, breaker).state();
 		expect(state).toMatchObject({ state: "open", reopenings: 1, probesInFlight: 0 });
 		await vi.waitFor(() => expect(published(breaker)).toHaveLength(3), { timeout: 15_000 });
 		expect(published(breaker)[2]?.data).toMatchObject({ from: "half_open", to: "open", reason: "probe-failed" });
@@ -270,13 +290,13 @@ describe("CircuitBreaker across isolates", () => {
 	it("asks the object once the local open deadline passes, and the object decides who probes", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1, cooldownMs: 20, halfOpenProbes: 1 };
 		const breaker = name("ask-after-cooldown");
-		// The isolate's clock stops once the cooldown is over, so "a short while" (the deny cache) cannot
-		// run out between the refusal and the next admit however slowly a busy machine gets there.
-		let stopped: number | undefined;
-		const { client, calls } = countingClient({ now: () => stopped ?? Date.now() });
+		// Time stops once the cooldown is over, so "a short while" (the deny cache) cannot run out between
+		// the refusal and the next admit however slowly a busy machine gets there.
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const { client, calls } = countingClient({ now: time.now });
 		await fail(client, breaker, policy, 1);
-		await afterCooldown(breaker);
-		stopped = Date.now();
+		await time.afterCooldown(breaker);
 		const [first, second] = await Promise.all([client.admit(breaker, policy), client.admit(breaker, policy)]);
 		expect(calls.admit).toBe(2);
 		expect([first?.allowed, second?.allowed].sort()).toEqual([false, true]);
@@ -300,23 +320,27 @@ describe("CircuitBreaker across isolates", () => {
 	it("keeps its state, counts and probe slots in SQLite across eviction", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 3, minimumVolume: 1000, cooldownMs: 20 };
 		const breaker = name("evicted");
-		const stub = env.CIRCUIT_BREAKER.getByName(breaker);
+		const time = simulatedTime();
+		await time.pin(breaker);
+		const stub = circuitBreakerFor(env, breaker);
 		await stub.record({ policy, success: false });
 		await stub.record({ policy, success: false });
 		const counted = await stub.state();
 		await evictDurableObject(stub);
-		expect(await env.CIRCUIT_BREAKER.getByName(breaker).state()).toEqual(counted);
+		await time.pin(breaker);
+		expect(await circuitBreakerFor(env, breaker).state()).toEqual(counted);
 		// One more failure after the restart completes the run of three.
-		expect(await env.CIRCUIT_BREAKER.getByName(breaker).record({ policy, success: false })).toMatchObject({
+		expect(await circuitBreakerFor(env, breaker).record({ policy, success: false })).toMatchObject({
 			state: "open",
 			consecutiveFailures: 0,
 		});
-		await afterCooldown(breaker);
-		const probe = await env.CIRCUIT_BREAKER.getByName(breaker).admit({ policy });
+		await time.afterCooldown(breaker);
+		const probe = await circuitBreakerFor(env, breaker).admit({ policy });
 		expect(probe).toMatchObject({ allowed: true, probe: true });
-		await evictDurableObject(env.CIRCUIT_BREAKER.getByName(breaker));
+		await evictDurableObject(circuitBreakerFor(env, breaker));
+		await time.pin(breaker);
 		// The probe slot survived: the next caller is refused, and the probe's outcome still counts.
-		const again = env.CIRCUIT_BREAKER.getByName(breaker);
+		const again = circuitBreakerFor(env, breaker);
 		expect(await again.admit({ policy })).toMatchObject({ allowed: false, state: "half_open" });
 		expect(await again.record({ policy, success: true, probe: true, probeId: probe.probeId })).toMatchObject({
 			state: "closed",
@@ -327,7 +351,7 @@ describe("CircuitBreaker across isolates", () => {
 	it("resets to closed and clears its counts (admin), publishing the transition", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1, cooldownMs: 60_000 };
 		const breaker = name("reset");
-		const stub = env.CIRCUIT_BREAKER.getByName(breaker);
+		const stub = circuitBreakerFor(env, breaker);
 		await stub.record({ policy, success: false });
 		expect((await stub.state()).state).toBe("open");
 		expect(await stub.reset()).toMatchObject({ state: "closed", consecutiveFailures: 0, reopenings: 0 });
@@ -365,13 +389,13 @@ describe("CircuitBreaker across isolates", () => {
 				cooldownMs: 60_000,
 			},
 		});
-		expect((await env.CIRCUIT_BREAKER.getByName(breaker).state()).pendingEvents).toBe(0);
+		expect((await circuitBreakerFor(env, breaker).state()).pendingEvents).toBe(0);
 	});
 
 	it("publishes a gateway breaker's transitions under the operator tenant", async () => {
 		const policy: BreakerPolicyInput = { consecutiveFailures: 1 };
 		const breaker = breakerName({ gateway: true, target: "openai" });
-		await env.CIRCUIT_BREAKER.getByName(breaker).record({ policy, success: false });
+		await circuitBreakerFor(env, breaker).record({ policy, success: false });
 		await vi.waitFor(() => expect(published(breaker)).toHaveLength(1), { timeout: 15_000 });
 		expect(published(breaker)[0]).toMatchObject({ tenantId: env.OPERATOR_TENANT, data: { target: "openai" } });
 	});
@@ -381,7 +405,7 @@ describe("CircuitBreaker across isolates", () => {
 		const breaker = name("queue-down");
 		send.mockRejectedValue(new Error("queue unavailable"));
 		sendBatch.mockRejectedValue(new Error("queue unavailable"));
-		const stub = env.CIRCUIT_BREAKER.getByName(breaker);
+		const stub = circuitBreakerFor(env, breaker);
 		expect(await stub.record({ policy, success: false })).toMatchObject({ state: "open" });
 		await vi.waitFor(() => expect(send.mock.calls.length + sendBatch.mock.calls.length).toBeGreaterThan(0), {
 			timeout: 15_000,
@@ -550,12 +574,12 @@ describe("releasing probes and coalesced successes", () => {
 		await Promise.all(records);
 		// One round trip for all twenty, after the trust period.
 		expect(calls.record).toBe(1);
-		expect((await env.CIRCUIT_BREAKER.getByName(breaker).state()).window.successes).toBe(20);
+		expect((await circuitBreakerFor(env, breaker).state()).window.successes).toBe(20);
 
 		// A failure flushes the successes counted before it first, so the object sees them in order.
 		void client.record(breaker, policy, { success: true });
 		await client.record(breaker, policy, { success: false });
-		const state = await env.CIRCUIT_BREAKER.getByName(breaker).state();
+		const state = await circuitBreakerFor(env, breaker).state();
 		expect(state).toMatchObject({ consecutiveFailures: 1, window: { successes: 21, failures: 1 } });
 		expect(calls.record).toBe(3);
 	});

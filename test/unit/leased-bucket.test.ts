@@ -1,11 +1,10 @@
 /**
  * The admission algorithm against simulated time: real LeaseClients (one per simulated isolate) over a
  * real LeasedBucket, with random arrivals, network delays and isolates that die holding leases.
- * Asserts the two promises of durable-objects/rate-limiter.ts for every window of every run.
+ * Asserts the two promises of src/ratelimit/leased-bucket.ts for every window of every run.
  */
 import { describe, expect, it } from "vitest";
-import { type BucketPolicy, LEASE_EXPIRY_GRACE_MS, LeasedBucket } from "../../durable-objects/rate-limiter";
-import { LeaseClient } from "../../src/ratelimit";
+import { type BucketPolicy, LEASE_EXPIRY_GRACE_MS, LeaseClient, LeasedBucket } from "../../src/ratelimit";
 import { mulberry32 } from "../helpers/random";
 
 interface Run {

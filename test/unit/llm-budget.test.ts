@@ -4,23 +4,21 @@
  * refuse, fail or hang.
  */
 import { describe, expect, it, vi } from "vitest";
-import {
-	BudgetLedger,
-	type BudgetRow,
-	type BudgetStore,
-	type ReservationRow,
-} from "../../durable-objects/rate-limiter";
 import type { LlmBudget } from "../../src/config";
 import {
 	BudgetClient,
+	BudgetLedger,
+	type BudgetRow,
+	type BudgetStore,
 	type BudgetStub,
 	type RenewBudgetRequest,
 	RenewBudgetRequestSchema,
 	type RenewBudgetResult,
+	type ReservationRow,
 	ReserveBudgetRequestSchema,
 	type ReserveBudgetResult,
 	SettleBudgetRequestSchema,
-} from "../../src/ratelimit";
+} from "../../src/llm/budget";
 import { mulberry32 } from "../helpers/random";
 
 const T0 = Date.UTC(2030, 4, 10, 12);

@@ -5,11 +5,14 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { BucketPolicy, RateLimiter } from "../../durable-objects/rate-limiter";
-import { type Grant, LeaseClient, type LimiterStub } from "../../src/ratelimit";
+import type { RateLimiter } from "../../durable-objects/rate-limiter";
+import { type BucketPolicy, type Grant, LeaseClient, type LimiterStub, rateLimiterFor } from "../../src/ratelimit";
 
 const isolates = (n: number, options: Partial<ConstructorParameters<typeof LeaseClient>[0]> = {}) =>
-	Array.from({ length: n }, () => new LeaseClient({ stub: (name) => env.RATE_LIMITER.getByName(name), ...options }));
+	Array.from({ length: n }, () => new LeaseClient({ stub: (name) => rateLimiterFor(env, name), ...options }));
+
+/** Lets every continuation of promises already settled run: one turn of the event loop, no waiting. */
+const settled = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 async function fire(clients: LeaseClient[], name: string, policy: BucketPolicy, perIsolate: number) {
 	const decisions = await Promise.all(
@@ -43,7 +46,7 @@ describe("RateLimiter with leases across isolates", () => {
 		expect(result.allowed).toBe(37);
 		const denied = result.decisions.find((d) => d.kind === "denied");
 		expect(denied).toMatchObject({ kind: "denied", limitedBy: "quota" });
-		const stub = env.RATE_LIMITER.getByName("tenant:exact-quota");
+		const stub = rateLimiterFor(env, "tenant:exact-quota");
 		const state = await runInDurableObject(stub, (instance: RateLimiter) => instance.state());
 		expect(state.quotaUsed).toBe(37);
 	});
@@ -52,7 +55,7 @@ describe("RateLimiter with leases across isolates", () => {
 		let calls = 0;
 		const client = new LeaseClient({
 			stub: (name): LimiterStub => {
-				const real = env.RATE_LIMITER.getByName(name);
+				const real = rateLimiterFor(env, name);
 				return {
 					acquire: (input) => {
 						calls++;
@@ -133,7 +136,7 @@ describe("RateLimiter with leases across isolates", () => {
 			monthlyQuota: 1000,
 			lease: { maxTokens: 5, ttlMs: 5000 },
 		};
-		const stub = env.RATE_LIMITER.getByName("tenant:persisted");
+		const stub = rateLimiterFor(env, "tenant:persisted");
 		const grant = await stub.acquire({ policy, want: 3, returns: [] });
 		expect(grant.granted).toBeGreaterThan(0);
 		const stored = await runInDurableObject(stub, (_instance: RateLimiter, state) =>
@@ -150,14 +153,14 @@ describe("RateLimiter with leases across isolates", () => {
 			monthlyQuota: 1000,
 			lease: { maxTokens: 5, ttlMs: 10_000 },
 		};
-		const stub = env.RATE_LIMITER.getByName("tenant:evicted");
+		const stub = rateLimiterFor(env, "tenant:evicted");
 		const first = await stub.acquire({ policy, want: 4, returns: [] });
 		const before = await stub.state();
 		await evictDurableObject(stub);
-		const after = await env.RATE_LIMITER.getByName("tenant:evicted").state();
+		const after = await rateLimiterFor(env, "tenant:evicted").state();
 		expect(after).toEqual(before);
 		// The reloaded object still honours the lease it granted before eviction.
-		const again = env.RATE_LIMITER.getByName("tenant:evicted");
+		const again = rateLimiterFor(env, "tenant:evicted");
 		await again.acquire({ policy, want: 1, returns: [{ leaseId: first.leaseId as string, unspent: first.granted }] });
 		expect((await again.state()).quotaUsed).toBe(after.quotaUsed - first.granted + 1);
 	});
@@ -185,7 +188,10 @@ describe("RateLimiter with leases across isolates", () => {
 			limitedBy: null,
 			retryAfterMs: 0,
 		});
+		// The client's clock moves only when the test moves it.
+		let now = Date.now();
 		const client = new LeaseClient({
+			now: () => now,
 			refillTimeoutMs: 100,
 			unavailableBackoffMs: 150,
 			stub: (): LimiterStub => ({
@@ -205,7 +211,7 @@ describe("RateLimiter with leases across isolates", () => {
 		const stuck = await Promise.all([client.take("tenant:stuck", policy), client.take("tenant:stuck", policy)]);
 		expect(stuck.map((d) => d.kind)).toEqual(["unavailable", "unavailable"]);
 		// After the back-off, the next request starts a fresh refill instead of waiting forever.
-		await new Promise((r) => setTimeout(r, 200));
+		now += 200;
 		expect((await client.take("tenant:stuck", policy)).kind).toBe("allowed");
 		release({
 			leaseId: "late-lease",
@@ -218,7 +224,7 @@ describe("RateLimiter with leases across isolates", () => {
 			limitedBy: null,
 			retryAfterMs: 0,
 		});
-		await new Promise((r) => setTimeout(r, 10));
+		await settled();
 		// Drain the live lease so the client calls again; the late lease goes back unspent with that call.
 		for (let i = 0; i < 10 && calls.length < 3; i++) await client.take("tenant:stuck", policy);
 		expect(calls[2]?.returns).toEqual(expect.arrayContaining([{ leaseId: "late-lease", unspent: 3 }]));
@@ -231,13 +237,15 @@ describe("RateLimiter with leases across isolates", () => {
 			lease: { maxTokens: 5, ttlMs: 100 },
 		};
 		let calls = 0;
+		let now = Date.now();
 		const client = new LeaseClient({
+			now: () => now,
 			safetyMarginMs: 50,
 			stub: (name): LimiterStub => ({
 				acquire: async (input) => {
 					calls++;
-					const grant = await env.RATE_LIMITER.getByName(name).acquire(input);
-					await new Promise((r) => setTimeout(r, 120)); // slower than the lease lives
+					const grant = await rateLimiterFor(env, name).acquire(input);
+					now += 120; // slower than the lease lives
 					return grant;
 				},
 			}),
@@ -251,7 +259,7 @@ describe("RateLimiter with leases across isolates", () => {
 	});
 
 	it("rebuilds the tables of an object made with the old schema WITHOUT ROWID, keeping its rows", async () => {
-		const stub = env.RATE_LIMITER.getByName("tenant:old-schema");
+		const stub = rateLimiterFor(env, "tenant:old-schema");
 		const policy: BucketPolicy = {
 			rate: { perSecond: 1, burst: 5 },
 			monthlyQuota: 100,
@@ -276,7 +284,7 @@ describe("RateLimiter with leases across isolates", () => {
 		});
 		await evictDurableObject(stub);
 		// The constructor rebuilds both; the row with a NULL id (never reachable by id) is dropped.
-		await env.RATE_LIMITER.getByName("tenant:old-schema").state();
+		await rateLimiterFor(env, "tenant:old-schema").state();
 		const tables = await runInDurableObject(stub, (_instance: RateLimiter, state) => {
 			const sql = state.storage.sql;
 			const ddl = (name: string) =>

@@ -1,11 +1,11 @@
 /**
- * Monthly LLM budgets (tokens and micro-dollars): the RPC contract with the RateLimiter Durable Object
- * (durable-objects/rate-limiter.ts, which holds the ledger and the proof of exactness) and the
- * isolate's client. A request *reserves* its estimate before the provider is called and *settles*
- * its actual usage afterwards; the budget lives in the same object as the tenant's rate limiter.
+ * The isolate's side of monthly LLM budgets (tokens and micro-dollars; the ledger and its proof of
+ * exactness are in ledger.ts). A request *reserves* its estimate before the provider is called and
+ * *settles* its actual usage afterwards; the budget lives in the tenant's RateLimiter object, beside
+ * its rate limiter.
  *
- * Leases. Like admission (lease-client.ts), an isolate does not go to the object for every request: it
- * holds one *budget lease* per tenant, a reservation in the object that its requests reserve their
+ * Leases. Like admission (src/ratelimit/lease-client.ts), an isolate does not go to the object for
+ * every request: it holds one *budget lease* per tenant, a reservation in the object that its requests reserve their
  * estimates from in memory and settle into in memory. It renews the lease when a request's estimate no
  * longer fits or the lease is older than `leaseMs`, and reports in the same call what its requests
  * used: the object charges that, keeps the estimates of requests still in flight reserved, and grants
@@ -24,126 +24,11 @@
  * Usage is recorded elsewhere in every case (a usage event per request, stored in D1); the ledger
  * exists only to enforce limits.
  */
-import { z } from "zod";
-import { type LlmBudget, LlmBudgetSchema } from "../config";
-import { log, type WaitUntil } from "../http";
-import { TIMED_OUT, within } from "../lib";
-import { rateLimiterName } from "./interface";
-
-/** A reservation's default life: longer than any call's total deadline, so expiry is a fallback. */
-export const DEFAULT_RESERVATION_TTL_MS = 15 * 60 * 1000;
-/** The longest a reservation may hold budget before it is charged. */
-export const MAX_RESERVATION_TTL_MS = 60 * 60 * 1000;
-
-const amount = z.number().int().min(0);
-/** Test and simulation hook: the time to decide at. The object never lets its clock run backwards. */
-const clock = z.number().finite().nonnegative().optional();
-
-export const ReserveBudgetRequestSchema = z.object({
-	budget: LlmBudgetSchema,
-	/** The request's estimated tokens (prompt + most output) and cost. */
-	tokens: amount,
-	microUsd: amount,
-	ttlMs: z.number().int().min(1000).max(MAX_RESERVATION_TTL_MS).default(DEFAULT_RESERVATION_TTL_MS),
-	now: clock,
-});
-export type ReserveBudgetRequest = z.input<typeof ReserveBudgetRequestSchema>;
-
-export const SettleBudgetRequestSchema = z.object({
-	reservationId: z.string().min(1).max(64),
-	/** What the request actually used. */
-	tokens: amount,
-	microUsd: amount,
-	now: clock,
-});
-export type SettleBudgetRequest = z.input<typeof SettleBudgetRequestSchema>;
-
-const pair = z.object({ tokens: amount, microUsd: amount });
-
-export const RenewBudgetRequestSchema = z.object({
-	budget: LlmBudgetSchema,
-	/** The lease being renewed; absent for the isolate's first. */
-	leaseId: z.string().min(1).max(64).optional(),
-	/** Used by the requests settled since the last renewal: charged now. */
-	used: pair,
-	/** Estimates of the requests still in flight: kept reserved. */
-	held: pair,
-	/** Room wanted for new requests, and the least worth having (this request's estimate). */
-	want: pair,
-	atLeast: pair,
-	ttlMs: z.number().int().min(1000).max(MAX_RESERVATION_TTL_MS).default(DEFAULT_RESERVATION_TTL_MS),
-	now: clock,
-});
-export type RenewBudgetRequest = z.input<typeof RenewBudgetRequestSchema>;
-export type RenewBudgetInput = z.output<typeof RenewBudgetRequestSchema>;
-
-/** What the object answers to a renewal: the room granted, or a refusal by the limit `atLeast` would exceed. */
-export type RenewBudgetResult =
-	| ({ ok: true; grant: { tokens: number; microUsd: number } } & RenewCommon)
-	| ({ ok: false; limitedBy: "tokens" | "cost"; retryAfterMs: number } & RenewCommon);
-
-interface RenewCommon {
-	/** The lease's reservation now (null when it holds nothing). */
-	leaseId: string | null;
-	/** The renewed lease had expired and been charged whole: forget what it held and used. */
-	expired: boolean;
-	remainingTokens: number | null;
-	remainingMicroUsd: number | null;
-	resetMs: number;
-}
-
-export const BudgetStateRequestSchema = z.object({ now: clock }).default({});
-export type BudgetStateRequest = z.input<typeof BudgetStateRequestSchema>;
-
-/** What the object answers to a reservation: granted, or refused by the limit it would exceed. */
-export type ReserveBudgetResult =
-	| {
-			ok: true;
-			reservationId: string;
-			/** Left this month after this reservation (null = unlimited). */
-			remainingTokens: number | null;
-			remainingMicroUsd: number | null;
-			/** Milliseconds until the month (UTC) ends and the budget resets. */
-			resetMs: number;
-	  }
-	| {
-			ok: false;
-			limitedBy: "tokens" | "cost";
-			remainingTokens: number | null;
-			remainingMicroUsd: number | null;
-			resetMs: number;
-			/**
-			 * When to try again: the month's end if usage alone leaves no room; a short hint if the room
-			 * is held by reservations in flight, which may settle for less than they reserved.
-			 */
-			retryAfterMs: number;
-	  };
-
-/** The ledger's totals for the current month (UTC). */
-export interface BudgetTotals {
-	period: string;
-	usedTokens: number;
-	usedMicroUsd: number;
-	/** Held by reservations of this month not yet settled or expired. */
-	reservedTokens: number;
-	reservedMicroUsd: number;
-}
-
-/** What the object answers to a settlement. `settled` is false when the reservation was already settled or expired. */
-export interface BudgetSettlement extends BudgetTotals {
-	settled: boolean;
-}
-
-/** The ledger's bookkeeping, for operators and tests. */
-export interface BudgetState extends BudgetTotals {
-	/** Reservations not yet settled or expired (of any month). */
-	reservations: number;
-}
-
-/** What the client needs of a RateLimiter stub. */
-export interface BudgetStub {
-	renewBudgetLease(input: RenewBudgetRequest): Promise<RenewBudgetResult>;
-}
+import type { LlmBudget } from "../../config";
+import { log, type WaitUntil } from "../../http";
+import { Lru, perIsolate, TIMED_OUT, within } from "../../lib";
+import { rateLimiterFor, rateLimiterName } from "../../ratelimit";
+import type { BudgetStub, RenewBudgetResult, RenewCommon, ReserveBudgetResult } from "./interface";
 
 type Amount = { tokens: number; microUsd: number };
 const NONE: Amount = { tokens: 0, microUsd: 0 };
@@ -225,7 +110,7 @@ export interface BudgetClientOptions {
 
 /** Upper bound on renewals one request waits through; each grants room or refuses. */
 const MAX_PASSES = 64;
-/** Most leases an isolate keeps; the oldest is forgotten (its lease expires in the object, charged whole). */
+/** Most leases an isolate keeps; the least recently used is forgotten (its lease expires in the object, charged whole). */
 const MAX_LEASES = 10_000;
 
 /** Whole, non-negative units: estimates are rounded up so a budget is never undercharged. */
@@ -256,7 +141,7 @@ function take(lease: Lease, need: Amount): BudgetDecision {
 
 /** Budgets over RateLimiter objects, through one lease per tenant and budget in this isolate; see {@link budgetsFor}. */
 export class BudgetClient implements Budgets {
-	readonly #leases = new Map<string, Lease>();
+	readonly #leases = new Lru<string, Lease>(MAX_LEASES);
 	readonly #stub: (name: string) => BudgetStub;
 	readonly #timeout: number;
 	readonly #leaseMs: number;
@@ -292,10 +177,6 @@ export class BudgetClient implements Budgets {
 				last: { remainingTokens: null, remainingMicroUsd: null, resetMs: 0 },
 			};
 			this.#leases.set(key, lease);
-			if (this.#leases.size > MAX_LEASES) {
-				const oldest = this.#leases.keys().next().value;
-				if (oldest !== undefined) this.#leases.delete(oldest);
-			}
 		}
 		return lease;
 	}
@@ -488,7 +369,7 @@ export class BudgetClient implements Budgets {
 	}
 
 	async flush(): Promise<void> {
-		for (const lease of this.#leases.values()) {
+		for (const lease of [...this.#leases.values()]) {
 			if (!(await this.#quiet(lease))) continue;
 			lease.until = 0;
 			if (owes(lease)) await this.#report(lease);
@@ -496,15 +377,12 @@ export class BudgetClient implements Budgets {
 	}
 }
 
-const clients = new WeakMap<object, BudgetClient>();
+const budgetClients = perIsolate((RATE_LIMITER: Env["RATE_LIMITER"]) => {
+	const env = { RATE_LIMITER };
+	return new BudgetClient({ stub: (name) => rateLimiterFor(env, name) });
+});
 
 /** The isolate's budget client over the RATE_LIMITER namespace (the tenant's rate-limiter object). */
 export function budgetsFor(env: Pick<Env, "RATE_LIMITER">): Budgets {
-	let client = clients.get(env.RATE_LIMITER);
-	if (!client) {
-		const ns = env.RATE_LIMITER;
-		client = new BudgetClient({ stub: (name) => ns.getByName(name) });
-		clients.set(env.RATE_LIMITER, client);
-	}
-	return client;
+	return budgetClients(env.RATE_LIMITER);
 }
