@@ -15,17 +15,11 @@ import { SqlMeter } from "../src/db";
 import { type Clock, systemClock } from "../src/lib";
 import {
 	BudgetLedger,
-	type BudgetSettlement,
 	type BudgetState,
 	type BudgetStore,
 	type RenewBudgetRequest,
 	RenewBudgetRequestSchema,
 	type RenewBudgetResult,
-	type ReserveBudgetRequest,
-	ReserveBudgetRequestSchema,
-	type ReserveBudgetResult,
-	type SettleBudgetRequest,
-	SettleBudgetRequestSchema,
 } from "../src/llm";
 import {
 	type AcquireRequest,
@@ -68,7 +62,12 @@ export class RateLimiter extends DurableObject<Env> {
 	 */
 	clock: Clock = systemClock;
 	#bucket: LeasedBucket = new LeasedBucket();
-	#budget: BudgetLedger = new BudgetLedger();
+	/**
+	 * The tenant's LLM budget. Isolates reach it only through {@link renewBudgetLease} and
+	 * {@link budgetState}; tests of the ledger's single reservations drive it through
+	 * `runInDurableObject`. An instance field, so never reachable over RPC.
+	 */
+	budget: BudgetLedger = new BudgetLedger();
 	readonly #sql: SqlMeter;
 
 	constructor(ctx: DurableObjectState, env: Env) {
@@ -76,7 +75,7 @@ export class RateLimiter extends DurableObject<Env> {
 		this.#sql = new SqlMeter(ctx.storage.sql);
 		ctx.blockConcurrencyWhile(async () => {
 			this.#bucket = this.#load(this.#sql);
-			this.#budget = this.#loadBudget(this.#sql);
+			this.budget = this.#loadBudget(this.#sql);
 		});
 	}
 
@@ -210,27 +209,14 @@ export class RateLimiter extends DurableObject<Env> {
 		return this.#bucket.state();
 	}
 
-	/**
-	 * Reserves an LLM request's estimated tokens and cost against the monthly budget, or refuses.
-	 * Synchronous from start to end, so concurrent reservations can never together exceed the budget.
-	 */
-	reserveBudget(input: ReserveBudgetRequest): ReserveBudgetResult {
-		return this.#budget.reserve(ReserveBudgetRequestSchema.parse(input), this.clock());
-	}
-
 	/** Renews an isolate's budget lease: charges what it used, keeps what is in flight, grants more or refuses. */
 	renewBudgetLease(input: RenewBudgetRequest): RenewBudgetResult {
-		return this.#budget.renew(RenewBudgetRequestSchema.parse(input), this.clock());
-	}
-
-	/** Replaces a reservation by the request's actual usage. Idempotent: a reservation is charged once. */
-	settleBudget(input: SettleBudgetRequest): BudgetSettlement {
-		return this.#budget.settle(SettleBudgetRequestSchema.parse(input), this.clock());
+		return this.budget.renew(RenewBudgetRequestSchema.parse(input), this.clock());
 	}
 
 	/** The budget's bookkeeping, for operators and tests. */
 	budgetState(): BudgetState {
-		return this.#budget.state(this.clock());
+		return this.budget.state(this.clock());
 	}
 
 	/** SQLite rows this object has written since it started (benchmarks and tests: bench/rows.mjs). */

@@ -1,17 +1,11 @@
 // The budget ledger and its RPC contract, for the tenant's RateLimiter object that keeps it.
 export {
 	BudgetLedger,
-	type BudgetSettlement,
 	type BudgetState,
 	type BudgetStore,
 	type RenewBudgetRequest,
 	RenewBudgetRequestSchema,
 	type RenewBudgetResult,
-	type ReserveBudgetRequest,
-	ReserveBudgetRequestSchema,
-	type ReserveBudgetResult,
-	type SettleBudgetRequest,
-	SettleBudgetRequestSchema,
 } from "./budget";
 export { providerKeyRoutes } from "./byok";
 export { type LlmConfig, llmConfig } from "./config";

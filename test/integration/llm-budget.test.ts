@@ -1,5 +1,5 @@
 /**
- * Monthly LLM budgets through the real RateLimiter Durable Object (SQLite storage, RPC): exactness
+ * Monthly LLM budgets through the real RateLimiter Durable Object (SQLite storage, RPC and its own ledger): exactness
  * under concurrent reservations, settlement, expiry, month rollover, persistence and tenant separation.
  */
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
@@ -7,7 +7,13 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { RateLimiter } from "../../durable-objects/rate-limiter";
 import type { LlmBudget } from "../../src/config";
-import { BudgetClient, type BudgetReservation, budgetsFor } from "../../src/llm/budget";
+import {
+	BudgetClient,
+	type BudgetReservation,
+	budgetsFor,
+	ReserveBudgetRequestSchema,
+	SettleBudgetRequestSchema,
+} from "../../src/llm/budget";
 import { rateLimiterFor } from "../../src/ratelimit";
 import { setObjectClock } from "../helpers/object-clock";
 
@@ -16,6 +22,13 @@ const TOKENS_1000: LlmBudget = { monthlyTokens: 1000, monthlyMicroUsd: null };
 const FUTURE = Date.UTC(2040, 2, 10, 12);
 
 const stubFor = (tenantId: string) => rateLimiterFor(env, { tenantId });
+type Stub = ReturnType<typeof stubFor>;
+/** One reservation on the object's own ledger, at the object's clock (isolates reserve through leases). */
+const reserveIn = (stub: Stub, input: { budget: LlmBudget; tokens: number; microUsd: number; ttlMs?: number }) =>
+	runInDurableObject(stub, (o: RateLimiter) => o.budget.reserve(ReserveBudgetRequestSchema.parse(input), o.clock()));
+/** Settles a reservation made by {@link reserveIn}. */
+const settleIn = (stub: Stub, input: { reservationId: string; tokens: number; microUsd: number }) =>
+	runInDurableObject(stub, (o: RateLimiter) => o.budget.settle(SettleBudgetRequestSchema.parse(input), o.clock()));
 /** Stops the object's clock at `at`. */
 const at = (stub: ReturnType<typeof stubFor>, time: number) => setObjectClock(stub, () => time);
 
@@ -69,17 +82,17 @@ describe("LLM budgets in the RateLimiter object", () => {
 
 	it("charges a reservation once when it is settled twice", async () => {
 		const stub = stubFor("budget-idempotent");
-		const reserved = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 300, microUsd: 20 });
+		const reserved = await reserveIn(stub, { budget: TOKENS_1000, tokens: 300, microUsd: 20 });
 		if (!reserved.ok) throw new Error("expected a reservation");
 		const settle = { reservationId: reserved.reservationId, tokens: 250, microUsd: 15 };
-		expect(await stub.settleBudget(settle)).toMatchObject({ settled: true, usedTokens: 250, usedMicroUsd: 15 });
-		expect(await stub.settleBudget(settle)).toMatchObject({ settled: false, usedTokens: 250, usedMicroUsd: 15 });
+		expect(await settleIn(stub, settle)).toMatchObject({ settled: true, usedTokens: 250, usedMicroUsd: 15 });
+		expect(await settleIn(stub, settle)).toMatchObject({ settled: false, usedTokens: 250, usedMicroUsd: 15 });
 	});
 
 	it("charges an unsettled reservation its reserved amount at expiry, and a late settlement nothing", async () => {
 		const stub = stubFor("budget-expiry");
 		await at(stub, FUTURE);
-		const reserved = await stub.reserveBudget({
+		const reserved = await reserveIn(stub, {
 			budget: { monthlyTokens: 1000, monthlyMicroUsd: 5000 },
 			tokens: 400,
 			microUsd: 900,
@@ -95,7 +108,7 @@ describe("LLM budgets in the RateLimiter object", () => {
 			reservedTokens: 0,
 			reservations: 0,
 		});
-		const late = await stub.settleBudget({ reservationId: reserved.reservationId, tokens: 5, microUsd: 5 });
+		const late = await settleIn(stub, { reservationId: reserved.reservationId, tokens: 5, microUsd: 5 });
 		expect(late).toMatchObject({ settled: false, usedTokens: 400, usedMicroUsd: 900 });
 	});
 
@@ -103,14 +116,14 @@ describe("LLM budgets in the RateLimiter object", () => {
 		const stub = stubFor("budget-rollover");
 		const endOfMonth = Date.UTC(2040, 2, 31, 23, 59);
 		await at(stub, endOfMonth);
-		const spent = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1000, microUsd: 0 });
+		const spent = await reserveIn(stub, { budget: TOKENS_1000, tokens: 1000, microUsd: 0 });
 		if (!spent.ok) throw new Error("expected a reservation");
-		await stub.settleBudget({ reservationId: spent.reservationId, tokens: 1000, microUsd: 0 });
-		const refused = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1, microUsd: 0 });
+		await settleIn(stub, { reservationId: spent.reservationId, tokens: 1000, microUsd: 0 });
+		const refused = await reserveIn(stub, { budget: TOKENS_1000, tokens: 1, microUsd: 0 });
 		expect(refused).toMatchObject({ ok: false, limitedBy: "tokens", retryAfterMs: 60_000, resetMs: 60_000 });
 		const april = Date.UTC(2040, 3, 1);
 		await at(stub, april);
-		expect(await stub.reserveBudget({ budget: TOKENS_1000, tokens: 1000, microUsd: 0 })).toMatchObject({
+		expect(await reserveIn(stub, { budget: TOKENS_1000, tokens: 1000, microUsd: 0 })).toMatchObject({
 			ok: true,
 			remainingTokens: 0,
 		});
@@ -154,7 +167,7 @@ describe("LLM budgets in the RateLimiter object", () => {
 
 	it("keeps the ledger in SQLite: an evicted object reloads it and settles an earlier reservation", async () => {
 		const stub = stubFor("budget-evicted");
-		const reserved = await stub.reserveBudget({ budget: TOKENS_1000, tokens: 600, microUsd: 70 });
+		const reserved = await reserveIn(stub, { budget: TOKENS_1000, tokens: 600, microUsd: 70 });
 		if (!reserved.ok) throw new Error("expected a reservation");
 		const stored = await runInDurableObject(stub, (_instance: RateLimiter, state) =>
 			state.storage.sql
@@ -166,10 +179,13 @@ describe("LLM budgets in the RateLimiter object", () => {
 		await evictDurableObject(stub);
 		const again = stubFor("budget-evicted");
 		expect(await again.budgetState()).toEqual(before);
-		expect(await again.reserveBudget({ budget: TOKENS_1000, tokens: 401, microUsd: 0 })).toMatchObject({ ok: false });
-		expect(
-			await again.settleBudget({ reservationId: reserved.reservationId, tokens: 100, microUsd: 10 }),
-		).toMatchObject({ settled: true, usedTokens: 100, usedMicroUsd: 10, reservedTokens: 0 });
+		expect(await reserveIn(again, { budget: TOKENS_1000, tokens: 401, microUsd: 0 })).toMatchObject({ ok: false });
+		expect(await settleIn(again, { reservationId: reserved.reservationId, tokens: 100, microUsd: 10 })).toMatchObject({
+			settled: true,
+			usedTokens: 100,
+			usedMicroUsd: 10,
+			reservedTokens: 0,
+		});
 	});
 
 	it("leaves the tenant's rate limit and quota untouched", async () => {
@@ -177,7 +193,7 @@ describe("LLM budgets in the RateLimiter object", () => {
 		const policy = { rate: { perSecond: 0.001, burst: 10 }, monthlyQuota: 100, lease: { maxTokens: 5, ttlMs: 5000 } };
 		await stub.acquire({ policy, want: 3, returns: [] });
 		const before = await stub.state();
-		await stub.reserveBudget({ budget: TOKENS_1000, tokens: 500, microUsd: 0 });
+		await reserveIn(stub, { budget: TOKENS_1000, tokens: 500, microUsd: 0 });
 		expect(await stub.state()).toEqual(before);
 	});
 });
