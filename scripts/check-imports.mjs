@@ -27,7 +27,7 @@ export const ALLOWED = {
 	events: ["config", "db", "http", "lib"],
 	audit: ["db", "events", "http", "lib"],
 	auth: ["audit", "config", "db", "http", "lib"],
-	ratelimit: ["auth", "config", "http", "lib"],
+	ratelimit: ["config", "http", "lib"],
 	breaker: ["audit", "config", "db", "events", "http", "lib"],
 	retention: ["config", "db", "http"],
 	// Planes and APIs.

@@ -3,9 +3,8 @@
  * where configured — and `takeAdmission()`, the same all-or-none take for webhook ingest (`webhookSubjects`).
  */
 import type { MiddlewareHandler } from "hono";
-import type { Principal } from "../auth";
 import { type Limits, type TierPolicy, tierPolicy } from "../config";
-import { ApiError, type AppEnv, log } from "../http";
+import { ApiError, type AppEnv, log, type Principal } from "../http";
 import { perIsolate } from "../lib";
 import { type LimitView, limitField, policyField } from "./headers";
 import { type Admission, type Allowed, type BucketPolicy, rateLimiterFor, rateLimiterName } from "./interface";
