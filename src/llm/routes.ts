@@ -8,7 +8,7 @@ import { type AppEnv, BEARER, createRouter, jsonResponse, problems } from "../ht
 import { chatCompletions } from "./chat";
 import { llmConfig } from "./config";
 import { embeddings } from "./embeddings";
-import { allowedModels } from "./plane";
+import { modelList } from "./models";
 import { ChatRequestSchema, EmbeddingsRequestSchema } from "./types";
 
 const errors = problems(400, 401, 403, 404, 413, 415, 429, 502, 503, 504);
@@ -72,21 +72,6 @@ export function llmRoutes() {
 	const app = createRouter<AppEnv>();
 	app.openapi(chat, (c) => chatCompletions(c, c.req.valid("json")) as never);
 	app.openapi(embed, (c) => embeddings(c, c.req.valid("json")) as never);
-	app.openapi(models, (c) => {
-		const list = allowedModels(llmConfig(c.env), tierPolicy(c.var.principal.tier));
-		return c.json(
-			{
-				object: "list" as const,
-				data: list.map((m) => ({
-					id: m.id,
-					object: "model" as const,
-					created: 0,
-					owned_by: m.id.includes("/") ? m.id.slice(0, m.id.indexOf("/")) : "edgeway",
-					kind: m.kind,
-				})),
-			},
-			200,
-		);
-	});
+	app.openapi(models, (c) => c.json(modelList(llmConfig(c.env), tierPolicy(c.var.principal.tier)), 200));
 	return app;
 }
