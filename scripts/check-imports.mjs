@@ -43,15 +43,6 @@ export const ALLOWED = {
 /** The only packages src/lib may import: it stays platform-neutral (no Hono, zod, drizzle or bindings). */
 const LIB_PACKAGES = /^node:/;
 
-/**
- * Circles known and being taken apart elsewhere, each as the files of the tangle: reported as a
- * warning, not a failure. Remove an entry once its circle is gone (the check warns when one is).
- */
-export const KNOWN_CIRCLES = [
-	// Issue 10: the LLM plane's split moves the guardrail config out of llm/config.ts.
-	["src/llm/config.ts", "src/llm/guardrails.ts"],
-];
-
 // bench/worker holds the benchmark-only Worker code that only workers/bench.ts may import.
 const ROOTS = ["src", "workers", "durable-objects", "bench/worker"];
 const EXTENSIONS = [".ts", ".mts", ".tsx"];
@@ -168,9 +159,9 @@ function cycleThrough(graph, component) {
 
 /**
  * The problems in a tree given as `Map<path, text>` (paths relative to the project, `/`-separated).
- * Returns the problems (an empty list means the tree keeps every rule), warnings, and the file graph.
+ * Returns the problems (an empty list means the tree keeps every rule) and the file graph.
  */
-export function check(sources, allowed = ALLOWED, known = KNOWN_CIRCLES) {
+export function check(sources, allowed = ALLOWED) {
 	const files = new Set(sources.keys());
 	const graph = new Map();
 	const problems = [];
@@ -241,22 +232,8 @@ export function check(sources, allowed = ALLOWED, known = KNOWN_CIRCLES) {
 			}
 		}
 	}
-	const warnings = [];
-	const seen = new Set();
-	for (const { files: tangle, loop } of circles(graph)) {
-		const key = tangle.join(" ");
-		const excused = known.some((k) => [...k].sort().join(" ") === key);
-		if (excused) seen.add(key);
-		(excused ? warnings : problems).push(
-			`import circle: ${loop.join(" > ")}${excused ? " (known: KNOWN_CIRCLES)" : ""}`,
-		);
-	}
-	for (const k of known) {
-		if (!seen.has([...k].sort().join(" "))) {
-			warnings.push(`KNOWN_CIRCLES lists ${k.join(" ↔ ")}, which is no longer a circle: remove the entry`);
-		}
-	}
-	return { problems, warnings, graph };
+	for (const { loop } of circles(graph)) problems.push(`import circle: ${loop.join(" > ")}`);
+	return { problems, graph };
 }
 
 function readTree(root) {
@@ -369,13 +346,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
 	} else {
 		const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 		const sources = readTree(root);
-		const { problems, warnings, graph } = check(sources);
-		for (const w of warnings) console.warn(`imports: warning: ${w}`);
+		const { problems, graph } = check(sources);
 		if (process.argv.includes("--graph")) printGraph(graph);
 		if (problems.length > 0) {
 			console.error(`imports: ${problems.length} problem(s) in ${sources.size} files:\n  ${problems.join("\n  ")}`);
 			process.exit(1);
 		}
-		console.log(`imports: ${sources.size} files, no new circles, no deep imports, every edge in the dependency table`);
+		console.log(`imports: ${sources.size} files, no circles, no deep imports, every edge in the dependency table`);
 	}
 }

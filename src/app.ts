@@ -1,6 +1,6 @@
 /** Assembles the Hono app: the edge checks in order, then each route group behind its own guards. */
 
-import { createRoute, z } from "@hono/zod-openapi";
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { adminRoutes } from "./admin";
 import { auditRoutes } from "./audit";
@@ -25,7 +25,7 @@ import {
 	securityHeaders,
 	toApiError,
 } from "./http";
-import { isOpenAiPath, llmRoutes, openAiErrorResponse, providerKeyRoutes, usageRoutes } from "./llm";
+import { isOpenAiPath, llmRoutes, OPENAI_BASE, openAiErrorResponse, providerKeyRoutes } from "./llm";
 import { type AdmitOptions, admit } from "./ratelimit";
 import { DOCS_HTML, systemRoutes } from "./system";
 import { ingestRoutes, webhookRoutes } from "./webhooks";
@@ -81,6 +81,29 @@ function protect(
 	];
 }
 
+/**
+ * Mounts `group` at `base` of `parent` behind `guards`, attached to each first path segment the group's
+ * router registers (`/chat/completions` → `/chat/*`, which also matches `/chat`). The segments are read
+ * from the group, so a route added to it is guarded without a line here, and each request under them
+ * passes the guards once.
+ */
+export function mountGuarded(
+	parent: OpenAPIHono<AppEnv>,
+	base: string,
+	group: OpenAPIHono<AppEnv>,
+	guards: MiddlewareHandler<AppEnv>[],
+): void {
+	const segments = new Set<string>();
+	for (const route of group.routes) {
+		const segment = route.path.split("/")[1] ?? "";
+		if (!/^[\w.-]+$/.test(segment)) throw new Error(`mountGuarded: ${route.path} has no fixed first segment to guard`);
+		segments.add(segment);
+	}
+	const prefix = base === "/" ? "" : base;
+	for (const segment of segments) parent.use(`${prefix}/${segment}/*`, ...guards);
+	parent.route(base, group);
+}
+
 /** The one error renderer: OpenAI's shape on the OpenAI-compatible routes, RFC 9457 problems everywhere else. */
 function renderError(c: Context, error: ApiError): Response {
 	return isOpenAiPath(c.req.path) ? openAiErrorResponse(c, error) : problemResponse(c, error);
@@ -123,13 +146,10 @@ export function createApp(options: AppOptions = {}) {
 	v1.route("/webhooks", webhookRoutes());
 	v1.use("/audit/*", ...protect("admin", options));
 	v1.route("/audit", auditRoutes());
-	// The OpenAI-compatible LLM routes (errors in OpenAI's shape, see onError) and the caller's usage report.
-	for (const path of ["/chat/*", "/embeddings", "/models", "/usage", "/usage/*"]) {
-		v1.use(path, ...protect("llm", options, "llm"));
-	}
-	v1.route("/", llmRoutes());
-	v1.route("/usage", usageRoutes());
 	app.route("/v1", v1);
+	// The LLM plane: the OpenAI-compatible routes (errors in OpenAI's shape, see renderError) and the
+	// caller's usage report, each path the group registers behind the LLM guards.
+	mountGuarded(app, OPENAI_BASE, llmRoutes(), protect("llm", options, "llm"));
 
 	app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
 		type: "http",

@@ -12,7 +12,7 @@ import { type AuditEntry, commitWithAudit } from "../audit";
 import { config, tierPolicy } from "../config";
 import { database, providerKeys, tenants } from "../db";
 import { ApiError, type AppEnv, BEARER, createRouter, jsonResponse, log, problems } from "../http";
-import { TtlLru } from "../lib";
+import { errorText, TtlLru } from "../lib";
 import { seal, unseal } from "../storage";
 import type { LlmConfig, ProviderConfig } from "./config";
 import { llmConfig } from "./config";
@@ -79,7 +79,7 @@ export function keyResolver(env: Env, tenantId: string, byokAllowed: boolean) {
 				// D1 unreachable: the gateway's key still serves (the tenant's key is preferred, not required).
 				log("warn", "tenant provider keys unavailable; using the gateway's key", {
 					tenantId,
-					reason: err instanceof Error ? err.message : String(err),
+					reason: errorText(err),
 				});
 			}
 		}

@@ -10,7 +10,7 @@
  */
 import { z } from "zod";
 import { log } from "../http";
-import { canonicalJson, errorText, sha256Hex } from "../lib";
+import { canonicalJson, errorText, isRecord, sha256Hex } from "../lib";
 import type {
 	ChatCompletion,
 	ChatCompletionChunk,
@@ -38,10 +38,7 @@ export interface CachedAnswer {
 // Entries are our own writes of typed values, but the cache is storage: check the shape before trusting it.
 const CachedAnswerSchema = z.object({
 	body: z.custom<ChatCompletion | EmbeddingsResponse>(
-		(v) =>
-			typeof v === "object" &&
-			v !== null &&
-			((v as { object?: unknown }).object === "chat.completion" || (v as { object?: unknown }).object === "list"),
+		(v) => isRecord(v) && (v.object === "chat.completion" || v.object === "list"),
 	),
 	provider: z.string().min(1),
 	model: z.string().min(1),

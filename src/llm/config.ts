@@ -3,20 +3,19 @@
  * breaker policy and guardrails. One typed, zod-validated object. The built-in default below is
  * what a deployment gets; the `LLM_CONFIG` var (JSON of the same shape) replaces it whole, which is
  * how tests and local set-ups point the plane at stub or local servers — except the guardrails, which
- * every configuration gets as shipped unless it sets them ({@link GuardrailsSchema}). Adding an OpenAI-compatible
+ * every configuration gets as shipped unless it sets them (GuardrailsSchema, in guardrails/schema.ts). Adding an OpenAI-compatible
  * server is configuration only: a provider entry with `kind: "openai-compatible"` and a `baseUrl`.
  */
 import { z } from "zod";
 import { BreakerPolicySchema } from "../breaker";
 import { config } from "../config";
 import { checkOutboundUrl } from "../http";
-import { patternProblem } from "./guardrails";
+import { perIsolate } from "../lib";
+import { GuardrailsSchema, NAME } from "./guardrails/schema";
 import { PROVIDER_KINDS } from "./providers/interface";
 import { SHIPPED_GUARDRAILS } from "./shipped-guardrails";
 
 export { SHIPPED_GUARDRAILS };
-
-const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 export const ProviderConfigSchema = z
 	.object({
@@ -85,55 +84,6 @@ export const RoutingSchema = z
 	})
 	.strict();
 export type Routing = z.infer<typeof RoutingSchema>;
-
-export const GUARDRAIL_KINDS = ["secrets", "card-numbers", "emails", "phones", "pattern"] as const;
-export type GuardrailKind = (typeof GUARDRAIL_KINDS)[number];
-
-export const GuardrailCheckSchema = z
-	.object({
-		kind: z.enum(GUARDRAIL_KINDS),
-		action: z.enum(["block", "redact"]),
-		/** For `pattern`: a JavaScript regular expression source, matched globally. */
-		pattern: z.string().min(1).max(1000).optional(),
-		/** For `pattern`: the check's name in problems and audit records. */
-		name: z.string().regex(NAME).optional(),
-	})
-	.strict()
-	.refine((c) => c.kind !== "pattern" || (c.pattern && c.name), { message: "a pattern check needs pattern and name" })
-	.refine(
-		(c) => {
-			if (!c.pattern) return true;
-			try {
-				new RegExp(c.pattern, "g");
-				return true;
-			} catch {
-				return false;
-			}
-		},
-		{ message: "pattern is not a valid regular expression" },
-	)
-	.refine((c) => !c.pattern || patternProblem(c.pattern) === null, {
-		message: "pattern must use bounded quantifiers ({1,64}) and no repeated group holding a quantifier or |",
-	});
-export type GuardrailCheck = z.infer<typeof GuardrailCheckSchema>;
-
-/**
- * `guardrails` of a configuration. Left out: {@link SHIPPED_GUARDRAILS}. An object: each field it
- * gives replaces the shipped one, the others stay (`"input": []` drops the input checks only).
- * `false`: no input or output checks (the prompt size limit stays at its default).
- */
-export const GuardrailsSchema = z.union([
-	z.literal(false).transform(() => ({ maxPromptChars: SHIPPED_GUARDRAILS.maxPromptChars, input: [], output: [] })),
-	z
-		.object({
-			/** Largest prompt (characters of message text, all messages) accepted; 0 = no limit. */
-			maxPromptChars: z.number().int().min(0).default(SHIPPED_GUARDRAILS.maxPromptChars),
-			input: z.array(GuardrailCheckSchema).default(() => [...SHIPPED_GUARDRAILS.input]),
-			output: z.array(GuardrailCheckSchema).default(() => [...SHIPPED_GUARDRAILS.output]),
-		})
-		.strict(),
-]);
-export type Guardrails = z.infer<typeof GuardrailsSchema>;
 
 export const LlmConfigSchema = z
 	.object({
@@ -233,7 +183,12 @@ export function llmConfig(env: Env): LlmConfig {
 	return cfg;
 }
 
-const highest = new WeakMap<LlmConfig, Price | null>();
+/** The table's highest input and output prices, per parsed configuration; null for a table without prices. */
+const highestPrice = perIsolate((cfg: LlmConfig): Price | null => {
+	const all = Object.values(cfg.prices);
+	if (all.length === 0) return null;
+	return { input: Math.max(...all.map((p) => p.input)), output: Math.max(...all.map((p) => p.output)) };
+});
 
 /**
  * The price of `provider/model`. A model missing from the table (one a `*` tier may name) is charged at
@@ -241,18 +196,7 @@ const highest = new WeakMap<LlmConfig, Price | null>();
  * only a configuration without any price charges nothing.
  */
 export function priceOf(cfg: LlmConfig, provider: string, model: string): Price | null {
-	const own = cfg.prices[`${provider}/${model}`];
-	if (own) return own;
-	let top = highest.get(cfg);
-	if (top === undefined) {
-		const all = Object.values(cfg.prices);
-		top =
-			all.length === 0
-				? null
-				: { input: Math.max(...all.map((p) => p.input)), output: Math.max(...all.map((p) => p.output)) };
-		highest.set(cfg, top);
-	}
-	return top;
+	return cfg.prices[`${provider}/${model}`] ?? highestPrice(cfg);
 }
 
 /** Cost in micro-dollars (integer, rounded up so a budget is never undercharged). */

@@ -1,58 +1,40 @@
-/** `POST /v1/embeddings`: input guardrails → cache → budget → routing → answer → settlement and usage in the background. */
+/**
+ * `POST /v1/embeddings`: input guardrails → admission (cache lookup and budget reservation) → routing
+ * → answer → settlement, usage record and cache write in the background. The walk is described in plane.ts.
+ */
 import type { Context } from "hono";
 import { ApiError, type AppEnv } from "../http";
-import { cacheKey, writeCache } from "./cache";
+import { admit } from "./admission";
 import { checkEmbeddingsInput } from "./guardrails";
-import {
-	afterResponse,
-	cacheModel,
-	lookupAndReserve,
-	narrowedProviders,
-	planeFor,
-	providerCall,
-	refuseInput,
-	servedHeaders,
-	settle,
-	statusOf,
-} from "./plane";
+import { planeFor, providerCall } from "./plane";
 import { ProviderError } from "./providers";
 import { planTargets, route } from "./router";
+import { cachedTarget, servedHeaders } from "./served";
+import { refuseInput, storeAnswer } from "./settlement";
 import type { EmbeddingsRequest, EmbeddingsResponse } from "./types";
 import { estimateEmbeddingsTokens } from "./usage";
 
 export async function embeddings(c: Context<AppEnv>, body: EmbeddingsRequest): Promise<Response> {
 	const plane = planeFor(c);
-	const narrowed = narrowedProviders(c);
 	// Only providers with an embeddings API can serve (Anthropic has none).
-	const targets = planTargets(plane.cfg, plane.tier.models, body.model, "embeddings", { providers: narrowed }).filter(
-		(t) => plane.routeEnv.providers.get(t.provider)?.embed,
-	);
+	const targets = planTargets(plane.cfg, plane.tier.models, body.model, "embeddings", {
+		providers: plane.narrowed,
+	}).filter((t) => plane.routeEnv.providers.get(t.provider)?.embed);
 	if (targets.length === 0) {
 		throw new ApiError("model-not-found", `No provider of \`${body.model}\` here serves embeddings.`);
 	}
-	const input = checkEmbeddingsInput(body.input, plane.cfg.guardrails);
-	if (input.blocked) {
-		await refuseInput(plane, "embeddings", body.model, input.blocked.check);
-	}
-	const request: EmbeddingsRequest = { ...body, input: input.input };
-	const base = { operation: "embeddings" as const, requested: body.model };
 
-	const key =
-		plane.cacheTtlS > 0
-			? await cacheKey(plane.principal.tenantId, "embeddings", cacheModel(body.model, narrowed), request)
-			: null;
+	const asked = { operation: "embeddings", requested: body.model } as const;
+	const input = checkEmbeddingsInput(body.input, plane.cfg.guardrails);
+	if (input.blocked) await refuseInput(plane, asked, input.blocked.check);
+	const request: EmbeddingsRequest = { ...body, input: input.input };
 	const promptTokens = estimateEmbeddingsTokens(request);
-	const { hit, reservation } = await lookupAndReserve(plane, key, targets, promptTokens, 0);
+
+	const { key, hit, bill } = await admit(plane, asked, { request, targets, promptTokens, outputTokens: 0 });
 	if (hit && hit.body.object === "list") {
 		const answer = hit.body as EmbeddingsResponse;
-		const target = { provider: hit.provider, model: hit.model, weight: 1, priority: 0 };
-		settle(plane, reservation, {
-			...base,
-			target,
-			promptTokens: answer.usage?.prompt_tokens ?? promptTokens,
-			status: 200,
-			cacheHit: true,
-		});
+		const target = cachedTarget(hit);
+		bill.settle({ target, promptTokens: answer.usage?.prompt_tokens ?? promptTokens, status: 200, cacheHit: true });
 		return c.json(answer, 200, servedHeaders(target, 0, "HIT"));
 	}
 
@@ -68,8 +50,7 @@ export async function embeddings(c: Context<AppEnv>, body: EmbeddingsRequest): P
 			}
 			return embed(providerCall(plane, a, request, "whole"));
 		});
-		settle(plane, reservation, {
-			...base,
+		bill.settle({
 			target: served.target,
 			promptTokens: served.value.usage?.prompt_tokens ?? promptTokens,
 			estimated: !served.value.usage,
@@ -78,13 +59,10 @@ export async function embeddings(c: Context<AppEnv>, body: EmbeddingsRequest): P
 			byok: served.byok,
 			attempts: served.attempts,
 		});
-		if (key) {
-			const value = { body: served.value, provider: served.target.provider, model: served.target.model };
-			afterResponse(c, () => writeCache(key, value, plane.cacheTtlS));
-		}
+		if (key) storeAnswer(plane, key, served.value, served.target);
 		return c.json(served.value, 200, servedHeaders(served.target, served.attempts, plane.cacheStatus));
 	} catch (err) {
-		settle(plane, reservation, { ...base, status: statusOf(err) });
+		bill.failed(err);
 		throw err;
 	}
 }

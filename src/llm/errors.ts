@@ -2,15 +2,11 @@
  * Errors on the OpenAI-compatible routes are rendered in OpenAI's shape, `{ error: { message, type,
  * param, code } }`, with the same status codes, so the official clients raise their typed errors
  * (AuthenticationError on 401, RateLimitError on 429, …). Everything else in the gateway answers RFC
- * 9457 problems; app.onError picks the renderer by path. The request id still goes out in a header.
+ * 9457 problems; app.ts picks the renderer by path (isOpenAiPath, routes.ts). Errors inside an event
+ * stream are the same body, as an SSE event. The request id still goes out in a header.
  */
 import type { Context } from "hono";
 import type { ApiError } from "../http";
-
-/** Paths whose errors are rendered in OpenAI's shape. */
-export function isOpenAiPath(path: string): boolean {
-	return path === "/v1/chat/completions" || path === "/v1/embeddings" || path === "/v1/models";
-}
 
 function typeOf(status: number): string {
 	if (status === 401) return "authentication_error";

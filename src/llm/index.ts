@@ -9,7 +9,6 @@ export {
 } from "./budget";
 export { providerKeyRoutes } from "./byok";
 export { type LlmConfig, llmConfig } from "./config";
-export { isOpenAiPath, openAiErrorResponse } from "./errors";
-export { llmRoutes } from "./routes";
+export { openAiErrorResponse } from "./errors";
+export { isOpenAiPath, llmRoutes, OPENAI_BASE } from "./routes";
 export { usageRecorder } from "./usage";
-export { usageRoutes } from "./usage-routes";

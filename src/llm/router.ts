@@ -26,6 +26,7 @@
 import type { BreakerDecision, BreakerPolicy, Breakers } from "../breaker";
 import { breakerName } from "../breaker";
 import { ApiError } from "../http";
+import { sleep } from "../lib";
 import type { Alias, FallbackCause, LlmConfig, ProviderConfig, Target } from "./config";
 import type { Provider } from "./providers/interface";
 import { ProviderError } from "./providers/interface";
@@ -140,20 +141,6 @@ function isBreakerFailure(err: ProviderError): boolean {
 	return err.kind !== "http" || (err.status !== undefined && err.status >= 500);
 }
 
-const defaultSleep = (ms: number, signal?: AbortSignal) =>
-	new Promise<void>((resolve) => {
-		if (ms <= 0 || signal?.aborted) return resolve();
-		const timer = setTimeout(resolve, ms);
-		signal?.addEventListener(
-			"abort",
-			() => {
-				clearTimeout(timer);
-				resolve();
-			},
-			{ once: true },
-		);
-	});
-
 /** A breaker target names a provider target in printable ASCII without spaces (see breakerName). */
 function breakerTarget(target: Target): string {
 	return `llm:${target.provider}/${target.model}`.replace(/[^\x21-\x7e]/g, "_").slice(0, 160);
@@ -198,7 +185,7 @@ export async function route<T>(
 	const routing = cfg.routing;
 	const now = r.now ?? Date.now;
 	const random = r.random ?? Math.random;
-	const sleep = r.sleep ?? defaultSleep;
+	const pause = r.sleep ?? sleep;
 	const deadline = now() + routing.deadlineMs;
 	let attempts = 0;
 	let last: { cause: FallbackCause | "unavailable"; error?: ProviderError; retryAfterMs?: number } = {
@@ -304,7 +291,7 @@ export async function route<T>(
 					wait = random() * Math.min(routing.backoffMaxMs, routing.backoffBaseMs * 2 ** retry);
 				}
 				if (now() + wait >= deadline) break;
-				await sleep(wait, r.signal);
+				await pause(wait, r.signal);
 			}
 		}
 		if (last.cause !== "unavailable" && !routing.fallbackOn.includes(last.cause)) break;

@@ -1,6 +1,7 @@
 /**
- * The OpenAI-compatible routes, mounted at /v1 behind auth (scope `llm`, plane `llm`) and admission.
- * Errors on these paths are rendered in OpenAI's shape (src/llm/errors.ts).
+ * The LLM plane's routes, one group that app.ts mounts at /v1 behind the LLM guards (auth with scope
+ * `llm`, plane `llm`, admission), attached to whatever paths the group registers: the OpenAI-compatible
+ * routes, whose errors are rendered in OpenAI's shape (errors.ts), and the caller's usage report.
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { tierPolicy } from "../config";
@@ -8,8 +9,9 @@ import { type AppEnv, BEARER, createRouter, jsonResponse, problems } from "../ht
 import { chatCompletions } from "./chat";
 import { llmConfig } from "./config";
 import { embeddings } from "./embeddings";
-import { allowedModels } from "./plane";
+import { modelList } from "./models";
 import { ChatRequestSchema, EmbeddingsRequestSchema } from "./types";
+import { usageRoutes } from "./usage-routes";
 
 const errors = problems(400, 401, 403, 404, 413, 415, 429, 502, 503, 504);
 
@@ -68,25 +70,31 @@ const models = createRoute({
 	},
 });
 
-export function llmRoutes() {
+/** The OpenAI-compatible routes (chat completions, embeddings, models), to be mounted at {@link OPENAI_BASE}. */
+export function openAiRoutes() {
 	const app = createRouter<AppEnv>();
 	app.openapi(chat, (c) => chatCompletions(c, c.req.valid("json")) as never);
 	app.openapi(embed, (c) => embeddings(c, c.req.valid("json")) as never);
-	app.openapi(models, (c) => {
-		const list = allowedModels(llmConfig(c.env), tierPolicy(c.var.principal.tier));
-		return c.json(
-			{
-				object: "list" as const,
-				data: list.map((m) => ({
-					id: m.id,
-					object: "model" as const,
-					created: 0,
-					owned_by: m.id.includes("/") ? m.id.slice(0, m.id.indexOf("/")) : "edgeway",
-					kind: m.kind,
-				})),
-			},
-			200,
-		);
-	});
+	app.openapi(models, (c) => c.json(modelList(llmConfig(c.env), tierPolicy(c.var.principal.tier)), 200));
 	return app;
+}
+
+/** Every route of the LLM plane, to be mounted at {@link OPENAI_BASE} behind the LLM guards. */
+export function llmRoutes() {
+	return createRouter<AppEnv>().route("/", openAiRoutes()).route("/usage", usageRoutes());
+}
+
+/** Where the LLM routes live: OpenAI's clients expect its API at `/v1`. */
+export const OPENAI_BASE = "/v1";
+
+let openAiPaths: ReadonlySet<string> | undefined;
+
+/**
+ * Whether errors on `path` are rendered in OpenAI's shape: the paths the OpenAI-compatible router
+ * registers (all static), under {@link OPENAI_BASE}. Read from the router, so a route added to it is
+ * rendered OpenAI's way without a list to keep.
+ */
+export function isOpenAiPath(path: string): boolean {
+	openAiPaths ??= new Set(openAiRoutes().routes.map((r) => `${OPENAI_BASE}${r.path}`));
+	return openAiPaths.has(path);
 }

@@ -72,3 +72,17 @@ export function sseData(value: unknown): Uint8Array {
 
 /** OpenAI's end-of-stream marker. */
 export const SSE_DONE = encoder.encode("data: [DONE]\n\n");
+
+/** The response headers of an event stream. */
+export const SSE_HEADERS = { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" };
+
+/** An event stream of a known list of values, ending in `[DONE]` (a cached answer replayed). */
+export function sseStream(values: readonly unknown[]): ReadableStream<Uint8Array> {
+	return new ReadableStream({
+		start(controller) {
+			for (const value of values) controller.enqueue(sseData(value));
+			controller.enqueue(SSE_DONE);
+			controller.close();
+		},
+	});
+}

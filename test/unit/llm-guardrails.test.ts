@@ -1,6 +1,5 @@
 /** Guardrails: each detector, block and redact, request / embeddings / completion scans, and the stream guard. */
 import { describe, expect, it } from "vitest";
-import type { GuardrailCheck, Guardrails } from "../../src/llm/config";
 import {
 	type CompiledGuardrails,
 	checkChatInput,
@@ -8,6 +7,8 @@ import {
 	checkEmbeddingsInput,
 	compileGuardrails,
 	type Finding,
+	type GuardrailCheck,
+	type Guardrails,
 	patternProblem,
 	STREAM_CONTEXT_CHARS,
 	StreamGuard,
