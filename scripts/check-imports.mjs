@@ -340,6 +340,38 @@ function selfTest() {
 	console.log(`imports self-test: ${cases.length} fixtures, each caught or passed as it should be`);
 }
 
+/**
+ * The README's "Which capability may use which" table must say what ALLOWED says: the problems where
+ * a row is missing, extra, or lists other capabilities.
+ */
+export function readmeProblems(readme, allowed = ALLOWED) {
+	const section = readme.split("### Which capability may use which")[1]?.split(/\n#{2,3} /)[0];
+	if (section === undefined) return ['README.md has no "Which capability may use which" section'];
+	const rows = new Map();
+	for (const line of section.split("\n")) {
+		const cells = line.split("|").map((c) => c.trim());
+		const name = /^`([\w-]+)`$/.exec(cells[1] ?? "")?.[1];
+		if (!name) continue;
+		const last = cells[cells.length - 2] ?? "";
+		rows.set(name, last.startsWith("nothing") ? [] : last.split(",").map((c) => c.trim()));
+	}
+	const problems = [];
+	for (const [name, row] of Object.entries(allowed)) {
+		if (row === "*") continue;
+		const said = rows.get(name);
+		if (!said) problems.push(`README.md: the dependency table has no row for \`${name}\``);
+		else if ([...said].sort().join(",") !== [...row].sort().join(",")) {
+			problems.push(
+				`README.md: \`${name}\` may import ${row.join(", ") || "nothing"} (ALLOWED), the README says ${said.join(", ") || "nothing"}`,
+			);
+		}
+	}
+	for (const name of rows.keys()) {
+		if (!(name in allowed)) problems.push(`README.md: the dependency table names \`${name}\`, which ALLOWED does not`);
+	}
+	return problems;
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
 	if (process.argv.includes("--self-test")) {
 		selfTest();
@@ -347,11 +379,14 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
 		const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 		const sources = readTree(root);
 		const { problems, graph } = check(sources);
+		problems.push(...readmeProblems(readFileSync(join(root, "README.md"), "utf8")));
 		if (process.argv.includes("--graph")) printGraph(graph);
 		if (problems.length > 0) {
 			console.error(`imports: ${problems.length} problem(s) in ${sources.size} files:\n  ${problems.join("\n  ")}`);
 			process.exit(1);
 		}
-		console.log(`imports: ${sources.size} files, no circles, no deep imports, every edge in the dependency table`);
+		console.log(
+			`imports: ${sources.size} files, no circles, no deep imports, every edge in the dependency table (and the README says the same)`,
+		);
 	}
 }
