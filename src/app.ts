@@ -124,7 +124,7 @@ export function createApp(options: AppOptions = {}) {
 	v1.use("/audit/*", ...protect("admin", options));
 	v1.route("/audit", auditRoutes());
 	// The OpenAI-compatible LLM routes (errors in OpenAI's shape, see onError) and the caller's usage report.
-	for (const path of ["/chat/*", "/embeddings", "/models", "/usage", "/usage/*"]) {
+	for (const path of ["/chat/*", "/embeddings", "/models", "/usage/*"]) {
 		v1.use(path, ...protect("llm", options, "llm"));
 	}
 	v1.route("/", llmRoutes());
