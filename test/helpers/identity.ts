@@ -30,14 +30,20 @@ export async function seedTenant(
 	return id;
 }
 
-/** The operator tenant (OPERATOR_TENANT, enterprise), seeded unless it exists, and a token of it (scope `admin`). */
-export async function operatorToken(options: { scopes?: Scope[]; sub?: string } = {}): Promise<string> {
+/** Seeds the operator tenant (OPERATOR_TENANT, enterprise) unless it exists; returns its id. */
+export async function seedOperator(): Promise<string> {
 	await database(env.DB)
 		.insert(tenants)
-		.values({ id: env.OPERATOR_TENANT, name: "Operator", tier: "enterprise" })
+		.values({ id: env.OPERATOR_TENANT, name: `Tenant ${env.OPERATOR_TENANT}`, tier: "enterprise" })
 		.onConflictDoNothing()
 		.run();
-	return hsToken({ tenantId: env.OPERATOR_TENANT, scopes: options.scopes ?? ["admin"], sub: options.sub });
+	return env.OPERATOR_TENANT;
+}
+
+/** A token of the operator tenant (seeded unless it exists), scope `admin` unless told otherwise. */
+export async function operatorToken(options: { scopes?: Scope[]; sub?: string } = {}): Promise<string> {
+	const tenantId = await seedOperator();
+	return hsToken({ tenantId, scopes: options.scopes ?? ["admin"], sub: options.sub });
 }
 
 /** A fresh tenant (see {@link seedTenant}) and a token of it holding `scopes`. */

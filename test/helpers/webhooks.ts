@@ -5,23 +5,17 @@ import { eq } from "drizzle-orm";
 import { expect } from "vitest";
 import type { Limits, TierName } from "../../src/config";
 import { database, webhookDeliveries } from "../../src/db";
-import { call } from "./gateway";
-import { hsToken, seedTenant } from "./identity";
+import { call, json } from "./gateway";
+import { seedCaller } from "./identity";
 
 /** The GitHub signing secret the helpers sign with. */
 export const SECRET = "gh-secret-0123456789";
 
-/** A JSON request of `method` with `body`. */
-export const json = (method: string, body: unknown): RequestInit => ({
-	method,
-	headers: { "content-type": "application/json" },
-	body: JSON.stringify(body),
-});
+export { json } from "./gateway";
 
 /** A fresh tenant and a token for its webhooks API. */
-export async function tenantWithToken(tier: TierName = "pro", limits?: Limits) {
-	const tenantId = await seedTenant({ tier, ...(limits ? { limits } : {}) });
-	return { tenantId, token: await hsToken({ tenantId, scopes: ["webhooks:manage"] }) };
+export function tenantWithToken(tier: TierName = "pro", limits?: Limits) {
+	return seedCaller(["webhooks:manage"], { tier, ...(limits ? { limits } : {}) });
 }
 
 export interface CreatedEndpoint {

@@ -20,7 +20,7 @@ import {
 } from "../../src/events";
 import worker from "../../workers/gateway";
 import { call, expectProblem } from "../helpers/gateway";
-import { hsToken, seedTenant } from "../helpers/identity";
+import { hsToken, seedOperator, seedTenant } from "../helpers/identity";
 
 const OPERATOR = env.OPERATOR_TENANT;
 
@@ -112,11 +112,8 @@ async function adminOf(tenantId?: string) {
 	return { tenantId: id, token: await hsToken({ tenantId: id, scopes: ["admin"], sub: `admin-${id}` }) };
 }
 
-let operatorSeeded: Promise<unknown> | undefined;
 async function operatorAdmin() {
-	operatorSeeded ??= seedTenant({ id: OPERATOR, tier: "enterprise" });
-	await operatorSeeded;
-	return adminOf(OPERATOR);
+	return adminOf(await seedOperator());
 }
 
 /** Runs an event into the dead-letter queue: `handler` fails all 6 deliveries, then the DLQ batch stores it. */

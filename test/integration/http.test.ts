@@ -2,15 +2,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { call, expectProblem } from "../helpers/gateway";
-import { hsToken, seedTenant } from "../helpers/identity";
+import { hsToken, operatorToken, seedTenant } from "../helpers/identity";
 
 const OPERATOR = env.OPERATOR_TENANT;
-let operator: Promise<unknown> | undefined;
-async function adminToken() {
-	operator ??= seedTenant({ id: OPERATOR, tier: "enterprise" });
-	await operator;
-	return hsToken({ tenantId: OPERATOR, scopes: ["admin"] });
-}
 
 describe("request id and trace context", () => {
 	it("echoes a well-formed X-Request-Id and replaces a malformed one", async () => {
@@ -101,13 +95,13 @@ describe("bad input gives a 4xx problem, never a 500", () => {
 		const res = await call("/healthz", { method: "DELETE" });
 		await expectProblem(res, 405, "method-not-allowed");
 		expect(res.headers.get("allow")).toBe("GET, HEAD");
-		const keys = await call(`/v1/admin/tenants/${OPERATOR}/keys`, { method: "PUT", token: await adminToken() });
+		const keys = await call(`/v1/admin/tenants/${OPERATOR}/keys`, { method: "PUT", token: await operatorToken() });
 		expect(keys.headers.get("allow")).toBe("GET, HEAD, POST");
 		await expectProblem(keys, 405, "method-not-allowed");
 	});
 
 	it("malformed JSON → 400 malformed-json", async () => {
-		const token = await adminToken();
+		const token = await operatorToken();
 		const res = await call("/v1/admin/tenants", {
 			method: "POST",
 			headers: { "content-type": "application/json" },
@@ -118,7 +112,7 @@ describe("bad input gives a 4xx problem, never a 500", () => {
 	});
 
 	it("wrong content type → 415", async () => {
-		const token = await adminToken();
+		const token = await operatorToken();
 		for (const type of ["text/plain", "application/x-www-form-urlencoded", ""]) {
 			const res = await call("/v1/admin/tenants", {
 				method: "POST",
@@ -166,7 +160,7 @@ describe("bad input gives a 4xx problem, never a 500", () => {
 	});
 
 	it("a validation failure names the failing fields", async () => {
-		const token = await adminToken();
+		const token = await operatorToken();
 		const res = await call("/v1/admin/tenants/UPPER/keys", { token });
 		const body = await expectProblem(res, 400, "validation-failed");
 		expect(body.errors?.[0]?.path).toBe("param.tenantId");

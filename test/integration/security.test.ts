@@ -9,7 +9,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { appendAudit } from "../../src/audit";
 import { breakers, database, deadLetters, llmUsage } from "../../src/db";
-import { call } from "../helpers/gateway";
+import { call, json } from "../helpers/gateway";
 import { operatorToken, uniqueId } from "../helpers/identity";
 import {
 	documentedOperations,
@@ -25,12 +25,6 @@ import { createEndpoint, SECRET } from "../helpers/webhooks";
 
 /** Documented operations that take no tenant credential: probes, and webhook ingest (signed by the sender). */
 const PUBLIC = new Set(["GET /healthz", "GET /readyz", "POST /webhooks/{endpointId}"]);
-
-const json = (method: string, body: unknown): RequestInit => ({
-	method,
-	headers: { "content-type": "application/json" },
-	body: JSON.stringify(body),
-});
 
 // ---------------------------------------------------------------- LLM providers, answered here
 
