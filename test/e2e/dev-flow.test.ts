@@ -5,7 +5,7 @@
  * marked block to .dev.vars — a provider key and an LLM_CONFIG pointing at a stub upstream, as a
  * newcomer with a real key would — and removes it afterwards.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -112,14 +112,25 @@ function addDevVarsBlock(stub: LlmStub): void {
 	writeFileSync(DEV_VARS, `${kept}${kept === "" || kept.endsWith("\n") ? "" : "\n"}${block}`, { mode: 0o600 });
 }
 
-function runToken(args: string[]) {
-	const result = spawnSync("npm", ["run", "--silent", "token", "--", ...args], {
-		cwd: ROOT,
-		encoding: "utf8",
-		stdio: ["ignore", "pipe", "pipe"],
-		timeout: 30_000,
+/** `npm run --silent token -- …args`: its exit status and output (killed, and reported as status null, after 30 s). */
+function runToken(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+	return new Promise((resolve, reject) => {
+		const child = spawn("npm", ["run", "--silent", "token", "--", ...args], {
+			cwd: ROOT,
+			stdio: ["ignore", "pipe", "pipe"],
+			timeout: 30_000,
+		});
+		let stdout = "";
+		let stderr = "";
+		child.stdout.on("data", (d) => {
+			stdout += d;
+		});
+		child.stderr.on("data", (d) => {
+			stderr += d;
+		});
+		child.once("error", reject);
+		child.once("close", (status) => resolve({ status, stdout: stdout.trim(), stderr }));
 	});
-	return { status: result.status, stdout: result.stdout.trim(), stderr: result.stderr };
 }
 
 describe("npm run dev", () => {
@@ -314,12 +325,20 @@ describe("npm run dev", () => {
 	);
 });
 
-describe("npm run token", () => {
+// Each case is its own short-lived process that shares nothing with the others: they run side by side.
+describe.concurrent("npm run token", () => {
 	const { JWT_ISSUER, JWT_AUDIENCE } = wranglerVars();
 
 	it("prints a JWT that the .dev.vars secret verifies, with the requested claims", async () => {
 		const before = Math.floor(Date.now() / 1000);
-		const { status, stdout, stderr } = runToken(["--tenant", "t1", "--tier", "pro", "--scope", "api:read api:write"]);
+		const { status, stdout, stderr } = await runToken([
+			"--tenant",
+			"t1",
+			"--tier",
+			"pro",
+			"--scope",
+			"api:read api:write",
+		]);
 		expect(status, stderr).toBe(0);
 		expect(stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
 		const { payload, protectedHeader } = await jwtVerify(stdout, devSecret(), {
@@ -334,7 +353,7 @@ describe("npm run token", () => {
 	});
 
 	it("honours --sub and --ttl and leaves out tier when not given", async () => {
-		const { status, stdout, stderr } = runToken([
+		const { status, stdout, stderr } = await runToken([
 			"--tenant",
 			"acme",
 			"--sub",
@@ -351,12 +370,12 @@ describe("npm run token", () => {
 		expect((payload.exp as number) - (payload.iat as number)).toBe(120);
 	});
 
-	it("knows exactly the tiers and scopes of src/config", () => {
-		const help = runToken(["--help"]);
+	it("knows exactly the tiers and scopes of src/config", async () => {
+		const help = await runToken(["--help"]);
 		expect(help.status).toBe(0);
 		for (const scope of SCOPES) expect(help.stdout).toContain(scope);
 		for (const tier of TIER_NAMES) expect(help.stdout).toContain(tier);
-		const every = runToken(["--tenant", "t1", "--tier", TIER_NAMES[0], "--scope", SCOPES.join(" ")]);
+		const every = await runToken(["--tenant", "t1", "--tier", TIER_NAMES[0], "--scope", SCOPES.join(" ")]);
 		expect(every.status, every.stderr).toBe(0);
 	});
 
@@ -366,8 +385,8 @@ describe("npm run token", () => {
 		["an unknown flag", ["--tenant", "t1", "--bogus"], /--bogus/],
 		["no tenant", ["--scope", "api:read"], /--tenant/],
 		["a bad ttl", ["--tenant", "t1", "--ttl", "-5"], /ttl/],
-	])("exits 2 with a usage error on %s", (_name, args, message) => {
-		const { status, stdout, stderr } = runToken(args);
+	])("exits 2 with a usage error on %s", async (_name, args, message) => {
+		const { status, stdout, stderr } = await runToken(args);
 		expect(status).toBe(2);
 		expect(stdout).toBe("");
 		expect(stderr).toMatch(message);
