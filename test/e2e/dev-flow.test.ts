@@ -5,7 +5,7 @@
  * marked block to .dev.vars — a provider key and an LLM_CONFIG pointing at a stub upstream, as a
  * newcomer with a real key would — and removes it afterwards.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -112,24 +112,14 @@ function addDevVarsBlock(stub: LlmStub): void {
 	writeFileSync(DEV_VARS, `${kept}${kept === "" || kept.endsWith("\n") ? "" : "\n"}${block}`, { mode: 0o600 });
 }
 
-/** `npm run --silent token -- …args`: its exit status and output (killed, and reported as status null, after 30 s). */
+/** `npm run --silent token -- …args`: its exit status (null when it could not run or was killed after 30 s) and output. */
 function runToken(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-	return new Promise((resolve, reject) => {
-		const child = spawn("npm", ["run", "--silent", "token", "--", ...args], {
-			cwd: ROOT,
-			stdio: ["ignore", "pipe", "pipe"],
-			timeout: 30_000,
+	return new Promise((resolve) => {
+		const command = ["run", "--silent", "token", "--", ...args];
+		execFile("npm", command, { cwd: ROOT, timeout: 30_000 }, (error, stdout, stderr) => {
+			const status = error === null ? 0 : typeof error.code === "number" ? error.code : null;
+			resolve({ status, stdout: stdout.trim(), stderr });
 		});
-		let stdout = "";
-		let stderr = "";
-		child.stdout.on("data", (d) => {
-			stdout += d;
-		});
-		child.stderr.on("data", (d) => {
-			stderr += d;
-		});
-		child.once("error", reject);
-		child.once("close", (status) => resolve({ status, stdout: stdout.trim(), stderr }));
 	});
 }
 
