@@ -3,8 +3,8 @@
  * tenant and a key, the key works as `x-api-key` and as a Bearer token in both isolates, and after
  * revocation both refuse it — the revoking isolate at once, the other within its 5 s key cache.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Gateway, startGateway } from "../helpers/node/gateway.ts";
+import { beforeAll, describe, expect, it } from "vitest";
+import { useOperatorGateway } from "../helpers/node/admin.ts";
 import { call, eventually, expectProblem } from "../helpers/node/http.ts";
 
 /**
@@ -12,40 +12,25 @@ import { call, eventually, expectProblem } from "../helpers/node/http.ts";
  * poll stops as soon as B refuses, so the room costs nothing when it is not needed.
  */
 const REVOCATION_DEADLINE_MS = 5000 + 25_000;
+/** How often the poll asks isolate B: it stops within this long of the cached copy expiring. */
+const POLL_MS = 50;
 
-let gw: Gateway;
-let operator: string;
+const file = useOperatorGateway({ isolates: 2 });
 
-beforeAll(async () => {
-	gw = await startGateway({ isolates: 2 });
-	const operatorTenant = String(gw.vars.OPERATOR_TENANT);
-	expect(operatorTenant).toBe("edgeway");
-	await gw.seedTenant({ id: operatorTenant, tier: "enterprise" });
-	operator = await gw.mintJwt({ tenantId: operatorTenant, scopes: ["admin"], sub: "ops" });
-});
-
-afterAll(async () => {
-	await gw?.dispose();
+beforeAll(() => {
+	expect(file.operator.tenantId).toBe("edgeway");
 });
 
 describe("API keys end to end", () => {
 	it("are created, used, revoked and then refused in every isolate", async () => {
+		const { gw, operator } = file;
 		const [a, b] = gw.urls as [URL, URL];
-		const asOperator = { authorization: `Bearer ${operator}` };
 
-		const tenant = await call(a, "/v1/admin/tenants", {
-			method: "POST",
-			headers: asOperator,
-			body: { id: "globex", name: "Globex", tier: "pro" },
-		});
+		const tenant = await operator.createTenant(a, { id: "globex", name: "Globex", tier: "pro" });
 		expect(tenant.status).toBe(201);
 		expect(await tenant.json()).toMatchObject({ id: "globex", tier: "pro", status: "active" });
 
-		const created = await call(a, "/v1/admin/tenants/globex/keys", {
-			method: "POST",
-			headers: asOperator,
-			body: { name: "ci", scopes: ["api:read"] },
-		});
+		const created = await operator.createKey(a, "globex", { name: "ci", scopes: ["api:read"] });
 		expect(created.status).toBe(201);
 		const key = (await created.json()) as { id: string; key: string; prefix: string; scopes: string[] };
 		expect(key.id).toMatch(/^key_[a-z0-9]{16}$/);
@@ -70,14 +55,14 @@ describe("API keys end to end", () => {
 		}
 
 		// The secret is never listed.
-		const list = await call(a, "/v1/admin/tenants/globex/keys", { headers: asOperator });
+		const list = await operator.listKeys(a, "globex");
 		expect(list.status).toBe(200);
 		const listed = (await list.json()) as { keys: Record<string, unknown>[] };
 		expect(listed.keys.map((k) => k.id)).toEqual([key.id]);
 		expect(JSON.stringify(listed)).not.toContain(key.key);
 
 		// Revoke through isolate A.
-		const revoked = await call(a, `/v1/admin/tenants/globex/keys/${key.id}`, { method: "DELETE", headers: asOperator });
+		const revoked = await operator.revokeKey(a, "globex", key.id);
 		expect(revoked.status).toBe(200);
 		expect((await revoked.json()) as { revokedAt: number | null }).toMatchObject({ revokedAt: expect.any(Number) });
 
@@ -86,13 +71,17 @@ describe("API keys end to end", () => {
 
 		// The other isolate refuses it once its cached copy expires (≤ 5 s): poll, bounded.
 		const start = Date.now();
-		const refused = await eventually(async () => {
-			const res = await call(b, "/v1/me", { headers: { "x-api-key": key.key } });
-			await res.arrayBuffer();
-			if (res.status === 200) return false;
-			expect(res.status).toBe(401);
-			return true;
-		}, REVOCATION_DEADLINE_MS);
+		const refused = await eventually(
+			async () => {
+				const res = await call(b, "/v1/me", { headers: { "x-api-key": key.key } });
+				await res.arrayBuffer();
+				if (res.status === 200) return false;
+				expect(res.status).toBe(401);
+				return true;
+			},
+			REVOCATION_DEADLINE_MS,
+			POLL_MS,
+		);
 		expect(refused, `isolate B still accepted the revoked key after ${Date.now() - start} ms`).toBe(true);
 
 		// And from then on, everywhere, in both forms.
@@ -104,8 +93,9 @@ describe("API keys end to end", () => {
 	});
 
 	it("refuses admin calls without the admin scope, and key creation for unknown tenants", async () => {
+		const { gw, operator } = file;
 		const [a] = gw.urls as [URL];
-		const reader = await gw.mintJwt({ tenantId: String(gw.vars.OPERATOR_TENANT), scopes: ["api:read"] });
+		const reader = await gw.mintJwt({ tenantId: operator.tenantId, scopes: ["api:read"] });
 		const denied = await call(a, "/v1/admin/tenants", {
 			method: "POST",
 			headers: { authorization: `Bearer ${reader}` },
@@ -113,11 +103,7 @@ describe("API keys end to end", () => {
 		});
 		await expectProblem(denied, 403, "insufficient-scope");
 
-		const missing = await call(a, "/v1/admin/tenants/no-such-tenant/keys", {
-			method: "POST",
-			headers: { authorization: `Bearer ${operator}` },
-			body: { name: "x", scopes: ["api:read"] },
-		});
+		const missing = await operator.createKey(a, "no-such-tenant", { name: "x", scopes: ["api:read"] });
 		await expectProblem(missing, 404, "not-found");
 	});
 });

@@ -5,7 +5,7 @@
  * marked block to .dev.vars — a provider key and an LLM_CONFIG pointing at a stub upstream, as a
  * newcomer with a real key would — and removes it afterwards.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -14,7 +14,8 @@ import { fileURLToPath } from "node:url";
 import { jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SCOPES } from "../../src/config/scopes";
-import { TIER_NAMES } from "../../src/config/tiers";
+import { TIER_NAMES, TIERS } from "../../src/config/tiers";
+import { eventually, within } from "../helpers/node/http.ts";
 import { type LlmStub, startLlmStub } from "../helpers/node/llm-stub.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -23,6 +24,10 @@ const NODE = existsSync(join(ROOT, "node_modules", ".bin", "node"))
 	: process.execPath;
 const READY_TIMEOUT_MS = 90_000;
 const STOP_TIMEOUT_MS = 20_000;
+/** The banner's last token line: once it is out, the banner is. */
+const BANNER_PRINTED = /EDGEWAY_OPERATOR_TOKEN=\S+/;
+/** How long an isolate spends one admission lease of the demo tenant's tier (pro), from src/config/tiers.ts. */
+const LEASE_TTL_MS = TIERS.pro.lease.ttlMs;
 
 function freePort(): Promise<number> {
 	return new Promise((resolve, reject) => {
@@ -36,8 +41,6 @@ function freePort(): Promise<number> {
 	});
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** True while any process of the group led by `pgid` is alive. */
 function groupAlive(pgid: number): boolean {
 	try {
@@ -48,13 +51,14 @@ function groupAlive(pgid: number): boolean {
 	}
 }
 
-async function waitForGroupExit(pgid: number, timeoutMs: number): Promise<boolean> {
-	const deadline = Date.now() + timeoutMs;
-	while (Date.now() < deadline) {
-		if (!groupAlive(pgid)) return true;
-		await sleep(200);
-	}
-	return !groupAlive(pgid);
+function waitForGroupExit(pgid: number, timeoutMs: number): Promise<boolean> {
+	return eventually(async () => !groupAlive(pgid), timeoutMs, 50);
+}
+
+/** Waits until the clock reads at least `time` (ms since the epoch). */
+async function until(time: number): Promise<void> {
+	const left = time - Date.now();
+	if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
 }
 
 /** The top-level [vars] of wrangler.toml (string values only), read independently of the scripts. */
@@ -108,14 +112,15 @@ function addDevVarsBlock(stub: LlmStub): void {
 	writeFileSync(DEV_VARS, `${kept}${kept === "" || kept.endsWith("\n") ? "" : "\n"}${block}`, { mode: 0o600 });
 }
 
-function runToken(args: string[]) {
-	const result = spawnSync("npm", ["run", "--silent", "token", "--", ...args], {
-		cwd: ROOT,
-		encoding: "utf8",
-		stdio: ["ignore", "pipe", "pipe"],
-		timeout: 30_000,
+/** `npm run --silent token -- …args`: its exit status (null when it could not run or was killed after 30 s) and output. */
+function runToken(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+	return new Promise((resolve) => {
+		const command = ["run", "--silent", "token", "--", ...args];
+		execFile("npm", command, { cwd: ROOT, timeout: 30_000 }, (error, stdout, stderr) => {
+			const status = error === null ? 0 : typeof error.code === "number" ? error.code : null;
+			resolve({ status, stdout: stdout.trim(), stderr });
+		});
 	});
-	return { status: result.status, stdout: result.stdout.trim(), stderr: result.stderr };
 }
 
 describe("npm run dev", () => {
@@ -151,8 +156,16 @@ describe("npm run dev", () => {
 		void exit.then(() => {
 			exited = true;
 		});
-		const deadline = Date.now() + READY_TIMEOUT_MS;
-		while (Date.now() < deadline && !exited && !/EDGEWAY_OPERATOR_TOKEN=\S+/.test(output)) await sleep(250);
+		// Done when the banner is out or the script has exited, whichever comes first; bounded.
+		const printed = new Promise<void>((resolve) => {
+			const check = () => {
+				if (BANNER_PRINTED.test(output)) resolve();
+			};
+			proc.stdout?.on("data", check);
+			proc.stderr?.on("data", check);
+			void exit.then(() => resolve());
+		});
+		await within(printed, READY_TIMEOUT_MS);
 		const ready = /Edgeway is ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
 		if (!ready) throw new Error(`npm run dev did not print its banner (exited: ${exited}):\n${output.slice(-4000)}`);
 		url = ready[1] as string;
@@ -258,6 +271,8 @@ describe("npm run dev", () => {
 	});
 
 	it("follows the banner: the operator token creates an API key that then authenticates", async () => {
+		// Every request of the demo tenant so far was sent before now, and so was the acquire of its last lease.
+		const lastLeaseSentBefore = Date.now();
 		const created = await fetch(`${url}/v1/admin/tenants/demo/keys`, {
 			method: "POST",
 			headers: { authorization: `Bearer ${operatorToken}`, "content-type": "application/json" },
@@ -267,8 +282,9 @@ describe("npm run dev", () => {
 		const key = (await created.json()) as { id: string; key: string };
 		expect(key.key).toMatch(/^ew_/);
 		try {
-			// Later requests, after the first admission lease has lapsed, must be admitted too.
-			await sleep(1500);
+			// Later requests, after the demo tenant's last admission lease has lapsed in the isolate, must be
+			// admitted too: wait out the lease's life (plus room for workerd's coarse clock), not a guess.
+			await until(lastLeaseSentBefore + LEASE_TTL_MS + 250);
 			for (const headers of [{ "x-api-key": key.key }, { authorization: `Bearer ${key.key}` }]) {
 				const me = await fetch(`${url}/v1/me`, { headers });
 				expect(me.status, await me.clone().text()).toBe(200);
@@ -290,7 +306,7 @@ describe("npm run dev", () => {
 		async () => {
 			const pid = child?.pid as number;
 			process.kill(pid, "SIGTERM"); // the dev script only: it must pass the signal on to wrangler
-			const result = await Promise.race([exit, sleep(STOP_TIMEOUT_MS).then(() => undefined)]);
+			const result = await within(exit, STOP_TIMEOUT_MS);
 			expect(result, "npm run dev did not exit after SIGTERM").toBeDefined();
 			expect(result?.signal).toBeNull(); // it handled the signal and exited with wrangler's code
 			expect(await waitForGroupExit(pid, 10_000), "wrangler/workerd processes were left running").toBe(true);
@@ -299,12 +315,20 @@ describe("npm run dev", () => {
 	);
 });
 
-describe("npm run token", () => {
+// Each case is its own short-lived process that shares nothing with the others: they run side by side.
+describe.concurrent("npm run token", () => {
 	const { JWT_ISSUER, JWT_AUDIENCE } = wranglerVars();
 
 	it("prints a JWT that the .dev.vars secret verifies, with the requested claims", async () => {
 		const before = Math.floor(Date.now() / 1000);
-		const { status, stdout, stderr } = runToken(["--tenant", "t1", "--tier", "pro", "--scope", "api:read api:write"]);
+		const { status, stdout, stderr } = await runToken([
+			"--tenant",
+			"t1",
+			"--tier",
+			"pro",
+			"--scope",
+			"api:read api:write",
+		]);
 		expect(status, stderr).toBe(0);
 		expect(stdout).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
 		const { payload, protectedHeader } = await jwtVerify(stdout, devSecret(), {
@@ -319,7 +343,7 @@ describe("npm run token", () => {
 	});
 
 	it("honours --sub and --ttl and leaves out tier when not given", async () => {
-		const { status, stdout, stderr } = runToken([
+		const { status, stdout, stderr } = await runToken([
 			"--tenant",
 			"acme",
 			"--sub",
@@ -336,12 +360,12 @@ describe("npm run token", () => {
 		expect((payload.exp as number) - (payload.iat as number)).toBe(120);
 	});
 
-	it("knows exactly the tiers and scopes of src/config", () => {
-		const help = runToken(["--help"]);
+	it("knows exactly the tiers and scopes of src/config", async () => {
+		const help = await runToken(["--help"]);
 		expect(help.status).toBe(0);
 		for (const scope of SCOPES) expect(help.stdout).toContain(scope);
 		for (const tier of TIER_NAMES) expect(help.stdout).toContain(tier);
-		const every = runToken(["--tenant", "t1", "--tier", TIER_NAMES[0], "--scope", SCOPES.join(" ")]);
+		const every = await runToken(["--tenant", "t1", "--tier", TIER_NAMES[0], "--scope", SCOPES.join(" ")]);
 		expect(every.status, every.stderr).toBe(0);
 	});
 
@@ -351,8 +375,8 @@ describe("npm run token", () => {
 		["an unknown flag", ["--tenant", "t1", "--bogus"], /--bogus/],
 		["no tenant", ["--scope", "api:read"], /--tenant/],
 		["a bad ttl", ["--tenant", "t1", "--ttl", "-5"], /ttl/],
-	])("exits 2 with a usage error on %s", (_name, args, message) => {
-		const { status, stdout, stderr } = runToken(args);
+	])("exits 2 with a usage error on %s", async (_name, args, message) => {
+		const { status, stdout, stderr } = await runToken(args);
 		expect(status).toBe(2);
 		expect(stdout).toBe("");
 		expect(stderr).toMatch(message);

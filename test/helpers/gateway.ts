@@ -11,6 +11,13 @@ export function call(path: string, init: RequestInit & { token?: string; apiKey?
 	return exports.default.fetch(new Request(`${BASE}${path}`, { ...init, headers }));
 }
 
+/** A JSON request of `method` with `body`. */
+export const json = (method: string, body: unknown): RequestInit => ({
+	method,
+	headers: { "content-type": "application/json" },
+	body: JSON.stringify(body),
+});
+
 export interface Problem {
 	type: string;
 	title: string;

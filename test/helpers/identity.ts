@@ -1,10 +1,10 @@
 /** Test identities: tenants and API keys in the real local D1, and JWTs signed as an IdP would. */
 import { env } from "cloudflare:workers";
 import { exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from "jose";
-import { vi } from "vitest";
 import { generateApiKey } from "../../src/auth";
 import type { Limits, Scope, TierName } from "../../src/config";
 import { apiKeys, database, tenants } from "../../src/db";
+import { answerFetch } from "./upstreams";
 
 let counter = 0;
 /** A tenant id unique within the test file. */
@@ -28,6 +28,32 @@ export async function seedTenant(
 		})
 		.run();
 	return id;
+}
+
+/** Seeds the operator tenant (OPERATOR_TENANT, enterprise) unless it exists; returns its id. */
+export async function seedOperator(): Promise<string> {
+	await database(env.DB)
+		.insert(tenants)
+		.values({ id: env.OPERATOR_TENANT, name: `Tenant ${env.OPERATOR_TENANT}`, tier: "enterprise" })
+		.onConflictDoNothing()
+		.run();
+	return env.OPERATOR_TENANT;
+}
+
+/** A token of the operator tenant (seeded unless it exists), scope `admin` unless told otherwise. */
+export async function operatorToken(options: { scopes?: Scope[]; sub?: string } = {}): Promise<string> {
+	const tenantId = await seedOperator();
+	return hsToken({ tenantId, scopes: options.scopes ?? ["admin"], sub: options.sub });
+}
+
+/** A fresh tenant (see {@link seedTenant}) and a token of it holding `scopes`. */
+export async function seedCaller(
+	scopes: Scope[],
+	options: Parameters<typeof seedTenant>[0] & { sub?: string } = {},
+): Promise<{ tenantId: string; token: string }> {
+	const { sub, ...tenant } = options;
+	const tenantId = await seedTenant(tenant);
+	return { tenantId, token: await hsToken({ tenantId, scopes, sub }) };
 }
 
 export async function seedKey(
@@ -135,15 +161,10 @@ export async function idpPublicJwk(alg: AsymmetricAlg): Promise<JWK> {
  */
 export async function serveJwks(): Promise<{ requests: () => number }> {
 	const keys = await Promise.all((["RS256", "ES256", "EdDSA"] as const).map(async (a) => (await signer(a)).publicJwk));
-	const original = globalThis.fetch;
 	let count = 0;
-	vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
-		const url = input instanceof Request ? input.url : String(input);
-		if (url === env.JWKS_URL) {
-			count++;
-			return Response.json({ keys });
-		}
-		return original(input, init);
+	answerFetch(env.JWKS_URL, () => {
+		count++;
+		return Response.json({ keys });
 	});
 	return { requests: () => count };
 }

@@ -5,23 +5,24 @@ import { eq } from "drizzle-orm";
 import { expect } from "vitest";
 import type { Limits, TierName } from "../../src/config";
 import { database, webhookDeliveries } from "../../src/db";
-import { call } from "./gateway";
-import { hsToken, seedTenant } from "./identity";
+import { call, json } from "./gateway";
+import { seedCaller } from "./identity";
 
 /** The GitHub signing secret the helpers sign with. */
 export const SECRET = "gh-secret-0123456789";
 
-/** A JSON request of `method` with `body`. */
-export const json = (method: string, body: unknown): RequestInit => ({
-	method,
-	headers: { "content-type": "application/json" },
-	body: JSON.stringify(body),
-});
+export { json } from "./gateway";
 
 /** A fresh tenant and a token for its webhooks API. */
-export async function tenantWithToken(tier: TierName = "pro", limits?: Limits) {
-	const tenantId = await seedTenant({ tier, ...(limits ? { limits } : {}) });
-	return { tenantId, token: await hsToken({ tenantId, scopes: ["webhooks:manage"] }) };
+export function tenantWithToken(tier: TierName = "pro", limits?: Limits) {
+	return seedCaller(["webhooks:manage"], { tier, ...(limits ? { limits } : {}) });
+}
+
+/** A fresh tenant and a token for its webhooks API (see {@link tenantWithToken}), with one GitHub endpoint signed with {@link SECRET}. */
+export async function tenantWithGithubEndpoint(tier: TierName = "pro", limits?: Limits) {
+	const tenant = await tenantWithToken(tier, limits);
+	const endpoint = await createEndpoint(tenant.token, { name: "gh", source: "github", secrets: [SECRET] });
+	return { ...tenant, endpoint };
 }
 
 export interface CreatedEndpoint {
@@ -86,5 +87,34 @@ export async function deliverStripe(endpointId: string, secret: string, body: st
 }
 
 /** The stored delivery row. */
+/**
+ * Stores a delivery row of `endpoint` as the ingest writes it (a `push` whose body is `{}`), with nothing
+ * after it; `fields` override. Returns the row's id.
+ */
+export async function seedStoredDelivery(
+	endpoint: { tenantId: string; id: string },
+	fields: Partial<typeof webhookDeliveries.$inferInsert> = {},
+): Promise<string> {
+	const id = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
+	await database(env.DB)
+		.insert(webhookDeliveries)
+		.values({
+			id,
+			tenantId: endpoint.tenantId,
+			endpointId: endpoint.id,
+			deliveryId: `stored-${id}`,
+			eventType: "push",
+			payload: btoa("{}"),
+			payloadBytes: 2,
+			...fields,
+		})
+		.run();
+	return id;
+}
+
+/** Every stored delivery of an endpoint. */
+export const endpointRows = (endpointId: string) =>
+	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpointId)).all();
+
 export const deliveryRow = (id: string) =>
 	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.id, id)).get();

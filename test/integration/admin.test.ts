@@ -4,22 +4,8 @@ import { and, asc, eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { verifyAudit } from "../../src/audit";
 import { apiKeys, auditLog, database, tenants } from "../../src/db";
-import { call, expectProblem } from "../helpers/gateway";
-import { hsToken, seedKey, seedTenant } from "../helpers/identity";
-
-const OPERATOR = env.OPERATOR_TENANT;
-const json = (method: string, body: unknown): RequestInit => ({
-	method,
-	headers: { "content-type": "application/json" },
-	body: JSON.stringify(body),
-});
-
-let operatorSeeded: Promise<unknown> | undefined;
-async function operatorToken() {
-	operatorSeeded ??= seedTenant({ id: OPERATOR, tier: "enterprise" });
-	await operatorSeeded;
-	return hsToken({ tenantId: OPERATOR, scopes: ["admin"], sub: "ops" });
-}
+import { call, expectProblem, json } from "../helpers/gateway";
+import { hsToken, operatorToken, seedKey, seedTenant } from "../helpers/identity";
 
 async function auditFor(tenantId: string) {
 	return database(env.DB)
@@ -58,7 +44,7 @@ async function expectInternalProblem(res: Response) {
 
 describe("admin: tenants", () => {
 	it("creates, reads, changes the tier of, suspends and resumes a tenant, auditing each step", async () => {
-		const token = await operatorToken();
+		const token = await operatorToken({ sub: "ops" });
 		const created = await call("/v1/admin/tenants", {
 			...json("POST", { id: "acme-1", name: "Acme", tier: "free" }),
 			token,
@@ -105,7 +91,7 @@ describe("admin: tenants", () => {
 	});
 
 	it("takes a suspension into account on the tenant's next request", async () => {
-		const token = await operatorToken();
+		const token = await operatorToken({ sub: "ops" });
 		const tenantId = await seedTenant();
 		const userToken = await hsToken({ tenantId, scopes: ["api:read"] });
 		expect((await call("/v1/me", { token: userToken })).status).toBe(200);
@@ -114,7 +100,7 @@ describe("admin: tenants", () => {
 	});
 
 	it("answers 409 for an existing id and 400 with field paths for a bad body", async () => {
-		const token = await operatorToken();
+		const token = await operatorToken({ sub: "ops" });
 		const first = await call("/v1/admin/tenants", {
 			...json("POST", { id: "dup-1", name: "Dup", tier: "free" }),
 			token,
@@ -297,7 +283,7 @@ describe("admin: API keys", () => {
 	});
 
 	it("lets the operator manage any tenant's keys", async () => {
-		const token = await operatorToken();
+		const token = await operatorToken({ sub: "ops" });
 		const tenantId = await seedTenant();
 		const created = await call(`/v1/admin/tenants/${tenantId}/keys`, {
 			...json("POST", { name: "ops", scopes: ["llm"] }),
@@ -311,7 +297,7 @@ describe("admin: API keys", () => {
 
 describe("admin: a mutation and its audit record commit together or not at all", () => {
 	it("does not create a tenant whose creation cannot be audited", async () => {
-		const token = await operatorToken();
+		const token = await operatorToken({ sub: "ops" });
 		const res = await whileAuditRefused(() =>
 			call("/v1/admin/tenants", { ...json("POST", { id: "unaudited-1", name: "U", tier: "free" }), token }),
 		);
@@ -331,7 +317,7 @@ describe("admin: a mutation and its audit record commit together or not at all",
 	});
 
 	it("does not change a tenant when the change cannot be audited", async () => {
-		const token = await operatorToken();
+		const token = await operatorToken({ sub: "ops" });
 		const tenantId = await seedTenant({ tier: "free" });
 		const res = await whileAuditRefused(() =>
 			call(`/v1/admin/tenants/${tenantId}`, { ...json("PATCH", { tier: "pro", status: "suspended" }), token }),
@@ -420,7 +406,7 @@ describe("tiers and per-key limits", () => {
 
 describe("admin: provider keys", () => {
 	it("answers 404 when the operator stores a key for a tenant that does not exist (was a 500 from the foreign key)", async () => {
-		const token = await operatorToken();
+		const token = await operatorToken({ sub: "ops" });
 		const res = await call("/v1/admin/tenants/no-such-tenant/provider-keys/openai", {
 			...json("PUT", { key: "sk-test-0123456789abcdef" }),
 			token,

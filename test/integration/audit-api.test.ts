@@ -4,20 +4,6 @@ import { describe, expect, it } from "vitest";
 import { type AuditEntry, type AuditListItem, appendAudit } from "../../src/audit";
 import { call, expectProblem } from "../helpers/gateway";
 import { hsToken, seedTenant } from "../helpers/identity";
-import { securitySuite } from "../helpers/security-suite";
-
-securitySuite({
-	group: "audit (GET /v1/audit)",
-	scope: "admin",
-	request: () => ({ path: "/v1/audit" }),
-	okStatus: 200,
-});
-securitySuite({
-	group: "audit (GET /v1/audit/verify)",
-	scope: "admin",
-	request: () => ({ path: "/v1/audit/verify" }),
-	okStatus: 200,
-});
 
 interface Page {
 	records: AuditListItem[];

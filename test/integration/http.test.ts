@@ -3,15 +3,9 @@ import { env } from "cloudflare:workers";
 import { HTTPException } from "hono/http-exception";
 import { describe, expect, it } from "vitest";
 import { call, expectProblem, type Problem } from "../helpers/gateway";
-import { hsToken, seedTenant } from "../helpers/identity";
+import { hsToken, operatorToken, seedTenant } from "../helpers/identity";
 
 const OPERATOR = env.OPERATOR_TENANT;
-let operator: Promise<unknown> | undefined;
-async function adminToken() {
-	operator ??= seedTenant({ id: OPERATOR, tier: "enterprise" });
-	await operator;
-	return hsToken({ tenantId: OPERATOR, scopes: ["admin"] });
-}
 
 describe("request id and trace context", () => {
 	it("echoes a well-formed X-Request-Id and replaces a malformed one", async () => {
@@ -102,13 +96,13 @@ describe("bad input gives a 4xx problem, never a 500", () => {
 		const res = await call("/healthz", { method: "DELETE" });
 		await expectProblem(res, 405, "method-not-allowed");
 		expect(res.headers.get("allow")).toBe("GET, HEAD");
-		const keys = await call(`/v1/admin/tenants/${OPERATOR}/keys`, { method: "PUT", token: await adminToken() });
+		const keys = await call(`/v1/admin/tenants/${OPERATOR}/keys`, { method: "PUT", token: await operatorToken() });
 		expect(keys.headers.get("allow")).toBe("GET, HEAD, POST");
 		await expectProblem(keys, 405, "method-not-allowed");
 	});
 
 	it("malformed JSON → 400 malformed-json", async () => {
-		const token = await adminToken();
+		const token = await operatorToken();
 		const res = await call("/v1/admin/tenants", {
 			method: "POST",
 			headers: { "content-type": "application/json" },
@@ -119,7 +113,7 @@ describe("bad input gives a 4xx problem, never a 500", () => {
 	});
 
 	it("wrong content type → 415", async () => {
-		const token = await adminToken();
+		const token = await operatorToken();
 		for (const type of ["text/plain", "application/x-www-form-urlencoded", ""]) {
 			const res = await call("/v1/admin/tenants", {
 				method: "POST",
@@ -167,7 +161,7 @@ describe("bad input gives a 4xx problem, never a 500", () => {
 	});
 
 	it("a validation failure names the failing fields", async () => {
-		const token = await adminToken();
+		const token = await operatorToken();
 		const res = await call("/v1/admin/tenants/UPPER/keys", { token });
 		const body = await expectProblem(res, 400, "validation-failed");
 		expect(body.errors?.[0]?.path).toBe("param.tenantId");

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { MAX_JSON_DEPTH } from "../../src/lib";
 import { call, expectProblem } from "../helpers/gateway";
-import { hsToken, seedTenant } from "../helpers/identity";
+import { seedCaller } from "../helpers/identity";
 
 /** `{"a":{"a":…1…}}`, `depth` objects deep, as text (building the value would need recursion to send). */
 const deep = (depth: number) => `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}`;
@@ -14,8 +14,7 @@ const deep = (depth: number) => `${'{"a":'.repeat(depth)}1${"}".repeat(depth)}`;
 const json = { "content-type": "application/json" };
 
 async function llmToken(): Promise<string> {
-	const tenantId = await seedTenant({ tier: "pro" });
-	return hsToken({ tenantId, scopes: ["llm"] });
+	return (await seedCaller(["llm"], { tier: "pro" })).token;
 }
 
 /** A chat request with `field` spliced in as raw JSON text. */
@@ -76,8 +75,7 @@ describe("JSON nesting bound", () => {
 	});
 
 	it("answers a deep body on a problem+json route with a 400 problem", async () => {
-		const tenantId = await seedTenant({ tier: "pro" });
-		const token = await hsToken({ tenantId, scopes: ["webhooks:manage"] });
+		const { token } = await seedCaller(["webhooks:manage"], { tier: "pro" });
 		const body = `{"source":"github","extra":${deep(6000)}}`;
 		const res = await call("/v1/webhooks/endpoints", { method: "POST", token, headers: json, body });
 		const problem = await expectProblem(res, 400, "bad-request");

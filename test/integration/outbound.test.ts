@@ -15,7 +15,7 @@ import type { EventEnvelope } from "../../src/events";
 import { forwarder } from "../../src/webhooks";
 import worker from "../../workers/gateway";
 import { BASE, expectProblem } from "../helpers/gateway";
-import { hsToken, seedTenant } from "../helpers/identity";
+import { seedCaller } from "../helpers/identity";
 
 const SECRET = "gh-secret-0123456789";
 /** The deployed environments' setting. */
@@ -44,8 +44,7 @@ async function callWith(
 }
 
 async function manager() {
-	const tenantId = await seedTenant({ tier: "pro" });
-	return hsToken({ tenantId, scopes: ["webhooks:manage"] });
+	return (await seedCaller(["webhooks:manage"], { tier: "pro" })).token;
 }
 
 const endpointBody = (url: string) => ({ name: "gh", source: "github", secrets: [SECRET], destination: { url } });

@@ -25,14 +25,14 @@ import {
 	deliverGithub,
 	deliverStripe,
 	deliveryRow,
+	endpointRows,
 	SECRET,
+	seedStoredDelivery,
+	tenantWithGithubEndpoint,
 	tenantWithToken,
 } from "../helpers/webhooks";
 
 afterEach(() => vi.restoreAllMocks());
-
-const endpointRows = (endpointId: string) =>
-	database(env.DB).select().from(webhookDeliveries).where(eq(webhookDeliveries.endpointId, endpointId)).all();
 
 /** The EVENTS binding, refusing every event of the given deliveries (as a queue that cannot take them). */
 function refusingQueue(refused: (deliveryId: string) => boolean): Env {
@@ -74,8 +74,7 @@ describe("what a sender gives is bounded before anything is stored", () => {
 	});
 
 	it("refuses an over-long or non-ASCII header value (delivery id, event type) with 400", async () => {
-		const { token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { endpoint } = await tenantWithGithubEndpoint();
 		await expectProblem(await deliverGithub(endpoint.id, "{}", "d".repeat(257)), 400, "validation-failed");
 		await expectProblem(
 			await deliverGithub(endpoint.id, "{}", "ok-id", SECRET, "p\u00e9ch\u00e9"),
@@ -110,8 +109,7 @@ describe("ingest admission", () => {
 	});
 
 	it("counts deliveries in the tenant's monthly quota, shared with its API calls", async () => {
-		const tenant = await tenantWithToken("pro", { monthlyQuota: 5 });
-		const endpoint = await createEndpoint(tenant.token, { name: "gh", source: "github", secrets: [SECRET] }); // 1
+		const { endpoint, ...tenant } = await tenantWithGithubEndpoint("pro", { monthlyQuota: 5 }); // 1: creating the endpoint
 		const api = await hsToken({ tenantId: tenant.tenantId, scopes: ["api:read"] });
 		expect((await call("/v1/me", { token: api })).status).toBe(200); // 2
 		const statuses: number[] = [];
@@ -123,8 +121,7 @@ describe("ingest admission", () => {
 	});
 
 	it("hands the tokens back for a duplicate and for a 503, so retrying through an outage spends no quota", async () => {
-		const tenant = await tenantWithToken("pro", { monthlyQuota: 5 });
-		const endpoint = await createEndpoint(tenant.token, { name: "gh", source: "github", secrets: [SECRET] }); // 1
+		const { endpoint } = await tenantWithGithubEndpoint("pro", { monthlyQuota: 5 }); // 1: creating the endpoint
 		const sends = vi.spyOn(env.EVENTS, "send").mockRejectedValue(new Error("queue unavailable"));
 		for (let i = 0; i < 3; i++) {
 			await expectProblem(await deliverGithub(endpoint.id, "{}", "outage-1"), 503, "dependency-unavailable");
@@ -140,8 +137,7 @@ describe("ingest admission", () => {
 
 describe("a delivery whose event never reached the queue", () => {
 	it("is re-enqueued at once by a redelivery when the queue refused the first attempt", async () => {
-		const { token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { endpoint } = await tenantWithGithubEndpoint();
 		const sends = vi.spyOn(env.EVENTS, "send").mockRejectedValueOnce(new Error("queue unavailable"));
 		await expectProblem(await deliverGithub(endpoint.id, "{}", "refused-1"), 503, "dependency-unavailable");
 		const [row] = await endpointRows(endpoint.id);
@@ -158,25 +154,13 @@ describe("a delivery whose event never reached the queue", () => {
 	});
 
 	it("is re-enqueued by a redelivery when the request that stored it died before sending", async () => {
-		const { tenantId, token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { tenantId, endpoint } = await tenantWithGithubEndpoint();
 		// The row as the ingest wrote it, with nothing after: no send, no refusal recorded.
-		const id = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
 		const storedAt = Date.now() - REQUEUE_AFTER_MS - 1000;
-		await database(env.DB)
-			.insert(webhookDeliveries)
-			.values({
-				id,
-				tenantId,
-				endpointId: endpoint.id,
-				deliveryId: "died-1",
-				eventType: "push",
-				payload: btoa("{}"),
-				payloadBytes: 2,
-				receivedAt: storedAt,
-				nextEnqueueAt: storedAt + 60_000,
-			})
-			.run();
+		const id = await seedStoredDelivery(
+			{ tenantId, id: endpoint.id },
+			{ deliveryId: "died-1", receivedAt: storedAt, nextEnqueueAt: storedAt + 60_000 },
+		);
 		const sends = vi.spyOn(env.EVENTS, "send");
 		expect(await (await deliverGithub(endpoint.id, "{}", "died-1")).json()).toEqual({ id, duplicate: true });
 		expect(sends.mock.calls.filter((c) => (c[0] as EventEnvelope).id === deliveryEventId(id))).toHaveLength(1);
@@ -186,8 +170,7 @@ describe("a delivery whose event never reached the queue", () => {
 
 describe("a sender retrying while the queue refuses", () => {
 	it("cannot park the delivery by retrying faster than the backoff, and is answered 503 until it is queued", async () => {
-		const { tenantId, token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { tenantId, endpoint } = await tenantWithGithubEndpoint();
 		const sends = vi.spyOn(env.EVENTS, "send").mockRejectedValue(new Error("queue unavailable"));
 		const first = await deliverGithub(endpoint.id, "{}", "outage-fast");
 		expect(first.headers.get("retry-after")).toBe(String(ENQUEUE_RETRY_AFTER_S));
@@ -233,24 +216,11 @@ describe("a sender retrying while the queue refuses", () => {
 describe("parking", () => {
 	/** A stored delivery of a fresh tenant with `enqueueFailures` refusals on record. */
 	async function storedRow(enqueueFailures: number, enqueuedAt: number | null = null) {
-		const { tenantId, token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
-		const id = `wd_${crypto.randomUUID().replace(/-/g, "").slice(0, 20)}`;
-		await database(env.DB)
-			.insert(webhookDeliveries)
-			.values({
-				id,
-				tenantId,
-				endpointId: endpoint.id,
-				deliveryId: `park-${id}`,
-				eventType: "push",
-				payload: btoa("{}"),
-				payloadBytes: 2,
-				enqueueFailures,
-				enqueuedAt,
-				nextEnqueueAt: Date.now(),
-			})
-			.run();
+		const { tenantId, token, endpoint } = await tenantWithGithubEndpoint();
+		const id = await seedStoredDelivery(
+			{ tenantId, id: endpoint.id },
+			{ enqueueFailures, enqueuedAt, nextEnqueueAt: Date.now() },
+		);
 		const parkedRecords = () =>
 			database(env.DB)
 				.select()
@@ -306,8 +276,7 @@ describe("parking", () => {
 
 describe("the sweep", () => {
 	it("backs off a delivery the queue keeps refusing, parks it with an audit record, and a replay brings it back", async () => {
-		const { tenantId, token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { tenantId, token, endpoint } = await tenantWithGithubEndpoint();
 		vi.spyOn(env.EVENTS, "send").mockRejectedValueOnce(new Error("queue unavailable"));
 		await expectProblem(await deliverGithub(endpoint.id, "{}", "stuck-1"), 503, "dependency-unavailable");
 		vi.restoreAllMocks();

@@ -8,7 +8,7 @@ import { sign as githubSign } from "@octokit/webhooks-methods";
 import { and, eq } from "drizzle-orm";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { auditLog, database, processedEvents, webhookDeliveries, webhookEndpoints } from "../../src/db";
+import { auditLog, database, processedEvents, webhookEndpoints } from "../../src/db";
 import { ENQUEUE_BACKOFF_BASE_MS, sweepWebhookDeliveries } from "../../src/webhooks";
 import worker from "../../workers/gateway";
 import { call, expectProblem } from "../helpers/gateway";
@@ -17,9 +17,11 @@ import {
 	createEndpoint,
 	deliverGithub,
 	deliveryRow,
+	endpointRows,
 	hmacSha256Hex,
 	json,
 	SECRET,
+	tenantWithGithubEndpoint,
 	tenantWithToken,
 } from "../helpers/webhooks";
 
@@ -27,8 +29,7 @@ afterEach(() => vi.restoreAllMocks());
 
 describe("webhook endpoints API", () => {
 	it("registers an endpoint, never returns or stores its secrets in the clear, and audits it", async () => {
-		const { tenantId, token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { tenantId, token, endpoint } = await tenantWithGithubEndpoint();
 		expect(endpoint).toMatchObject({ ingestPath: `/webhooks/${endpoint.id}`, activeSecrets: 1 });
 		expect(JSON.stringify(endpoint)).not.toContain(SECRET);
 		const row = await database(env.DB)
@@ -60,8 +61,7 @@ describe("webhook endpoints API", () => {
 
 describe("ingest", () => {
 	it("acknowledges a verified delivery only after storing and enqueueing it, and the consumer processes it", async () => {
-		const { token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { endpoint } = await tenantWithGithubEndpoint();
 		const payload = JSON.stringify({ ref: "refs/heads/main", commits: [1, 2] });
 		const res = await deliverGithub(endpoint.id, payload, "d-1");
 		expect(res.status).toBe(202);
@@ -76,8 +76,7 @@ describe("ingest", () => {
 	});
 
 	it("answers a repeated delivery id with the original id and no second event, also when concurrent", async () => {
-		const { token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { endpoint } = await tenantWithGithubEndpoint();
 		const payload = JSON.stringify({ action: "opened" });
 		const sends = vi.spyOn(env.EVENTS, "send");
 		const responses = await Promise.all(Array.from({ length: 20 }, () => deliverGithub(endpoint.id, payload, "dup-1")));
@@ -90,11 +89,7 @@ describe("ingest", () => {
 		expect(responses.filter((r) => r.status === 202)).toHaveLength(1);
 		expect(responses.filter((r) => r.status === 200)).toHaveLength(19);
 		expect(new Set(bodies.map((b) => b.id)).size).toBe(1);
-		const rows = await database(env.DB)
-			.select()
-			.from(webhookDeliveries)
-			.where(eq(webhookDeliveries.endpointId, endpoint.id))
-			.all();
+		const rows = await endpointRows(endpoint.id);
 		expect(rows).toHaveLength(1);
 		const id = rows[0]?.id ?? "";
 		await expect.poll(async () => (await deliveryRow(id))?.status, { timeout: 15_000 }).toBe("processed");
@@ -110,8 +105,7 @@ describe("ingest", () => {
 	});
 
 	it("refuses bad signatures with 401, counted per endpoint in the audit log, never stored", async () => {
-		const { tenantId, token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { tenantId, endpoint } = await tenantWithGithubEndpoint();
 		const payload = JSON.stringify({ x: 1 });
 		for (let i = 0; i < 5; i++) {
 			const res = await deliverGithub(endpoint.id, payload, `bad-${i}`, "wrong-secret-0000");
@@ -123,11 +117,7 @@ describe("ingest", () => {
 			body: `${payload} `,
 		});
 		await expectProblem(tampered, 401, "invalid-signature");
-		const stored = await database(env.DB)
-			.select()
-			.from(webhookDeliveries)
-			.where(eq(webhookDeliveries.endpointId, endpoint.id))
-			.all();
+		const stored = await endpointRows(endpoint.id);
 		expect(stored).toEqual([]);
 		const counted = async () =>
 			(
@@ -141,8 +131,7 @@ describe("ingest", () => {
 	});
 
 	it("accepts the second secret during a rotation", async () => {
-		const { token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { token, endpoint } = await tenantWithGithubEndpoint();
 		const rotated = await call(`/v1/webhooks/endpoints/${endpoint.id}`, {
 			...json("PATCH", { secrets: ["gh-new-secret-9876543210", SECRET] }),
 			token,
@@ -153,8 +142,7 @@ describe("ingest", () => {
 	});
 
 	it("answers 404 for an unknown endpoint, 410 for a disabled one and 413 for an oversized body", async () => {
-		const { token } = await tenantWithToken("free"); // 64 KiB bodies
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { token, endpoint } = await tenantWithGithubEndpoint("free"); // 64 KiB bodies
 		await expectProblem(await deliverGithub("we_0000000000000000", "{}", "x"), 404, "not-found");
 		await expectProblem(await call("/webhooks/not-an-id", { method: "POST", body: "{}" }), 404, "not-found");
 		const big = JSON.stringify({ blob: "x".repeat(70 * 1024) });
@@ -164,8 +152,7 @@ describe("ingest", () => {
 	});
 
 	it("keeps a large payload in R2 and the row in D1", async () => {
-		const { token } = await tenantWithToken("enterprise");
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { endpoint } = await tenantWithGithubEndpoint("enterprise");
 		const payload = JSON.stringify({ blob: "y".repeat(40 * 1024) });
 		const res = await deliverGithub(endpoint.id, payload, "large-1");
 		expect(res.status).toBe(202);
@@ -198,16 +185,11 @@ describe("ingest", () => {
 
 describe("nothing acknowledged is lost", () => {
 	it("answers 503 when the queue refuses, keeps the row, and the sweep enqueues it later", async () => {
-		const { token } = await tenantWithToken();
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { endpoint } = await tenantWithGithubEndpoint();
 		vi.spyOn(env.EVENTS, "send").mockRejectedValueOnce(new Error("queue unavailable"));
 		const res = await deliverGithub(endpoint.id, JSON.stringify({ n: 1 }), "q-down-1");
 		await expectProblem(res, 503, "dependency-unavailable");
-		const rows = await database(env.DB)
-			.select()
-			.from(webhookDeliveries)
-			.where(eq(webhookDeliveries.endpointId, endpoint.id))
-			.all();
+		const rows = await endpointRows(endpoint.id);
 		expect(rows).toHaveLength(1);
 		const id = rows[0]?.id ?? "";
 		// The refusal is recorded on the row: the sweep tries again after the first backoff.
@@ -219,8 +201,7 @@ describe("nothing acknowledged is lost", () => {
 	});
 
 	it("keeps the original payload when a duplicate id arrives with different bytes", async () => {
-		const { token } = await tenantWithToken("enterprise");
-		const endpoint = await createEndpoint(token, { name: "gh", source: "github", secrets: [SECRET] });
+		const { endpoint } = await tenantWithGithubEndpoint("enterprise");
 		const original = JSON.stringify({ blob: "a".repeat(20 * 1024) });
 		const { id } = (await (await deliverGithub(endpoint.id, original, "same-id")).json()) as { id: string };
 		const other = JSON.stringify({ blob: "b".repeat(20 * 1024) });

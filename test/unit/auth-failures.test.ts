@@ -7,10 +7,14 @@ import { FailureRecorder } from "../../src/auth";
 
 type Entry = { tenantId: string; action: string; metadata: Record<string, unknown> };
 
-/** A recorder on a clock the test moves, whose window timers fire only when the test says so. */
+/**
+ * A recorder on a clock the test moves, whose window timers fire only when the test says so. Each timer
+ * keeps the promise `record` returned for the window it closes, so firing it can wait for that window's
+ * write itself instead of for the event loop.
+ */
 function simulated(windowMs = 1000) {
 	let t = 1_000_000;
-	const timers: Array<{ due: number; fire: () => void }> = [];
+	const timers: Array<{ due: number; fire: () => void; closed?: Promise<void> }> = [];
 	const written: Entry[][] = [];
 	const recorder = new FailureRecorder({
 		windowMs,
@@ -24,17 +28,25 @@ function simulated(windowMs = 1000) {
 	return {
 		recorder,
 		written,
-		record: (reason: string, tenantId?: string, subject?: string) => recorder.record(reason, tenantId, subject),
+		record(reason: string, tenantId?: string, subject?: string) {
+			const before = timers.length;
+			const scheduled = recorder.record(reason, tenantId, subject);
+			// A failure that opens a window starts its timer; what `record` returned settles once that window is written.
+			const timer = timers.length > before ? timers.at(-1) : undefined;
+			if (timer && scheduled) timer.closed = scheduled;
+			return scheduled;
+		},
 		advance(ms: number) {
 			t += ms;
 		},
-		/** Fires the window timers that are due, and lets what they start run (the writes are synchronous). */
+		/** Fires the window timers that are due, and waits until what each started (the window's write) is done. */
 		async fireTimers() {
-			for (const timer of timers.filter((x) => x.due <= t)) {
+			const due = timers.filter((x) => x.due <= t);
+			for (const timer of due) {
 				timers.splice(timers.indexOf(timer), 1);
 				timer.fire();
 			}
-			await new Promise((resolve) => setTimeout(resolve, 0));
+			await Promise.all(due.map((timer) => timer.closed));
 		},
 	};
 }

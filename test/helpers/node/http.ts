@@ -33,6 +33,19 @@ export async function eventually(probe: () => Promise<boolean>, timeoutMs: numbe
 	return false;
 }
 
+/** `promise`'s value, or undefined when it has not settled within `ms` (the timer is cleared either way). */
+export async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+	let timer: NodeJS.Timeout | undefined;
+	const timeout = new Promise<undefined>((resolve) => {
+		timer = setTimeout(() => resolve(undefined), ms);
+	});
+	try {
+		return await Promise.race([promise, timeout]);
+	} finally {
+		clearTimeout(timer);
+	}
+}
+
 /** A request to the gateway at `base`: JSON-encodes `body` (with its content type) when there is one. */
 export function call(
 	base: URL,
