@@ -31,7 +31,7 @@ import {
 import { SqlMeter } from "../src/db";
 import { type EventEnvelope, EventEnvelopeSchema, newEvent, publish } from "../src/events";
 import { log } from "../src/http";
-import { type Clock, systemClock } from "../src/lib";
+import { type Clock, errorMessage, systemClock } from "../src/lib";
 
 export { circuitBreakerFor } from "../src/breaker";
 
@@ -217,7 +217,7 @@ export class CircuitBreaker extends DurableObject<Env> {
 					log("error", "breaker transition events not published; will retry", {
 						breaker: this.#name,
 						pending: rows.length,
-						reason: err instanceof Error ? err.message : String(err),
+						reason: errorMessage(err),
 					});
 					await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
 					return;

@@ -35,7 +35,7 @@ export const ALLOWED = {
 	admin: ["audit", "auth", "config", "db", "dead-letters", "http"],
 	webhooks: ["audit", "auth", "breaker", "config", "db", "events", "http", "lib", "ratelimit", "storage"],
 	llm: ["audit", "auth", "breaker", "config", "db", "events", "http", "lib", "ratelimit", "storage"],
-	system: ["db", "http"],
+	system: ["db", "http", "lib"],
 	// src/app.ts assembles the app from every capability.
 	app: "*",
 };

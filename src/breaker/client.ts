@@ -10,7 +10,7 @@
  */
 
 import { log } from "../http";
-import { Lru, perIsolate, TIMED_OUT, within } from "../lib";
+import { errorMessage, Lru, perIsolate, sleep, TIMED_OUT, within } from "../lib";
 import {
 	type AdmitRequest,
 	type AdmitResult,
@@ -177,7 +177,7 @@ export class BreakerClient implements Breakers {
 			if (answer !== TIMED_OUT) return answer;
 			this.#unavailable(name, local, `the circuit breaker did not answer within ${this.#timeout} ms`);
 		} catch (err) {
-			this.#unavailable(name, local, err instanceof Error ? err.message : String(err));
+			this.#unavailable(name, local, errorMessage(err));
 		}
 		return null;
 	}
@@ -249,7 +249,7 @@ export class BreakerClient implements Breakers {
 			local.flushing = true;
 			// Half a period, or sooner if the trust ends sooner: the answer must renew it before it lapses.
 			const delay = Math.max(0, Math.min(this.#closedTrust / 2, local.closedUntil - now - this.#closedTrust / 4));
-			await new Promise((resolve) => setTimeout(resolve, delay));
+			await sleep(delay);
 			local.flushing = false;
 			return this.#flush(name, policy, local);
 		}

@@ -5,16 +5,16 @@ export type Clock = () => number;
 
 export const systemClock: Clock = () => Date.now();
 
-/** Resolves after `ms`, or at once when `signal` aborts (never rejects). */
+/** Resolves after `ms` (on a timer, so never sooner than the next turn), or at once when `signal` aborts; never rejects. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 	return new Promise<void>((resolve) => {
-		if (ms <= 0 || signal?.aborted) return resolve();
+		if (signal?.aborted) return resolve();
 		const done = () => {
 			clearTimeout(timer);
 			signal?.removeEventListener("abort", done);
 			resolve();
 		};
-		const timer = setTimeout(done, ms);
+		const timer = setTimeout(done, Math.max(0, ms));
 		signal?.addEventListener("abort", done, { once: true });
 	});
 }

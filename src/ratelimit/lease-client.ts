@@ -8,7 +8,7 @@
  * and a refill older than `refillTimeoutMs` is abandoned: the next request starts a fresh one, and
  * if the old one answers after all, its tokens are handed back unspent.
  */
-import { Lru, TIMED_OUT, within } from "../lib";
+import { errorMessage, Lru, TIMED_OUT, within } from "../lib";
 import type { Admission, BucketPolicy, Decision, Grant, LeaseReturn } from "./interface";
 
 /** What the client needs of a RateLimiter stub. */
@@ -157,7 +157,7 @@ export class LeaseClient implements Admission {
 			} catch (err) {
 				// Unreported returns are kept and sent with the next call: the quota credit is not lost.
 				local.returns = returns.concat(local.returns).slice(-64);
-				if (local.refill === refill) this.#unavailable(local, err instanceof Error ? err.message : String(err));
+				if (local.refill === refill) this.#unavailable(local, errorMessage(err));
 			} finally {
 				if (local.refill === refill) local.refill = null;
 			}

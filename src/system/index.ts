@@ -3,6 +3,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { sql } from "drizzle-orm";
 import { database } from "../db";
 import { ApiError, createRouter, log, problems } from "../http";
+import { errorMessage } from "../lib";
 
 type SystemEnv = { Bindings: Env };
 
@@ -41,7 +42,7 @@ export function systemRoutes() {
 			} catch (err) {
 				log("error", "readiness check failed", {
 					check: "d1",
-					error: err instanceof Error ? err.message : String(err),
+					error: errorMessage(err),
 				});
 				throw new ApiError("dependency-unavailable", "D1 is not answering.");
 			}

@@ -6,7 +6,6 @@
  * newcomer with a real key would — and removes it afterwards.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
@@ -17,6 +16,7 @@ import { SCOPES } from "../../src/config/scopes";
 import { TIER_NAMES, TIERS } from "../../src/config/tiers";
 import { eventually, within } from "../helpers/node/http.ts";
 import { type LlmStub, startLlmStub } from "../helpers/node/llm-stub.ts";
+import { uniqueWord } from "../helpers/random";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const NODE = existsSync(join(ROOT, "node_modules", ".bin", "node"))
@@ -221,7 +221,7 @@ describe("npm run dev", () => {
 			method: "POST",
 			headers: { authorization: `Bearer ${demoToken}`, "content-type": "application/json" },
 			// A prompt of its own: the local state (and its LLM response cache) outlives the run.
-			body: JSON.stringify({ model: "fast", messages: [{ role: "user", content: `Hello ${randomUUID()}` }] }),
+			body: JSON.stringify({ model: "fast", messages: [{ role: "user", content: `Hello ${uniqueWord()}` }] }),
 		});
 		expect(res.status, await res.clone().text()).toBe(200);
 		expect(stub?.requests.map((r) => r.apiKey)).toEqual([DEV_VARS_KEY]);

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../helpers/node/http.ts";
 import { GATEWAY_OPENAI_KEY, type LlmSetup, startLlmGateway } from "../helpers/node/llm.ts";
 import { OK_TEXT } from "../helpers/node/llm-stub.ts";
+import { uniqueWord } from "../helpers/random";
 
 let setup: LlmSetup;
 const tokens: Record<string, string> = {};
@@ -35,7 +36,7 @@ async function get(tenant: string, path: string) {
 
 const hello = (model: string, extra: Record<string, unknown> = {}) => ({
 	model,
-	messages: [{ role: "user", content: `hello ${crypto.randomUUID()}` }],
+	messages: [{ role: "user", content: `hello ${uniqueWord()}` }],
 	...extra,
 });
 
@@ -241,7 +242,7 @@ describe("budgets", () => {
 
 describe("the cache", () => {
 	it("hits for the same tenant, replays as a stream, bypasses on request, never crosses tenants", async () => {
-		const request = { model: "smart", messages: [{ role: "user", content: `cache me ${crypto.randomUUID()}` }] };
+		const request = { model: "smart", messages: [{ role: "user", content: `cache me ${uniqueWord()}` }] };
 		const first = await post("globex", "/v1/chat/completions", request);
 		expect(first.headers.get("x-edgeway-cache")).toBe("MISS");
 		const firstBody = await first.json();

@@ -13,3 +13,11 @@ export function mulberry32(seed: number): () => number {
 		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
 	};
 }
+
+/**
+ * A word no other call returns (12 letters a–p, 48 random bits), for prompts that must never hit a
+ * cached answer. Letters only: the digits of a UUID can pass the shipped card-number guardrail.
+ */
+export function uniqueWord(): string {
+	return Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => String.fromCharCode(97 + (b % 16))).join("");
+}

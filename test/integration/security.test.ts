@@ -11,6 +11,7 @@ import { appendAudit } from "../../src/audit";
 import { breakers, database, deadLetters, llmUsage } from "../../src/db";
 import { call, json } from "../helpers/gateway";
 import { operatorToken, uniqueId } from "../helpers/identity";
+import { uniqueWord } from "../helpers/random";
 import {
 	documentedOperations,
 	groupOf,
@@ -61,7 +62,7 @@ async function withOpenAiKey(tenantId: string): Promise<void> {
 /** A fresh prompt each time: the pro tier caches answers. */
 const chat = (): Sample => ({
 	path: "/v1/chat/completions",
-	init: json("POST", { model: "fast", messages: [{ role: "user", content: `Hello ${crypto.randomUUID()}` }] }),
+	init: json("POST", { model: "fast", messages: [{ role: "user", content: `Hello ${uniqueWord()}` }] }),
 });
 
 // ---------------------------------------------------------------- the groups

@@ -26,7 +26,7 @@
  */
 import type { LlmBudget } from "../../config";
 import { log, type WaitUntil } from "../../http";
-import { Lru, perIsolate, TIMED_OUT, within } from "../../lib";
+import { errorMessage, Lru, perIsolate, sleep, TIMED_OUT, within } from "../../lib";
 import { rateLimiterFor, rateLimiterName } from "../../ratelimit";
 import type { BudgetStub, RenewBudgetResult, RenewCommon, ReserveBudgetResult } from "./interface";
 
@@ -292,7 +292,7 @@ export class BudgetClient implements Budgets {
 				outcome = answer;
 			}
 		} catch (err) {
-			outcome = err instanceof Error ? err.message : String(err);
+			outcome = errorMessage(err);
 		}
 		if (lease.renewal !== renewal) {
 			// Another request gave this renewal up meanwhile (it looked stale): its grant is nobody's.
@@ -330,7 +330,7 @@ export class BudgetClient implements Budgets {
 
 	/** After the lease's time, unless a later renewal extended it, reports its usage and gives its room back. */
 	async #returnWhenIdle(lease: Lease): Promise<void> {
-		await new Promise((resolve) => setTimeout(resolve, this.#leaseMs));
+		await sleep(this.#leaseMs);
 		// A renewal on its way may be refused and leave nothing scheduled: wait for it, then decide.
 		if (!(await this.#quiet(lease)) || this.#now() < lease.until || !owes(lease)) return;
 		await this.#report(lease);
