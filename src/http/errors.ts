@@ -121,15 +121,19 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
 	503: "dependency-unavailable",
 };
 
-/** An HTTPException response's headers that describe its body, which the problem replaces. */
-const BODY_HEADERS = new Set(["content-type", "content-length", "content-encoding", "transfer-encoding"]);
+/**
+ * The headers of an HTTPException's response that say how to retry or authenticate, carried over to the
+ * problem that stands in for it. An allow-list: any other header of the exception (its body's, or one
+ * that would replace the request id, CORS, RateLimit or security headers already on the context) is dropped.
+ */
+const EXCEPTION_HEADERS = ["www-authenticate", "retry-after", "allow"] as const;
 
-/** The headers of an HTTPException's response (WWW-Authenticate, Retry-After…), for the problem that stands in for it. */
 function exceptionHeaders(err: HTTPException): Record<string, string> {
 	const headers: Record<string, string> = {};
-	err.res?.headers.forEach((value, name) => {
-		if (!BODY_HEADERS.has(name)) headers[name] = value;
-	});
+	for (const name of EXCEPTION_HEADERS) {
+		const value = err.res?.headers.get(name);
+		if (value) headers[name] = value;
+	}
 	return headers;
 }
 

@@ -227,4 +227,23 @@ describe("problem responses", () => {
 			expect(res.headers.get("x-content-type-options")).toBe("nosniff");
 		}
 	});
+
+	it("never let an HTTPException's other headers replace the request id, security or CORS headers", async () => {
+		const { createApp } = await import("../../src/app");
+		const app = createApp();
+		const planted = {
+			"x-request-id": "planted",
+			"content-security-policy": "default-src *",
+			"x-frame-options": "ALLOWALL",
+			"access-control-allow-origin": "https://evil.example",
+			"set-cookie": "session=planted",
+		};
+		app.get("/http-exception-headers", () => {
+			throw new HTTPException(401, { res: new Response(null, { headers: planted }), message: "planted headers" });
+		});
+		const res = await app.request("/http-exception-headers", { headers: { "x-request-id": "req-kept-1" } }, env);
+		await expectProblem(res, 401, "invalid-token");
+		expect(res.headers.get("x-request-id")).toBe("req-kept-1");
+		for (const [name, value] of Object.entries(planted)) expect(res.headers.get(name), name).not.toBe(value);
+	});
 });
