@@ -1,9 +1,10 @@
-/** One value per binding per isolate, made on first use and dropped with the binding. */
+/** One value per object per isolate, made on first use and dropped with the object. */
 
 /**
- * `make(key)` memoised by identity in a WeakMap: the usual shape of a per-isolate client over a
- * binding (`perIsolate((ns: DurableObjectNamespace) => new Client(ns))`). Bindings are stable objects
- * within an isolate, so each is built once; tests that pass a fresh env get a fresh one.
+ * `make(key)` memoised by the key's identity in a WeakMap. The usual keys: a binding, for a per-isolate
+ * client over it (`perIsolate((ns: DurableObjectNamespace) => new Client(ns))`; bindings are stable
+ * objects within an isolate, and a test that passes a fresh env gets a fresh client), or a parsed
+ * config object, for what is derived from it once per config version.
  */
 export function perIsolate<K extends object, V>(make: (key: K) => V): (key: K) => V {
 	const made = new WeakMap<K, V>();
