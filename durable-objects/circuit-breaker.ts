@@ -23,13 +23,13 @@ import {
 	type BreakerStateName,
 	type BreakerStore,
 	type MachineSnapshot,
-	parseBreakerName,
 	type RecordRequest,
 	RecordRequestSchema,
 	type Transition,
+	transitionEvent,
 } from "../src/breaker";
 import { SqlMeter } from "../src/db";
-import { type EventEnvelope, EventEnvelopeSchema, newEvent, publish } from "../src/events";
+import { type EventEnvelope, publish } from "../src/events";
 import { log } from "../src/http";
 import { type Clock, errorMessage, systemClock } from "../src/lib";
 
@@ -42,11 +42,8 @@ export const MAX_OUTBOX = 1_000;
 
 /** The Durable Object: one {@link BreakerMachine} per breaker, persisted in SQLite, publishing its transitions. */
 export class CircuitBreaker extends DurableObject<Env> {
-	/**
-	 * The time the breaker decides at (it never runs backwards: the machine clamps it). Tests move it by
-	 * replacing it through `runInDurableObject`; an instance field, so never reachable over RPC.
-	 */
-	clock: Clock = systemClock;
+	/** The time the breaker decides at (it never runs backwards: the machine clamps it). */
+	#clock: Clock = systemClock;
 	#machine: BreakerMachine = new BreakerMachine();
 	#name: string;
 	#flushing: Promise<void> | null = null;
@@ -60,6 +57,15 @@ export class CircuitBreaker extends DurableObject<Env> {
 		ctx.blockConcurrencyWhile(async () => {
 			this.#machine = this.#load(this.#sql);
 		});
+	}
+
+	/** Tests only, from inside the object (`runInDurableObject`): static, so neither RPC nor a stub's type can reach it. */
+	static internals(o: CircuitBreaker) {
+		return {
+			setClock: (clock: Clock) => {
+				o.#clock = clock;
+			},
+		};
 	}
 
 	#load(sql: Pick<SqlStorage, "exec">): BreakerMachine {
@@ -152,36 +158,13 @@ export class CircuitBreaker extends DurableObject<Env> {
 
 	/** Writes the transition's event to the outbox (same turn as the state change), then sends it in the background. */
 	#enqueue(t: Transition): void {
-		const parsed = parseBreakerName(this.#name);
-		const event = EventEnvelopeSchema.safeParse(
-			newEvent({
-				type: "breaker.transition",
-				tenantId: parsed?.scope === "tenant" ? parsed.tenantId : this.env.OPERATOR_TENANT,
-				source: `breaker/${this.#name}`,
-				...(t.traceparent ? { traceparent: t.traceparent } : {}),
-				data: {
-					name: this.#name,
-					target: parsed?.target ?? null,
-					from: t.from,
-					to: t.to,
-					reason: t.reason,
-					seq: t.seq,
-					at: new Date(t.at).toISOString(),
-					failures: t.failures,
-					volume: t.volume,
-					consecutiveFailures: t.consecutiveFailures,
-					probeSuccesses: t.probeSuccesses,
-					...(t.openUntil !== undefined ? { openUntil: new Date(t.openUntil).toISOString() } : {}),
-					...(t.cooldownMs !== undefined ? { cooldownMs: t.cooldownMs } : {}),
-				},
-			}),
-		);
-		if (!event.success) {
+		const event = transitionEvent(this.#name, t, this.env.OPERATOR_TENANT);
+		if (!event) {
 			log("error", "breaker transition event is invalid; not published", { breaker: this.#name, seq: t.seq });
 			return;
 		}
 		const sql = this.#sql;
-		sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify(event.data));
+		sql.exec("INSERT INTO outbox (body) VALUES (?)", JSON.stringify(event));
 		const dropped = sql
 			.exec("DELETE FROM outbox WHERE seq <= (SELECT MAX(seq) FROM outbox) - ? RETURNING seq", MAX_OUTBOX)
 			.toArray().length;
@@ -243,22 +226,22 @@ export class CircuitBreaker extends DurableObject<Env> {
 	 * its outcome is recorded. Synchronous from start to end, so two calls never interleave.
 	 */
 	admit(input: AdmitRequest): AdmitResult {
-		return this.#machine.admit(AdmitRequestSchema.parse(input), this.clock());
+		return this.#machine.admit(AdmitRequestSchema.parse(input), this.#clock());
 	}
 
 	/** Counts one admitted call's outcome and answers the breaker's new state. */
 	record(input: RecordRequest): BreakerSnapshot {
-		return this.#view(this.#machine.record(RecordRequestSchema.parse(input), this.clock()));
+		return this.#view(this.#machine.record(RecordRequestSchema.parse(input), this.#clock()));
 	}
 
 	/** The breaker's bookkeeping, for operators and tests. */
 	state(): BreakerSnapshot {
-		return this.#view(this.#machine.snapshot(this.clock()));
+		return this.#view(this.#machine.snapshot(this.#clock()));
 	}
 
 	/** Closes the breaker and clears its counts (admin). Isolates that saw it open learn within seconds. */
 	reset(input: { traceparent?: string } = {}): BreakerSnapshot {
-		return this.#view(this.#machine.reset(this.clock(), input.traceparent));
+		return this.#view(this.#machine.reset(this.#clock(), input.traceparent));
 	}
 
 	/** SQLite rows this object has written since it started (benchmarks and tests: bench/rows.mjs). */

@@ -56,18 +56,11 @@ function withoutRowid(sql: Pick<SqlStorage, "exec">, table: string, columns: str
  * {@link BudgetLedger} for the monthly LLM budget, both persisted in SQLite.
  */
 export class RateLimiter extends DurableObject<Env> {
-	/**
-	 * The time the bucket and the budget decide at (neither lets it run backwards). Tests move it by
-	 * replacing it through `runInDurableObject`; an instance field, so never reachable over RPC.
-	 */
-	clock: Clock = systemClock;
+	/** The time the bucket and the budget decide at (neither lets it run backwards). */
+	#clock: Clock = systemClock;
 	#bucket: LeasedBucket = new LeasedBucket();
-	/**
-	 * The tenant's LLM budget. Isolates reach it only through {@link renewBudgetLease} and
-	 * {@link budgetState}; tests of the ledger's single reservations drive it through
-	 * `runInDurableObject`. An instance field, so never reachable over RPC.
-	 */
-	budget: BudgetLedger = new BudgetLedger();
+	/** The tenant's LLM budget: isolates reach it only through {@link renewBudgetLease} and {@link budgetState}. */
+	#budget: BudgetLedger = new BudgetLedger();
 	readonly #sql: SqlMeter;
 
 	constructor(ctx: DurableObjectState, env: Env) {
@@ -75,8 +68,22 @@ export class RateLimiter extends DurableObject<Env> {
 		this.#sql = new SqlMeter(ctx.storage.sql);
 		ctx.blockConcurrencyWhile(async () => {
 			this.#bucket = this.#load(this.#sql);
-			this.budget = this.#loadBudget(this.#sql);
+			this.#budget = this.#loadBudget(this.#sql);
 		});
+	}
+
+	/**
+	 * Tests only, from inside the object (`runInDurableObject`): its clock and its ledger. Static, so
+	 * neither RPC nor a stub's type can reach it.
+	 */
+	static internals(o: RateLimiter) {
+		return {
+			ledger: o.#budget,
+			now: () => o.#clock(),
+			setClock: (clock: Clock) => {
+				o.#clock = clock;
+			},
+		};
 	}
 
 	#load(sql: Pick<SqlStorage, "exec">): LeasedBucket {
@@ -201,7 +208,7 @@ export class RateLimiter extends DurableObject<Env> {
 	 * Synchronous from start to end, so two calls never interleave.
 	 */
 	acquire(input: AcquireRequest): Grant {
-		return this.#bucket.acquire(AcquireRequestSchema.parse(input), this.clock());
+		return this.#bucket.acquire(AcquireRequestSchema.parse(input), this.#clock());
 	}
 
 	/** The object's bookkeeping, for operators and tests. */
@@ -211,12 +218,12 @@ export class RateLimiter extends DurableObject<Env> {
 
 	/** Renews an isolate's budget lease: charges what it used, keeps what is in flight, grants more or refuses. */
 	renewBudgetLease(input: RenewBudgetRequest): RenewBudgetResult {
-		return this.budget.renew(RenewBudgetRequestSchema.parse(input), this.clock());
+		return this.#budget.renew(RenewBudgetRequestSchema.parse(input), this.#clock());
 	}
 
 	/** The budget's bookkeeping, for operators and tests. */
 	budgetState(): BudgetState {
-		return this.budget.state(this.clock());
+		return this.#budget.state(this.#clock());
 	}
 
 	/** SQLite rows this object has written since it started (benchmarks and tests: bench/rows.mjs). */

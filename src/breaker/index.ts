@@ -35,3 +35,4 @@ export {
 } from "./machine";
 export { breakerRegistry } from "./registry";
 export { breakerRoutes } from "./routes";
+export { transitionEvent } from "./transition-event";

@@ -28,7 +28,7 @@ export interface Admitted {
 }
 
 /** The cache is keyed by what was asked for, narrowing included: a narrowed request never gets another provider's answer. */
-export function cacheModel(model: string, narrowed: readonly string[] | undefined): string {
+function cacheModel(model: string, narrowed: readonly string[] | undefined): string {
 	return narrowed && narrowed.length > 0 ? `${model}|providers=${[...narrowed].sort().join(",")}` : model;
 }
 

@@ -3,7 +3,7 @@ import type { TierPolicy } from "../config";
 import type { LlmConfig } from "./config";
 
 /** The aliases this tier allows, each followed by its `provider/model` targets (each target once). */
-export function allowedModels(cfg: LlmConfig, tier: TierPolicy): Array<{ id: string; kind: "chat" | "embeddings" }> {
+function allowedModels(cfg: LlmConfig, tier: TierPolicy): Array<{ id: string; kind: "chat" | "embeddings" }> {
 	const any = tier.models.includes("*");
 	const out: Array<{ id: string; kind: "chat" | "embeddings" }> = [];
 	const seen = new Set<string>();

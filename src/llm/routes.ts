@@ -71,7 +71,7 @@ const models = createRoute({
 });
 
 /** The OpenAI-compatible routes (chat completions, embeddings, models), to be mounted at {@link OPENAI_BASE}. */
-export function openAiRoutes() {
+function openAiRoutes() {
 	const app = createRouter<AppEnv>();
 	app.openapi(chat, (c) => chatCompletions(c, c.req.valid("json")) as never);
 	app.openapi(embed, (c) => embeddings(c, c.req.valid("json")) as never);

@@ -40,7 +40,7 @@ export type OutcomeInput = Pick<Outcome, "status"> & Partial<Outcome>;
 export type ServedBy = Pick<Served<unknown>, "target" | "attempts" | "byok">;
 
 /** The status a thrown error is answered with. */
-export function statusOf(err: unknown): number {
+function statusOf(err: unknown): number {
 	return err instanceof ApiError ? err.status : 500;
 }
 

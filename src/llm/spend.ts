@@ -13,7 +13,7 @@ import { afterResponse, type Plane } from "./plane";
 export type Reservation = BudgetReservation;
 
 /** The caller's monthly budget: the tenant's override, field by field, over the tier's. */
-export function budgetOf(plane: Plane): LlmBudget {
+function budgetOf(plane: Plane): LlmBudget {
 	const own = plane.principal.tenantLimits?.llmBudget;
 	const tier = plane.tier.llm.budget;
 	return {

@@ -24,8 +24,8 @@ const NODE = existsSync(join(ROOT, "node_modules", ".bin", "node"))
 	: process.execPath;
 const READY_TIMEOUT_MS = 90_000;
 const STOP_TIMEOUT_MS = 20_000;
-/** The banner's last token line: once it is out, the banner is. */
-const BANNER_PRINTED = /EDGEWAY_OPERATOR_TOKEN=\S+/;
+/** The banner's last token line, ended: once it is out, the banner is (a chunk may end inside the token). */
+const BANNER_PRINTED = /EDGEWAY_OPERATOR_TOKEN=\S+\r?\n/;
 /** How long an isolate spends one admission lease of the demo tenant's tier (pro), from src/config/tiers.ts. */
 const LEASE_TTL_MS = TIERS.pro.lease.ttlMs;
 

@@ -1,7 +1,9 @@
 /**
  * Time in tests of the Durable Objects: each object decides at its own `clock` (the real one unless a
- * test replaces it), which only code running inside the object can reach. An evicted object comes
- * back on the real clock.
+ * test replaces it), which only code running inside the object can reach (through the class's static
+ * `internals`). An evicted object comes back on the real clock, but its stored machine never lets time
+ * run backwards: after a clock set ahead of real time, it keeps deciding at that time until real time
+ * passes it (harmless with per-file storage; a test that needs real time again should use another object).
  */
 import { runInDurableObject } from "cloudflare:test";
 import type { CircuitBreaker } from "../../durable-objects/circuit-breaker";
@@ -14,6 +16,7 @@ export function setObjectClock<O extends CircuitBreaker | RateLimiter>(
 	clock: Clock,
 ): Promise<void> {
 	return runInDurableObject(stub, (instance: O) => {
-		instance.clock = clock;
+		// The instance's own class (the worker's module), not one this file imports.
+		(instance.constructor as typeof CircuitBreaker | typeof RateLimiter).internals(instance as never).setClock(clock);
 	});
 }

@@ -25,10 +25,16 @@ const stubFor = (tenantId: string) => rateLimiterFor(env, { tenantId });
 type Stub = ReturnType<typeof stubFor>;
 /** One reservation on the object's own ledger, at the object's clock (isolates reserve through leases). */
 const reserveIn = (stub: Stub, input: { budget: LlmBudget; tokens: number; microUsd: number; ttlMs?: number }) =>
-	runInDurableObject(stub, (o: RateLimiter) => o.budget.reserve(ReserveBudgetRequestSchema.parse(input), o.clock()));
+	runInDurableObject(stub, (o: RateLimiter) => {
+		const inside = (o.constructor as typeof RateLimiter).internals(o);
+		return inside.ledger.reserve(ReserveBudgetRequestSchema.parse(input), inside.now());
+	});
 /** Settles a reservation made by {@link reserveIn}. */
 const settleIn = (stub: Stub, input: { reservationId: string; tokens: number; microUsd: number }) =>
-	runInDurableObject(stub, (o: RateLimiter) => o.budget.settle(SettleBudgetRequestSchema.parse(input), o.clock()));
+	runInDurableObject(stub, (o: RateLimiter) => {
+		const inside = (o.constructor as typeof RateLimiter).internals(o);
+		return inside.ledger.settle(SettleBudgetRequestSchema.parse(input), inside.now());
+	});
 /** Stops the object's clock at `at`. */
 const at = (stub: ReturnType<typeof stubFor>, time: number) => setObjectClock(stub, () => time);
 

@@ -141,7 +141,11 @@ export class BudgetLedger {
 		};
 	}
 
-	/** Reserves one request's estimate if it fits in what is left of each limit this month: a lease granted exactly that. */
+	/**
+	 * Reserves one request's estimate if it fits in what is left of each limit this month: a lease granted
+	 * exactly that. Isolates use {@link renew}; this single-reservation form (with {@link settle}) is what the
+	 * ledger's exactness tests drive, and a lease is checked against the same invariant.
+	 */
 	reserve(
 		request: { budget: LlmBudget; tokens: number; microUsd: number; ttlMs: number },
 		clock: number,
