@@ -4,11 +4,11 @@ import type { LlmConfig } from "./config";
 
 /** The aliases this tier allows, each followed by its `provider/model` targets (each target once). */
 function allowedModels(cfg: LlmConfig, tier: TierPolicy): Array<{ id: string; kind: "chat" | "embeddings" }> {
-	const any = tier.models.includes("*");
+	const allowsAll = tier.models.includes("*");
 	const out: Array<{ id: string; kind: "chat" | "embeddings" }> = [];
 	const seen = new Set<string>();
 	for (const [name, alias] of Object.entries(cfg.aliases)) {
-		const allowed = any || tier.models.includes(name);
+		const allowed = allowsAll || tier.models.includes(name);
 		if (!allowed) continue;
 		out.push({ id: name, kind: alias.kind });
 		for (const t of alias.targets) {
