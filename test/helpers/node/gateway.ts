@@ -29,6 +29,7 @@ const BUILD_INPUTS = [
 	"workers",
 	"durable-objects",
 	"bench/worker",
+	"scripts/bundle",
 	"wrangler.toml",
 	"package-lock.json",
 	"tsconfig.json",
