@@ -13,25 +13,32 @@
  *     the budget's reserve and settle (the tenant has a monthly token budget: from the isolate's budget lease,
  *     renewed in the RateLimiter object about once a second), input and output guardrails
  *     (as in llmConfigFor), routing through the breaker, and the usage record (queue → D1);
+ *   - Portkey (unless --no-portkey): `POST <portkey>/v1/chat/completions` to the Portkey AI gateway
+ *     (devDependency @portkey-ai/gateway, built for Workers from its npm package by bench/portkey/build.mjs and run
+ *     under a Miniflare of its own, started as the gateway's: bench/portkey/start.mjs), provider `openai` with the
+ *     stub as its custom host: a same-runtime peer, against the same stub, in the same rounds;
  *   - and, to attribute the plane's cost (unless --no-extras): the plane with `x-edgeway-cache: bypass`, the
  *     plane for a tenant without a budget, and both at once.
  * Figures: requests/s at --connections (autocannon, rounds in ABBA order, direct once per round), the time
  * added with one request in flight (sequential requests, routes rotated, timed with process.hrtime), and the
  * time added to a stream's first body byte (`stream: true`, sequential likewise). Any non-2xx answer, any
- * connection error, a plane answer that is not a cache MISS from `openai` in one attempt, or a cache hit in the
- * usage records makes the run invalid: it stops with an error and writes nothing.
+ * connection error, a sequential answer whose body is not the stub's (its text; the stub's fingerprint where the
+ * route relays the body as it is), a plane answer that is not a cache MISS from `openai` in one attempt, a Portkey
+ * answer not from `openai` in one attempt, or a cache hit in the usage records makes the run invalid: it stops
+ * with an error and writes nothing.
  * Writes the figures, and how they were taken, into its own marked section of bench/RESULTS.md.
  *
  * Options: --duration <s> (per autocannon run, default 5), --rounds <n> (ABBA rounds, default 2),
  * --connections <n> (default 50), --samples <n> (sequential requests per route and phase, default 1500),
- * --body-bytes <n> (request body size, default 1024), --no-extras (the three issue rows only),
- * --no-write (print only).
+ * --body-bytes <n> (request body size, default 1024), --no-extras (without the attribution rows),
+ * --no-portkey (without Portkey's row), --no-write (print only).
  * Loads the TypeScript helpers through Node's built-in type stripping (Node ≥ 22.18).
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { buildWorker, ROOT, startGateway } from "../test/helpers/node/gateway.ts";
 import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
+import { OK_TEXT, SYSTEM_FINGERPRINT } from "../test/helpers/node/llm-stub.ts";
 import { mulberry32 } from "../test/helpers/random.ts";
 import {
 	BENCH_LIMITS,
@@ -51,10 +58,12 @@ import {
 	workerLogTally,
 	writeResults,
 } from "./lib.mjs";
+import { PORTKEY_VERSION, portkeyFirstChunkWaitMs } from "./portkey/build.mjs";
+import { startPortkey } from "./portkey/start.mjs";
 
 const args = benchArgs({
 	counts: { duration: 5, rounds: 2, connections: 50, samples: 1500, "body-bytes": 1024 },
-	flags: ["no-extras", "no-write"],
+	flags: ["no-extras", "no-portkey", "no-write"],
 });
 const DURATION_S = args.count.duration;
 const ROUNDS = args.count.rounds;
@@ -62,10 +71,16 @@ const CONNECTIONS = args.count.connections;
 const SAMPLES = args.count.samples;
 const BODY_BYTES = args.count["body-bytes"];
 const EXTRAS = !args.flag["no-extras"];
+const PORTKEY = !args.flag["no-portkey"];
+/** The sleep Portkey's stream reader takes before a stream's first chunk (25 ms in 1.15.2), read from its package. */
+const PORTKEY_WAIT_MS = PORTKEY ? portkeyFirstChunkWaitMs() : undefined;
 if (BODY_BYTES < 400) throw new Error("--body-bytes must be at least 400 (the body's fixed part)");
 const WARMUP_S = 2;
-/** Sequential requests per route before the timed ones, in each sequential phase. */
-const SEQUENTIAL_WARMUP = 200;
+/**
+ * Sequential requests per route before the timed ones, in each sequential phase. The load runs before them have
+ * warmed every route already; 100 (was 200) keeps a default run with Portkey's row within about six minutes.
+ */
+const SEQUENTIAL_WARMUP = 100;
 const STUB_START_TIMEOUT_MS = 30_000;
 const STUB_STOP_TIMEOUT_MS = 5_000;
 /** Bounded wait for the usage records of the run to reach D1 (they are batched per isolate, then queued). */
@@ -78,8 +93,9 @@ const INTRO = [
 	"",
 	"`npm run bench:llm` (bench/llm.mjs) measures, in one run against one stub upstream, a chat completion sent",
 	"straight to the stub, through the Worker's bare pass-through route (`/__bench/passthrough`: one subrequest, no",
-	"checks), and through the full LLM plane (`/v1/chat/completions`, everything on). The section between its",
-	"markers is rewritten by each run.",
+	"checks), through the full LLM plane (`/v1/chat/completions`, everything on), and through the Portkey AI gateway",
+	"(npm `@portkey-ai/gateway`, built for Workers by bench/portkey/ and run under the same Miniflare and workerd), a",
+	"same-runtime peer. The section between its markers is rewritten by each run.",
 	"",
 	"Targets (from the issue): the plane keeps ≥ 80 % of the pass-through's requests/s at 50 connections; it adds",
 	"≤ 1 ms over the pass-through at the median with one request in flight, and ≤ 2 ms to a stream's first byte.",
@@ -165,10 +181,19 @@ async function startStubProcess() {
 // ---------------------------------------------------------------- requests
 
 /**
- * A route measured: where it goes, the model it names, its headers, and what a plane answer must say.
+ * A route measured: where it goes, the model it names, its headers, and what an answer must say (`expect`: headers;
+ * `relays`: the body is the stub's as it is, so it carries the stub's fingerprint); whose workerd serves it (`cpu`:
+ * the gateway's, or Portkey's own); whether it writes the plane's usage records (`plane`).
  * @typedef {{ key: string; label: string; origin: string; path: string; model: string;
- *   headers: Record<string, string>; expect: Record<string, string> }} Route
+ *   headers: Record<string, string>; expect: Record<string, string>; relays: boolean; cpu: "gateway" | "portkey";
+ *   plane: boolean }} Route
  */
+
+/**
+ * Sent on every route: the body's type, and no compression offered (autocannon offers none; Node's fetch would offer
+ * gzip), so no row can be answered compressed.
+ */
+const COMMON_HEADERS = { "content-type": "application/json", "accept-encoding": "identity" };
 
 /** Words for the prompt: ordinary text that none of the configured guardrails blocks or redacts. */
 const PROMPT =
@@ -214,7 +239,7 @@ function requestsFor(route) {
 		{
 			method: "POST",
 			path: route.path,
-			headers: { "content-type": "application/json", ...route.headers },
+			headers: { ...COMMON_HEADERS, ...route.headers },
 			setupRequest: (req) => {
 				req.body = chatBody(route.model, false);
 				return req;
@@ -228,7 +253,7 @@ function requestsFor(route) {
 function initFor(route, stream) {
 	return {
 		method: "POST",
-		headers: { "content-type": "application/json", ...route.headers },
+		headers: { ...COMMON_HEADERS, ...route.headers },
 		body: chatBody(route.model, stream),
 	};
 }
@@ -242,6 +267,37 @@ function check(route, res, /** @type {string} */ body = "") {
 	}
 }
 
+/**
+ * Throws unless `body` is the stub's answer: its text (OK_TEXT; a stream's content deltas joined) and, on a route
+ * that relays the stub's body as it is, the stub's `system_fingerprint` (in every chunk of a stream) — so a route
+ * cannot pass with an answer that did not come from the stub.
+ * @param {Route} route @param {string} body @param {boolean} stream
+ */
+function checkBody(route, body, stream) {
+	/** @type {{ system_fingerprint?: unknown; choices?: { message?: { content?: unknown }; delta?: { content?: unknown } }[] }[]} */
+	let parts;
+	try {
+		parts = stream
+			? body
+					.split("\n")
+					.filter((l) => l.startsWith("data: ") && l.trim() !== "data: [DONE]")
+					.map((l) => JSON.parse(l.slice("data: ".length)))
+			: [JSON.parse(body)];
+	} catch {
+		throw new Error(
+			`${route.label}: the answer is not ${stream ? "a stream of JSON chunks" : "JSON"}: ${body.slice(0, 300)}`,
+		);
+	}
+	const text = parts
+		.map((p) => (stream ? p.choices?.[0]?.delta?.content : p.choices?.[0]?.message?.content))
+		.filter((c) => typeof c === "string")
+		.join("");
+	if (text !== OK_TEXT) throw new Error(`${route.label}: the answer's text is ${JSON.stringify(text)}, not the stub's`);
+	if (route.relays && (parts.length === 0 || parts.some((p) => p.system_fingerprint !== SYSTEM_FINGERPRINT))) {
+		throw new Error(`${route.label}: the answer lacks the stub's system_fingerprint: ${body.slice(0, 300)}`);
+	}
+}
+
 /** One request, from before fetch() to the last byte of the body. @param {Route} route */
 async function timed(route) {
 	const init = initFor(route, false);
@@ -249,7 +305,9 @@ async function timed(route) {
 	const res = await fetch(new URL(route.path, route.origin), init);
 	const body = await res.arrayBuffer();
 	const elapsed = Number(process.hrtime.bigint() - start) / 1e6;
-	check(route, res, res.status === 200 ? "" : Buffer.from(body).toString());
+	const text = Buffer.from(body).toString();
+	check(route, res, text);
+	checkBody(route, text, false);
 	return elapsed;
 }
 
@@ -278,6 +336,7 @@ async function firstByte(route) {
 		throw new Error(`${route.label}: a stream answered ${res.headers.get("content-type")}`);
 	}
 	if (!text.trimEnd().endsWith("data: [DONE]")) throw new Error(`${route.label}: the stream did not end with [DONE]`);
+	checkBody(route, text, true);
 	return elapsed;
 }
 
@@ -285,11 +344,12 @@ async function firstByte(route) {
 
 /**
  * One autocannon run, with latency percentiles from every response's own time and its time measured from the
- * start to the last response; CPU time over the run of workerd (the gateway, its D1, Durable Objects, cache and
- * queue), of the stub's process and of this Node process. Any non-2xx answer or connection error invalidates
- * the run: it throws.
+ * start to the last response; CPU time over the run of the workerd that serves the route (the gateway's, with its
+ * D1, Durable Objects, cache and queue; or Portkey's own) and of the other one (`otherMs`: its background work, e.g.
+ * the gateway's queue consumer still writing usage rows), of the stub's process and of this Node process. Any
+ * non-2xx answer or connection error invalidates the run: it throws.
  * @param {string} label @param {Route} route @param {number} seconds
- * @param {{ workerd: number[]; stub: number[] }} pids
+ * @param {{ gateway: number[]; portkey: number[]; stub: number[] }} pids
  */
 async function load(label, route, seconds, pids) {
 	const cpu0 = cpuNow(pids);
@@ -302,6 +362,8 @@ async function load(label, route, seconds, pids) {
 	});
 	const wall = last - started;
 	const cpu1 = cpuNow(pids);
+	const own = route.cpu;
+	const other = own === "gateway" ? "portkey" : "gateway";
 	const run = {
 		label,
 		route: route.key,
@@ -313,8 +375,10 @@ async function load(label, route, seconds, pids) {
 		statuses,
 		rps: ok / (wall / 1000),
 		/** CPU ms per 2xx; busy = CPU time ÷ wall time (1 = one core busy all the time). */
-		workerdMs: (cpu1.workerd - cpu0.workerd) / ok,
-		workerdBusy: (cpu1.workerd - cpu0.workerd) / wall,
+		workerdMs: (cpu1[own] - cpu0[own]) / ok,
+		workerdBusy: (cpu1[own] - cpu0[own]) / wall,
+		/** The other workerd's CPU ms over the run ÷ this route's 2xx (NaN when there is none). */
+		otherMs: pids[other].length ? (cpu1[other] - cpu0[other]) / ok : Number.NaN,
 		stubMs: (cpu1.stub - cpu0.stub) / ok,
 		nodeMs: (cpu1.node - cpu0.node) / ok,
 		p50: percentile(times, 50),
@@ -379,7 +443,27 @@ async function measure() {
 			onLog: logs.onLog,
 		});
 		try {
-			return await measureWith(gw, upstream, directUrl, logs.byLevel, logs.notable);
+			// The gateway's workerd, read before Portkey's Miniflare starts a workerd of its own.
+			const gatewayPids = workerdPids();
+			const portkeyLogs = workerLogTally();
+			const portkey = PORTKEY
+				? await startPortkey({ onLog: portkeyLogs.onLog, log: say }).then((pk) => {
+						say(`bench: Portkey ${PORTKEY_VERSION} at ${pk.url.origin} (workerd pid ${pk.pids.join(", ") || "?"})`);
+						return pk;
+					})
+				: undefined;
+			try {
+				return await measureWith(gw, upstream, directUrl, {
+					gatewayPids,
+					portkey,
+					workerLogs: logs.byLevel,
+					notable: logs.notable,
+					portkeyLogs: portkeyLogs.byLevel,
+					portkeyNotable: portkeyLogs.notable,
+				});
+			} finally {
+				await portkey?.dispose();
+			}
 		} finally {
 			await gw.dispose();
 		}
@@ -392,10 +476,11 @@ async function measure() {
  * @param {import("../test/helpers/node/gateway.ts").Gateway} gw
  * @param {Awaited<ReturnType<typeof startStubProcess>>} upstream
  * @param {string} directUrl
- * @param {Record<string, number>} workerLogs
- * @param {string[]} notable
+ * @param {{ gatewayPids: number[]; portkey: Awaited<ReturnType<typeof startPortkey>> | undefined;
+ *   workerLogs: Record<string, number>; notable: string[]; portkeyLogs: Record<string, number>; portkeyNotable: string[] }} side
  */
-async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
+async function measureWith(gw, upstream, directUrl, side) {
+	const { portkey, workerLogs, notable, portkeyLogs, portkeyNotable } = side;
 	const db = await gw.db();
 	// `bench` has a monthly token budget (reserve and settle run, on the isolate's lease); `bench-nobudget` has none.
 	await gw.seedTenant({
@@ -428,6 +513,9 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 			model: "ok",
 			headers: { authorization: "Bearer x" },
 			expect: {},
+			relays: true,
+			cpu: "gateway",
+			plane: false,
 		},
 		{
 			key: "passthrough",
@@ -437,6 +525,9 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 			model: "ok",
 			headers: { "x-upstream-authorization": "Bearer x" },
 			expect: {},
+			relays: true,
+			cpu: "gateway",
+			plane: false,
 		},
 		{
 			key: "plane",
@@ -446,8 +537,35 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 			model: "openai/ok",
 			headers: { authorization: budgeted },
 			expect: plane("MISS"),
+			relays: false,
+			cpu: "gateway",
+			plane: true,
 		},
 	];
+	if (portkey) {
+		routes.push({
+			key: "portkey",
+			label: `Portkey gateway ${PORTKEY_VERSION}`,
+			origin: portkey.url.origin,
+			path: "/v1/chat/completions",
+			model: "ok",
+			// Portkey's own way of naming the provider and where it is; the key goes to the stub as it is.
+			headers: {
+				"x-portkey-provider": "openai",
+				"x-portkey-custom-host": upstream.stub.openaiBaseUrl,
+				authorization: "Bearer x",
+			},
+			// From openai, with no retry, not from Portkey's cache.
+			expect: {
+				"x-portkey-provider": "openai",
+				"x-portkey-retry-attempt-count": "0",
+				"x-portkey-cache-status": "DISABLED",
+			},
+			relays: true,
+			cpu: "portkey",
+			plane: false,
+		});
+	}
 	if (EXTRAS) {
 		routes.push(
 			{
@@ -458,6 +576,9 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 				model: "openai/ok",
 				headers: { authorization: budgeted, "x-edgeway-cache": "bypass" },
 				expect: plane("BYPASS"),
+				relays: false,
+				cpu: "gateway",
+				plane: true,
 			},
 			{
 				key: "nobudget",
@@ -467,6 +588,9 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 				model: "openai/ok",
 				headers: { authorization: unbudgeted },
 				expect: plane("MISS"),
+				relays: false,
+				cpu: "gateway",
+				plane: true,
 			},
 			{
 				key: "lean",
@@ -476,6 +600,9 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 				model: "openai/ok",
 				headers: { authorization: unbudgeted, "x-edgeway-cache": "bypass" },
 				expect: plane("BYPASS"),
+				relays: false,
+				cpu: "gateway",
+				plane: true,
 			},
 		);
 	}
@@ -503,8 +630,9 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 	say("bench: checks passed (plane: 200, MISS, openai, 1 attempt; a repeated request is a cache HIT)");
 
 	// ---- under load
-	const pids = { workerd: workerdPids(), stub: [upstream.pid] };
+	const pids = { gateway: side.gatewayPids, portkey: portkey?.pids ?? [], stub: [upstream.pid] };
 	say(`bench: warm-up ${WARMUP_S} s per route, then ${ROUNDS} × ABBA rounds of ${DURATION_S} s runs…`);
+	const loadStarted = Date.now();
 	for (const route of routes) await load(`warm-up ${route.key}`, route, WARMUP_S, pids);
 	const gatewayRoutes = routes.filter((r) => r.key !== "direct");
 	// One round: direct once, then the gateway's routes forth and back (A B C … C B A).
@@ -516,7 +644,7 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 			const run = await load(route.key, route, DURATION_S, pids);
 			say(
 				`  ${route.key.padEnd(12)} ${run.rps.toFixed(0).padStart(6)} req/s  p50 ${ms(run.p50)} ms  p99 ${ms(run.p99)} ms` +
-					`  workerd ${ms(run.workerdMs, 3)} CPU ms/req (busy ${ms(run.workerdBusy)})  stub ${ms(run.stubMs, 3)}` +
+					`  workerd ${ms(run.workerdMs, 3)} CPU ms/req (busy ${ms(run.workerdBusy)}; other workerd ${ms(run.otherMs, 3)})  stub ${ms(run.stubMs, 3)}` +
 					`  node ${ms(run.nodeMs, 3)}  statuses ${JSON.stringify(run.statuses)}`,
 			);
 			runs.push(run);
@@ -540,6 +668,7 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 					statuses,
 					workerdMs: sum((r) => r.workerdMs * r.ok) / sum((r) => r.ok),
 					workerdBusy: sum((r) => r.workerdBusy) / rs.length,
+					otherMs: sum((r) => r.otherMs * r.ok) / sum((r) => r.ok),
 					stubMs: sum((r) => r.stubMs * r.ok) / sum((r) => r.ok),
 					nodeMs: sum((r) => r.nodeMs * r.ok) / sum((r) => r.ok),
 				},
@@ -547,11 +676,18 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 		}),
 	);
 
+	say(`bench: (${((Date.now() - loadStarted) / 1000).toFixed(0)} s) load runs done`);
+
 	// ---- one request in flight
 	say(`bench: one request in flight, ${SAMPLES} sequential requests per route (after ${SEQUENTIAL_WARMUP}), shuffled…`);
+	let phase = Date.now();
 	const oneInFlight = await sequential(routes, timed);
-	say(`bench: streams (stream: true), time to the first body byte, ${SAMPLES} per route, shuffled…`);
+	say(
+		`bench: (${((Date.now() - phase) / 1000).toFixed(0)} s) streams (stream: true), time to the first body byte, ${SAMPLES} per route, shuffled…`,
+	);
+	phase = Date.now();
 	const firstBytes = await sequential(routes, firstByte);
+	say(`bench: (${((Date.now() - phase) / 1000).toFixed(0)} s) streams done`);
 
 	// ---- the usage records: every plane request a MISS, in one attempt, answered 200
 	say(`bench: waiting (≤ ${USAGE_TIMEOUT_MS / 1000} s) for the usage records to reach D1…`);
@@ -574,13 +710,22 @@ async function measureWith(gw, upstream, directUrl, workerLogs, notable) {
 		retried: Number(usage?.retried),
 		failed: Number(usage?.failed),
 	};
-	const planeOk = routes
-		.filter((r) => r.key !== "direct" && r.key !== "passthrough")
-		.reduce((n, r) => n + (underLoad.get(r.key)?.ok ?? 0), 0);
+	const planeOk = routes.filter((r) => r.plane).reduce((n, r) => n + (underLoad.get(r.key)?.ok ?? 0), 0);
 	if (usageRows.hits > 0 || usageRows.retried > 0 || usageRows.failed > 0) {
 		throw new Error(`INVALID RUN: usage records show ${JSON.stringify(usageRows)} (hits, retries, failures must be 0)`);
 	}
-	return { routes, underLoad, oneInFlight, firstBytes, usageRows, planeOk, workerLogs, notable };
+	return {
+		routes,
+		underLoad,
+		oneInFlight,
+		firstBytes,
+		usageRows,
+		planeOk,
+		workerLogs,
+		notable,
+		portkeyLogs,
+		portkeyNotable,
+	};
 }
 
 /** A route's figures. @template T @param {Map<string, T>} byRoute @param {string} key @returns {T} */
@@ -615,12 +760,12 @@ async function main() {
 	const floorP99 = S("passthrough").p99 - S("direct").p99;
 
 	const loadTable = [
-		"| route | req/s (runs) | ÷ pass-through | p50 ms | p99 ms | statuses | workerd CPU ms per 2xx (busy) | stub CPU ms per 2xx | client Node CPU ms per 2xx |",
-		"| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+		"| route | req/s (runs) | ÷ pass-through | p50 ms | p99 ms | statuses | workerd CPU ms per 2xx (busy) | other workerd CPU ms per 2xx | stub CPU ms per 2xx | client Node CPU ms per 2xx |",
+		"| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
 		...r.routes.map((route) => {
 			const x = L(route.key);
 			const share = route.key === "direct" ? "—" : `${((x.rps / L("passthrough").rps) * 100).toFixed(1)} %`;
-			return `| ${route.label} | ${x.rps.toFixed(0)} (${x.runs.join(", ")}) | ${share} | ${ms(x.p50)} | ${ms(x.p99)} | ${JSON.stringify(x.statuses).replace(/"/g, "")} | ${ms(x.workerdMs, 3)} (${ms(x.workerdBusy)}) | ${ms(x.stubMs, 3)} | ${ms(x.nodeMs, 3)} |`;
+			return `| ${route.label} | ${x.rps.toFixed(0)} (${x.runs.join(", ")}) | ${share} | ${ms(x.p50)} | ${ms(x.p99)} | ${JSON.stringify(x.statuses).replace(/"/g, "")} | ${ms(x.workerdMs, 3)} (${ms(x.workerdBusy)}) | ${ms(x.otherMs, 3)} | ${ms(x.stubMs, 3)} | ${ms(x.nodeMs, 3)} |`;
 		}),
 	];
 	const latencyTable = (
@@ -649,19 +794,67 @@ async function main() {
 			` and ${delta(floorP99)} ms (p99) over going straight to the stub: the Worker's floor for one subrequest here.`,
 		`- Streams (\`stream: true\`): the plane adds **${ms(addedTtfb, 3)} ms** to the first body byte at the median over the pass-through` +
 			` (target ≤ ${TARGET_TTFB_MS} ms: ${pass(addedTtfb <= TARGET_TTFB_MS)}) and ${delta(addedTtfbP99)} ms at p99.`,
+		...(r.routes.some((q) => q.key === "portkey")
+			? [
+					`- Portkey AI gateway ${PORTKEY_VERSION} (its Worker build, same workerd, same stub, same rounds): **${L("portkey").rps.toFixed(0)} req/s**` +
+						` = ${((L("portkey").rps / L("passthrough").rps) * 100).toFixed(1)} % of the pass-through (the plane: ${(ratio * 100).toFixed(1)} %;` +
+						` plane ÷ Portkey ${ms(L("plane").rps / L("portkey").rps)}×); workerd CPU per request ${ms(L("portkey").workerdMs, 3)} ms` +
+						` (the plane ${ms(L("plane").workerdMs, 3)} ms). One request in flight it adds **${delta(S("portkey").p50 - S("passthrough").p50)} ms**` +
+						` at the median and ${delta(S("portkey").p99 - S("passthrough").p99)} ms at p99 over the pass-through (the plane ${ms(added, 3)} and` +
+						` ${delta(addedP99)} ms); to a stream's first byte **${delta(F("portkey").p50 - F("passthrough").p50)} ms** at the median and` +
+						` ${delta(F("portkey").p99 - F("passthrough").p99)} ms at p99 (the plane ${ms(addedTtfb, 3)} and ${delta(addedTtfbP99)} ms)` +
+						(PORTKEY_WAIT_MS === undefined
+							? "."
+							: `, of which ${PORTKEY_WAIT_MS} ms is Portkey's own wait: its stream reader sleeps ${PORTKEY_WAIT_MS} ms before it passes on` +
+								` the first chunk of every stream (\`readStream\`, src/handlers/streamHandler.ts); without it, ${delta(F("portkey").p50 - F("passthrough").p50 - PORTKEY_WAIT_MS)} ms.`),
+				]
+			: []),
 		`- Validity: non-2xx answers 0, connection errors 0, timeouts 0 in every run (any of them stops the run); every` +
+			" sequential answer's body was the stub's (its text; the stub's `system_fingerprint` on the" +
+			` ${r.routes
+				.filter((q) => q.relays)
+				.map((q) => `\`${q.label}\``)
+				.join(", ")} rows, which relay it as it is); every` +
 			` sequential plane answer was 200, \`x-edgeway-cache: MISS\` (or \`BYPASS\` on the bypass rows), \`x-edgeway-provider: openai\`,` +
-			` \`x-edgeway-attempts: 1\`. Usage records in D1 for the measured tenants: ${r.usageRows.rows} (≥ the ${r.planeOk} plane 2xx counted` +
+			` \`x-edgeway-attempts: 1\`${r.routes.some((q) => q.key === "portkey") ? "; every Portkey answer 200, `x-portkey-provider: openai`, `x-portkey-retry-attempt-count: 0`, `x-portkey-cache-status: DISABLED`" : ""}. Usage records in D1 for the measured tenants: ${r.usageRows.rows} (≥ the ${r.planeOk} plane 2xx counted` +
 			` under load, plus the sequential ones; a timed run stops with requests in flight), of which cache hits ${r.usageRows.hits},` +
-			` retried ${r.usageRows.retried}, not 200 ${r.usageRows.failed}. Worker log lines by level: ${JSON.stringify(r.workerLogs)}.`,
+			` retried ${r.usageRows.retried}, not 200 ${r.usageRows.failed}. Worker log lines by level: ${JSON.stringify(r.workerLogs)}` +
+			`${r.routes.some((q) => q.key === "portkey") ? `; Portkey's: ${JSON.stringify(r.portkeyLogs)}` : ""}.`,
 	];
-	const notable = r.notable.map((m) => `  - \`${m.replace(/`/g, "'")}\``);
+	const notable = [
+		...r.notable.map((m) => `  - \`${m.replace(/`/g, "'")}\``),
+		...r.portkeyNotable.map((m) => `  - Portkey: \`${m.replace(/`/g, "'")}\``),
+	];
 	const extrasNote = EXTRAS
 		? [
 				"- Extra rows, to attribute the plane's cost (not targets): `plane, cache bypassed` sends `x-edgeway-cache: bypass`",
 				"  (no cache key hashing, no cache read, no cache write); `plane, no budget` is an enterprise tenant without a",
 				"  `llmBudget` (no reserve or settle, and no budget lease renewals in the RateLimiter Durable Object); `bypass +",
 				"  no budget` both.",
+			]
+		: [];
+	const portkeyNote = r.routes.some((q) => q.key === "portkey")
+		? [
+				`- \`Portkey gateway ${PORTKEY_VERSION}\` = \`POST <portkey>/v1/chat/completions\`, model \`ok\`, with Portkey's own headers`,
+				"  `x-portkey-provider: openai`, `x-portkey-custom-host: <stub>/openai/v1` (loopback: a custom host Portkey trusts by",
+				"  default, no `TRUSTED_CUSTOM_HOSTS` set) and `authorization: Bearer x`, which it passes to the stub. It is the npm",
+				`  package @portkey-ai/gateway ${PORTKEY_VERSION} (a devDependency; the deployed bundle has none of it) built for Workers`,
+				"  by bench/portkey/build.mjs: the package's Node bundle (build/start-server.js) up to its Node start-up (listener,",
+				"  node-ws, banner), with `export default` of its Hono app, bundled by esbuild (wrangler's copy, minified) with its",
+				"  own dependencies, Node built-ins from workerd's `nodejs_compat`, and stubs for the Node-only packages that",
+				"  workerd never reaches (ioredis, ws, @hono/node-server, @hono/node-ws). It runs under a Miniflare of its own",
+				"  (bench/portkey/start.mjs, bench/portkey/wrangler.toml: the gateway's compatibility date and flags, Portkey's",
+				"  [vars]), started as the gateway's is: the same Miniflare and workerd, its own HTTP listener on 127.0.0.1. Its own",
+				"  workerd process is the workerd CPU of its row; the gateway's workerd over its runs is the other workerd column",
+				"  (and Portkey's over the gateway's runs), so neither is charged for the other's background work. Checked before and throughout the sequential phases: 200, `x-portkey-provider: openai`,",
+				"  `x-portkey-retry-attempt-count: 0`, `x-portkey-cache-status: DISABLED`, and the stub's own body.",
+				...(PORTKEY_WAIT_MS === undefined
+					? []
+					: [
+							`  Its time to a stream's first byte includes a fixed ${PORTKEY_WAIT_MS} ms: Portkey's stream reader (\`readStream\`,`,
+							`  src/handlers/streamHandler.ts) sleeps ${PORTKEY_WAIT_MS} ms (\`setTimeout\`) before the first chunk of every stream,`,
+							"  whatever the provider; the figure is reported as measured, with that wait named beside it.",
+						]),
 			]
 		: [];
 	const section = [
@@ -702,18 +895,23 @@ async function main() {
 		"  secrets, e-mails, a custom pattern, maximum prompt size; output checks: card numbers, e-mails) with the routing",
 		"  defaults of src/llm/config.ts, the gateway's own OpenAI key; the tier caches answers, and every request is a MISS.",
 		...extrasNote,
+		...portkeyNote,
 		`- Bodies: every request has a unique user message (a run id and a counter) and is exactly ${BODY_BYTES} bytes of compact`,
 		"  JSON on every route (the text is trimmed to make up for the longer model name), streamed requests likewise plus",
-		"  `stream: true`. Checked before measuring: each route answers 200 (streams end with `[DONE]`), the plane with",
-		"  `x-edgeway-cache: MISS`, `x-edgeway-provider: openai`, one attempt; a repeated request (another tenant) is a HIT.",
+		"  `stream: true`; every request sends `accept-encoding: identity`. Checked before measuring and on every sequential",
+		"  answer: each route answers 200 with the stub's text (streams: the content deltas, ending with `[DONE]`), the",
+		"  direct, pass-through and Portkey rows with the stub's `system_fingerprint`, the plane with `x-edgeway-cache: MISS`,",
+		"  `x-edgeway-provider: openai`, one attempt; before measuring, a repeated request (another tenant) is a HIT.",
+		"  Bodies are not read under load (autocannon counts statuses only); the stub's CPU per 2xx shows each row's work.",
 		`- Load: autocannon (programmatic) in this Node process, ${CONNECTIONS} keep-alive connections, pipelining 1, a`,
 		`  ${WARMUP_S} s warm-up per route, then ${ROUNDS} rounds; each round runs \`direct\` once, then the gateway's routes`,
 		`  forth and back (${[...r.routes.filter((q) => q.key !== "direct"), ...[...r.routes.filter((q) => q.key !== "direct")].reverse()].map((q) => q.key).join(", ")}),`,
 		`  ${DURATION_S} s each, so slow drift of the shared machine falls alike on every gateway route. req/s = 2xx ÷ run time`,
 		"  (start to last response) over a route's runs (each run in brackets); p50/p99 = mean over its runs of the",
 		"  percentile of every response's own time (autocannon `response` events, fractional ms). CPU = user + system time",
-		"  over each run (`/proc/<pid>/stat` for workerd and the stub, `process.cpuUsage()` for this process, which also",
-		"  reads the Worker's log lines for Miniflare) ÷ the run's 2xx; busy = workerd CPU time ÷ wall time.",
+		"  over each run (`/proc/<pid>/stat` for the workerd serving the route and the stub, `process.cpuUsage()` for this",
+		"  process, which also reads the Workers' log lines for Miniflare) ÷ the run's 2xx; busy = that workerd's CPU time ÷",
+		"  wall time; other workerd = the other Miniflare's workerd over the same run ÷ the run's 2xx.",
 		`- One request in flight: Node's fetch (one keep-alive connection per origin), ${SEQUENTIAL_WARMUP} warm-up requests then`,
 		`  ${SAMPLES} per route, one request per route in turn, in a new (seeded) shuffled order each turn; each timed with`,
 		"  `process.hrtime.bigint()` from before `fetch()` to the end of the body. Streams: the same, with `stream: true`,",
@@ -723,7 +921,7 @@ async function main() {
 		"  lease renewals), which land on whichever request is in flight: they say more about the machine than the route.",
 		`- Machine: nproc ${facts.nproc}; ${facts.cpu}; ${facts.memory}; ${facts.platform}; load ${facts.load}. Client, stub,`,
 		"  Miniflare (Node) and workerd share the machine.",
-		`- Node ${facts.node}; ${facts.versions}. Whole run: ${totalS.toFixed(0)} s.`,
+		`- Node ${facts.node}; ${facts.versions}${r.routes.some((q) => q.key === "portkey") ? `, @portkey-ai/gateway ${PORTKEY_VERSION}` : ""}. Whole run: ${totalS.toFixed(0)} s.`,
 	];
 
 	say();
