@@ -44,13 +44,15 @@ export interface Plane {
 	/** The cache TTL for this caller, 0 when not cached (tier, feature, or a bypass header). */
 	cacheTtlS: number;
 	cacheStatus: "MISS" | "BYPASS" | "OFF";
+	/** Work waiting for the answer to be handed back (see {@link afterResponse}); undefined when none is. */
+	after: Array<() => Promise<unknown> | undefined> | undefined;
 }
 
 export function planeFor(c: Context<AppEnv>): Plane {
 	const cfg = llmConfig(c.env);
-	const principal = c.var.principal;
+	const principal = c.get("principal");
 	const tier = tierPolicy(principal.tier);
-	const traceparent = formatTraceparent(c.var.trace);
+	const traceparent = formatTraceparent(c.get("trace"));
 	const env = c.env;
 	const cacheable = tier.llm.cacheTtlS > 0 && tier.features.includes("cache");
 	const bypass =
@@ -66,6 +68,7 @@ export function planeFor(c: Context<AppEnv>): Plane {
 		narrowed: narrowedProviders(c),
 		cacheTtlS: cacheable && !bypass ? tier.llm.cacheTtlS : 0,
 		cacheStatus: !cacheable ? "OFF" : bypass ? "BYPASS" : "MISS",
+		after: undefined,
 		routeEnv: {
 			cfg,
 			tenantId: principal.tenantId,
@@ -105,11 +108,21 @@ export function providerCall<R>(plane: Plane, a: Attempt, request: R, answer: "w
 
 /**
  * Runs `work` after the answer has been handed back (a timer turn later), kept alive by waitUntil:
- * bookkeeping (settlement, usage, cache writes) never delays the response it belongs to.
+ * bookkeeping (settlement, usage, cache writes) never delays the response it belongs to. A request's
+ * work queued before that turn shares its one timer and its one waitUntil.
  */
 export function afterResponse(plane: Plane, work: () => Promise<unknown> | undefined): void {
+	if (plane.after) {
+		plane.after.push(work);
+		return;
+	}
+	const queued = [work];
+	plane.after = queued;
 	waitUntil(
 		plane.c,
-		sleep(1).then(() => work()),
+		sleep(1).then(() => {
+			plane.after = undefined;
+			return Promise.all(queued.map((w) => w()));
+		}),
 	);
 }

@@ -245,11 +245,18 @@ export async function route<T>(
 			const controller = new AbortController();
 			const onClientAbort = () => controller.abort();
 			r.signal?.addEventListener("abort", onClientAbort, { once: true });
-			let timer = setTimeout(() => controller.abort(), Math.min(routing.attemptTimeoutMs, remaining));
-			// Once the upstream has answered, only the request's deadline bounds reading the answer.
+			// One timer per attempt: set for the attempt's timeout; once the upstream has answered, only the
+			// request's deadline bounds reading the answer, so when it fires then, it waits out the rest.
+			const attemptMs = Math.min(routing.attemptTimeoutMs, remaining);
+			let abortAt = now() + attemptMs;
+			const expire = () => {
+				const left = abortAt - now();
+				if (left > 0) timer = setTimeout(expire, left);
+				else controller.abort();
+			};
+			let timer = setTimeout(expire, attemptMs);
 			const responded = () => {
-				clearTimeout(timer);
-				timer = setTimeout(() => controller.abort(), Math.max(0, deadline - now()));
+				abortAt = deadline;
 			};
 			try {
 				const value = await run({ provider, target, key, signal: controller.signal, responded });

@@ -101,7 +101,7 @@ export class Bill {
 		const record: Omit<UsageRecord, "id" | "time"> = {
 			actor: principal.actor,
 			...(principal.keyId ? { keyId: principal.keyId } : {}),
-			requestId: c.var.requestId,
+			requestId: c.get("requestId"),
 			operation: this.#asked.operation,
 			requested: this.#asked.requested,
 			provider: o.target?.provider ?? null,
@@ -116,16 +116,21 @@ export class Bill {
 			byok: o.byok,
 			attempts: o.attempts,
 		};
-		try {
-			recordUsage(c.env, (p) => waitUntil(c, p), {
-				tenantId: principal.tenantId,
-				traceparent: this.#plane.traceparent,
-				record,
-			});
-		} catch (err) {
-			// The answer stands; a usage record that cannot be made is logged, never the caller's 500.
-			log("error", "usage not recorded", { requestId: c.var.requestId, reason: errorText(err) });
-		}
+		const requestId = record.requestId;
+		// Recorded after the answer (its checks cost the answer nothing); what it says was fixed above.
+		afterResponse(this.#plane, () => {
+			try {
+				recordUsage(c.env, (p) => waitUntil(c, p), {
+					tenantId: principal.tenantId,
+					traceparent: this.#plane.traceparent,
+					record,
+				});
+			} catch (err) {
+				// The answer stands; a usage record that cannot be made is logged, never the caller's 500.
+				log("error", "usage not recorded", { requestId, reason: errorText(err) });
+			}
+			return undefined;
+		});
 	}
 }
 
@@ -170,14 +175,14 @@ export async function auditBlock(
 					actor: principal.actor,
 					action: "SENSITIVE_CONTENT_BLOCKED",
 					target: `llm:${requested}`,
-					requestId: c.var.requestId,
+					requestId: c.get("requestId"),
 					metadata: { where, check },
 				},
 			}),
 		);
 	} catch (err) {
 		// The block stands either way; a lost record is an operator's alarm, never the caller's 500.
-		log("error", "content block not audited", { check, requestId: c.var.requestId, reason: errorText(err) });
+		log("error", "content block not audited", { check, requestId: c.get("requestId"), reason: errorText(err) });
 	}
 }
 

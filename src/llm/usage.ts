@@ -227,10 +227,11 @@ export interface PendingUsage {
 	record: UsageRecord;
 }
 
-const PendingUsageSchema = z.object({
+/** What {@link recordUsage} is handed: everything but the id and time, which it makes itself. */
+const UsageInputSchema = z.object({
 	tenantId: EventEnvelopeSchema.shape.tenantId,
 	traceparent: EventEnvelopeSchema.shape.traceparent,
-	record: UsageRecordSchema,
+	record: UsageRecordSchema.omit({ id: true, time: true }),
 });
 
 /**
@@ -391,16 +392,19 @@ export function recordUsage(
 	waitUntil: WaitUntil,
 	usage: { tenantId: string; traceparent?: string; record: Omit<UsageRecord, "id" | "time"> },
 ): UsageRecord {
-	const valid = PendingUsageSchema.parse({
-		...usage,
+	// The id and time are made here, valid by construction: only what the caller built is checked.
+	const valid = UsageInputSchema.parse(usage);
+	const pending: PendingUsage = {
+		tenantId: valid.tenantId,
+		traceparent: valid.traceparent,
 		record: {
-			...usage.record,
 			id: `use_${crypto.randomUUID().replace(/-/g, "")}`,
 			time: new Date().toISOString(),
+			...valid.record,
 		},
-	});
-	usageBuffer.add(env, waitUntil, valid);
-	return valid.record;
+	};
+	usageBuffer.add(env, waitUntil, pending);
+	return pending.record;
 }
 
 /** Sends the isolate's buffered usage now and waits for it (tests). */

@@ -38,6 +38,12 @@ export const byStart = (a: Span, b: Span): number => a.start - b.start || a.chec
 function find(d: Detector, text: string, from: number, lastStart: number): { start: number; end: number } | null {
 	let pos = from;
 	while (pos <= lastStart) {
+		if (d.anchor) {
+			const at = text.indexOf(d.anchor.char, pos);
+			if (at < 0) return null;
+			pos = Math.max(pos, at - d.anchor.within);
+			if (pos > lastStart) return null;
+		}
 		d.re.lastIndex = pos;
 		const m = d.re.exec(text);
 		if (!m || m.index > lastStart) return null;

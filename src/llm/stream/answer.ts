@@ -167,7 +167,7 @@ class StreamedAnswer {
 			provider: target.provider,
 			model: target.model,
 			reason: errorText(err),
-			requestId: this.#plane.c.var.requestId,
+			requestId: this.#plane.c.get("requestId"),
 		});
 		this.#end(out, new ApiError("upstream-error", "The provider's stream broke off."));
 		this.#finish(502);
