@@ -5,9 +5,10 @@
  * (fair across tenants, backed off, parking what the queue keeps refusing).
  */
 import { and, eq, inArray, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
 import { type Breakers, breakerName, DEFAULT_BREAKER_POLICY } from "../breaker";
 import { config } from "../config";
-import { database, webhookDeliveries, webhookEndpoints } from "../db";
+import { type Database, database, webhookDeliveries, webhookEndpoints } from "../db";
 import type { EventEnvelope, EventHandler } from "../events";
 import { checkOutboundUrl, guardedFetch, log, OutboundUrlError } from "../http";
 import { errorText, fromBase64 } from "../lib";
@@ -49,21 +50,44 @@ function dataOf(event: EventEnvelope): DeliveryEventData {
 	return { deliveryId: d.deliveryId, endpointId: d.endpointId, forward: d.forward === true };
 }
 
+/**
+ * Marks each delivery's event consumed (`enqueued_at`, which the sweep reads) and, for an endpoint
+ * without a destination, the delivery `processed` (forwarded deliveries are the forwarder's). Set-based:
+ * one UPDATE for all the batch's deliveries of each kind, run by the consumer in its one D1 batch with
+ * the `processed_events` rows.
+ */
+function deliveryStatusStatements(events: readonly EventEnvelope[], db: Database): BatchItem<"sqlite">[] {
+	const now = Date.now();
+	const byKind = Map.groupBy(events, (event) => dataOf(event).forward === true);
+	const items: BatchItem<"sqlite">[] = [];
+	for (const [forward, group] of byKind) {
+		const keys = JSON.stringify(group.map((event) => [dataOf(event).deliveryId, event.tenantId]));
+		items.push(
+			db
+				.update(webhookDeliveries)
+				.set({
+					enqueuedAt: sql`coalesce(${webhookDeliveries.enqueuedAt}, ${now})`,
+					...(forward ? {} : { status: "processed" as const }),
+					updatedAt: now,
+				})
+				// Each delivery of its own event's tenant only.
+				.where(
+					sql`(${webhookDeliveries.id}, ${webhookDeliveries.tenantId}) IN (SELECT value ->> 0, value ->> 1 FROM json_each(${keys}))`,
+				),
+		);
+	}
+	return items;
+}
+
 /** Marks a delivery processed once its event has been consumed (forwarded deliveries are the forwarder's). */
 export const deliveryStatusUpdater: EventHandler = {
 	name: "webhook-delivery-status",
 	handles: (event) => event.type === "webhook.received",
+	statements: (events, _env, db) => deliveryStatusStatements(events, db),
 	async handle(event, env) {
-		const { deliveryId, forward } = dataOf(event);
-		await database(env.DB)
-			.update(webhookDeliveries)
-			.set({
-				enqueuedAt: sql`coalesce(${webhookDeliveries.enqueuedAt}, ${Date.now()})`,
-				...(forward ? {} : { status: "processed" as const }),
-				updatedAt: Date.now(),
-			})
-			.where(and(eq(webhookDeliveries.id, deliveryId), eq(webhookDeliveries.tenantId, event.tenantId)))
-			.run();
+		const db = database(env.DB);
+		const [first, ...rest] = deliveryStatusStatements([event], db);
+		if (first) await db.batch([first, ...rest]);
 	},
 };
 
