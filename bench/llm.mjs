@@ -1,42 +1,4 @@
-// @ts-check
-/**
- * `npm run bench:llm`: what the LLM plane costs on top of the bare subrequest any Worker pays (issue 4's
- * benchmark). In ONE run, against ONE stub upstream (test/helpers/node/llm-stub.ts, in a child Node process
- * of its own: scripts/llm-stub-server.mjs) and ONE gateway (the built Worker under Miniflare's own HTTP
- * listener, static-assets layer off, as bench/gateway.mjs's `worker` configuration), it measures:
- *   - direct: `POST <stub>/openai/v1/chat/completions`, straight to the stub (no Worker);
- *   - pass-through: `POST <gateway>/__bench/passthrough`, the Worker's bare route that fetches the stub and
- *     returns its body with no checks (bench/worker/passthrough.ts, in the benchmarks' entry workers/bench.ts,
- *     enabled by the `BENCH_PASSTHROUGH_URL` binding);
- *   - plane: `POST <gateway>/v1/chat/completions` with a JWT of an enterprise tenant and model `openai/ok`,
- *     everything on: authentication, admission, the cache (every request a MISS: each prompt is unique),
- *     the budget's reserve and settle (the tenant has a monthly token budget: from the isolate's budget lease,
- *     renewed in the RateLimiter object about once a second), input and output guardrails
- *     (as in llmConfigFor), routing through the breaker, and the usage record (queue → D1);
- *   - Portkey (unless --no-portkey): `POST <portkey>/v1/chat/completions` to the Portkey AI gateway
- *     (devDependency @portkey-ai/gateway, built for Workers from its npm package by bench/portkey/build.mjs and run
- *     under a Miniflare of its own, started as the gateway's: bench/portkey/start.mjs), provider `openai` with the
- *     stub as its custom host: a same-runtime peer, against the same stub, in the same rounds;
- *   - and, to attribute the plane's cost (unless --no-extras): the plane with `x-edgeway-cache: bypass`, the
- *     plane for a tenant without a budget, and both at once.
- * Figures: requests/s at --connections (autocannon, rounds in ABBA order, direct once per round), the time
- * added with one request in flight (sequential requests, routes rotated, timed with process.hrtime), and the
- * time added to a stream's first body byte (`stream: true`, sequential likewise). Any non-2xx answer, any
- * connection error, a sequential answer whose body is not the stub's (its text; the stub's fingerprint where the
- * route relays the body as it is), a plane answer that is not a cache MISS from `openai` in one attempt, a Portkey
- * answer not from `openai` in one attempt, or a cache hit in the usage records makes the run invalid: it stops
- * with an error and writes nothing.
- * Writes the figures, and how they were taken, into its own marked section of bench/RESULTS.md.
- *
- * Options: --duration <s> (per autocannon run, default 5), --rounds <n> (ABBA rounds, default 2),
- * --connections <n> (default 50), --samples <n> (sequential requests per route and phase, default 1500),
- * --body-bytes <n> (request body size, default 1024), --no-extras (without the attribution rows),
- * --no-portkey (without Portkey's row), --no-write (print only).
- * Loads the TypeScript helpers through Node's built-in type stripping (Node ≥ 22.18).
- */
-import { spawn } from "node:child_process";
-import { join } from "node:path";
-import { buildWorker, ROOT, startGateway } from "../test/helpers/node/gateway.ts";
+import { buildWorker, startGateway } from "../test/helpers/node/gateway.ts";
 import { GATEWAY_OPENAI_KEY, llmConfigFor } from "../test/helpers/node/llm.ts";
 import { OK_TEXT, SYSTEM_FINGERPRINT } from "../test/helpers/node/llm-stub.ts";
 import { mulberry32 } from "../test/helpers/random.ts";
@@ -60,6 +22,7 @@ import {
 } from "./lib.mjs";
 import { PORTKEY_VERSION, portkeyFirstChunkWaitMs } from "./portkey/build.mjs";
 import { startPortkey } from "./portkey/start.mjs";
+import { startStubProcess } from "./setup.mjs";
 
 const args = benchArgs({
 	counts: { duration: 5, rounds: 2, connections: 50, samples: 1500, "body-bytes": 1024 },
@@ -81,8 +44,6 @@ const WARMUP_S = 2;
  * warmed every route already; 100 (was 200) keeps a default run with Portkey's row within about six minutes.
  */
 const SEQUENTIAL_WARMUP = 100;
-const STUB_START_TIMEOUT_MS = 30_000;
-const STUB_STOP_TIMEOUT_MS = 5_000;
 /** Bounded wait for the usage records of the run to reach D1 (they are batched per isolate, then queued). */
 const USAGE_SETTLE_MS = 3_000;
 const USAGE_TIMEOUT_MS = 60_000;
@@ -109,74 +70,6 @@ const TARGET_TTFB_MS = 2;
 const delta = (n, digits = 3) => (Number.isFinite(n) ? `${n >= 0 ? "+" : "−"}${Math.abs(n).toFixed(digits)}` : "n/a");
 
 // ---------------------------------------------------------------- the stub, in its own process
-
-/** @typedef {import("../test/helpers/node/llm-stub.ts").LlmStub} LlmStub */
-
-/**
- * Starts scripts/llm-stub-server.mjs and reads its URLs. `stub` carries them as the LlmStub that llmConfigFor
- * takes; the stub records nothing (`record: false`) and cannot be scripted from this process.
- */
-async function startStubProcess() {
-	const child = spawn(process.execPath, [join(ROOT, "scripts", "llm-stub-server.mjs")], {
-		cwd: ROOT,
-		stdio: ["pipe", "pipe", "inherit"],
-	});
-	// If this process dies without stopping it, the child sees its stdin end and exits.
-	const killOnExit = () => child.kill("SIGKILL");
-	process.once("exit", killOnExit);
-	const exited = new Promise((resolve) => child.once("exit", resolve));
-	const stop = async () => {
-		process.off("exit", killOnExit);
-		if (child.exitCode !== null || child.signalCode !== null) return;
-		child.kill("SIGTERM");
-		const timer = setTimeout(() => child.kill("SIGKILL"), STUB_STOP_TIMEOUT_MS);
-		await exited;
-		clearTimeout(timer);
-	};
-	try {
-		const line = await new Promise((resolve, reject) => {
-			let out = "";
-			const timer = setTimeout(
-				() => reject(new Error("the stub process did not start in time")),
-				STUB_START_TIMEOUT_MS,
-			);
-			child.stdout.on("data", (/** @type {Buffer} */ chunk) => {
-				out += chunk.toString();
-				const nl = out.indexOf("\n");
-				if (nl >= 0) {
-					clearTimeout(timer);
-					resolve(out.slice(0, nl));
-				}
-			});
-			child.once("exit", (code, signal) => {
-				clearTimeout(timer);
-				reject(new Error(`the stub process exited (${signal ?? code}) before it listened`));
-			});
-		});
-		/** @type {{ pid: number; url: string; openaiBaseUrl: string; keylessOpenaiBaseUrl: string; anthropicBaseUrl: string }} */
-		const urls = JSON.parse(line);
-		/** @type {LlmStub} */
-		const stub = {
-			url: urls.url,
-			openaiBaseUrl: urls.openaiBaseUrl,
-			keylessOpenaiBaseUrl: urls.keylessOpenaiBaseUrl,
-			anthropicBaseUrl: urls.anthropicBaseUrl,
-			requests: [],
-			reset() {},
-			script() {
-				throw new Error("the benchmark's stub runs in another process and cannot be scripted");
-			},
-			release() {
-				throw new Error("the benchmark's stub runs in another process and cannot be scripted");
-			},
-			close: stop,
-		};
-		return { stub, pid: urls.pid, stop };
-	} catch (err) {
-		await stop();
-		throw err;
-	}
-}
 
 // ---------------------------------------------------------------- requests
 

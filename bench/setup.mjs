@@ -1,9 +1,8 @@
 // @ts-check
 /**
  * Setup the benchmarks share beyond bench/lib.mjs: the stub LLM upstream in a process of its own, chat bodies of
- * a fixed size with unique prompts, and signed GitHub push deliveries. First used by bench/profile.mjs; bench/llm.mjs
- * and bench/webhooks.mjs still carry their own copies of these pieces (startStubProcess, chatBody, pushPayload,
- * GITHUB_HEADERS) and can import them from here instead.
+ * a fixed size with unique prompts, and signed GitHub push deliveries. Used by bench/profile.mjs, bench/llm.mjs and
+ * bench/webhooks.mjs.
  */
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -125,12 +124,12 @@ export function chatBodies(bytes) {
 const hex = (/** @type {number} */ bytes) =>
 	randomUUID()
 		.replace(/-/g, "")
-		.repeat(Math.ceil(bytes / 16))
+		.repeat(2)
 		.slice(0, bytes * 2);
 
 /**
- * A GitHub `push` payload of about `bytes` bytes (compact JSON, as GitHub sends it): repository, pusher, sender and
- * head-commit fields, padded with commits and a description to the size.
+ * A GitHub `push` payload of about `bytes` bytes (compact JSON, as GitHub sends it): the usual
+ * repository, pusher, sender and head-commit fields, padded with commits to the size.
  * @param {number} i @param {number} bytes
  */
 export function pushPayload(i, bytes) {
@@ -153,18 +152,32 @@ export function pushPayload(i, bytes) {
 		ref: "refs/heads/main",
 		before: hex(20),
 		after: head.id,
-		repository: { id: 123456789, name: "widgets", full_name: "acme/widgets", private: true, owner },
+		repository: {
+			id: 123456789,
+			node_id: "R_kgDOHxyzAb",
+			name: "widgets",
+			full_name: "acme/widgets",
+			private: true,
+			owner,
+			html_url: "https://github.com/acme/widgets",
+			default_branch: "main",
+			pushed_at: 1795312858 + i,
+		},
 		pusher: { name: "dev", email: "dev@acme.example" },
 		sender: { login: "dev", id: 4242, type: "User", site_admin: false },
 		created: false,
 		deleted: false,
 		forced: false,
+		compare: `https://github.com/acme/widgets/compare/${hex(6)}...${hex(6)}`,
 		commits: [head],
 		head_commit: head,
+		padding: "",
 	};
 	let n = 1;
 	while (JSON.stringify(payload).length + 700 < bytes) payload.commits.push(commit(n++));
-	let text = JSON.stringify(payload);
+	const { padding: _, ...rest } = payload;
+	let text = JSON.stringify(rest);
+	// Top up to the exact size with a realistic-looking field.
 	if (text.length < bytes) {
 		const room = bytes - text.length - `,"description":""`.length;
 		text = `${text.slice(0, -1)},"description":"${"Widget service".padEnd(Math.max(0, room), ".")}"}`;

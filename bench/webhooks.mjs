@@ -32,13 +32,7 @@
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { unstable_readConfig } from "wrangler";
-import {
-	buildWorker,
-	githubSignature,
-	ROOT,
-	registerWebhookEndpoint,
-	startGateway,
-} from "../test/helpers/node/gateway.ts";
+import { buildWorker, ROOT, registerWebhookEndpoint, startGateway } from "../test/helpers/node/gateway.ts";
 import {
 	BENCH_LIMITS,
 	BENCH_MAIN,
@@ -57,6 +51,7 @@ import {
 	workerLogTally,
 	writeResults,
 } from "./lib.mjs";
+import { GITHUB_HEADERS, signedPushPool } from "./setup.mjs";
 
 const args = benchArgs({
 	counts: {
@@ -120,92 +115,6 @@ const TARGET_EFFECT_P50_MS = 250;
 const wallMs = () => performance.timeOrigin + performance.now();
 
 // ---------------------------------------------------------------- payloads
-
-const hex = (/** @type {number} */ bytes) =>
-	randomUUID()
-		.replace(/-/g, "")
-		.repeat(2)
-		.slice(0, bytes * 2);
-
-/**
- * A GitHub `push` payload of about `bytes` bytes (compact JSON, as GitHub sends it): the usual
- * repository, pusher, sender and head-commit fields, padded with commits to the size.
- * @param {number} i @param {number} bytes
- */
-function pushPayload(i, bytes) {
-	const owner = { name: "acme", email: "ops@acme.example", login: "acme", id: 1000 + (i % 97), type: "Organization" };
-	const commit = (/** @type {number} */ n) => ({
-		id: hex(20),
-		tree_id: hex(20),
-		distinct: true,
-		message: `Fix edge case ${i}.${n} in the ingest path`,
-		timestamp: new Date(Date.UTC(2026, 10, 1, 12, 0, n % 60)).toISOString(),
-		url: `https://github.com/acme/widgets/commit/${hex(20)}`,
-		author: { name: "Dev Eloper", email: "dev@acme.example", username: "dev" },
-		committer: { name: "GitHub", email: "noreply@github.com", username: "web-flow" },
-		added: [],
-		removed: [],
-		modified: [`src/module-${n}.ts`],
-	});
-	const head = commit(0);
-	const payload = {
-		ref: "refs/heads/main",
-		before: hex(20),
-		after: head.id,
-		repository: {
-			id: 123456789,
-			node_id: "R_kgDOHxyzAb",
-			name: "widgets",
-			full_name: "acme/widgets",
-			private: true,
-			owner,
-			html_url: "https://github.com/acme/widgets",
-			default_branch: "main",
-			pushed_at: 1795312858 + i,
-		},
-		pusher: { name: "dev", email: "dev@acme.example" },
-		sender: { login: "dev", id: 4242, type: "User", site_admin: false },
-		created: false,
-		deleted: false,
-		forced: false,
-		compare: `https://github.com/acme/widgets/compare/${hex(6)}...${hex(6)}`,
-		commits: [head],
-		head_commit: head,
-		padding: "",
-	};
-	let n = 1;
-	while (JSON.stringify(payload).length + 700 < bytes) payload.commits.push(commit(n++));
-	const { padding: _, ...rest } = payload;
-	let text = JSON.stringify(rest);
-	// Top up to the exact size with a realistic-looking field.
-	if (text.length < bytes) {
-		const room = bytes - text.length - `,"description":""`.length;
-		text = `${text.slice(0, -1)},"description":"${"Widget service".padEnd(Math.max(0, room), ".")}"}`;
-	}
-	return text;
-}
-
-/**
- * `POOL_SIZE` payloads, each signed as GitHub does (`sha256=` + hex HMAC-SHA256 of the raw body with the
- * endpoint's secret). The signature covers the body only, so a payload is valid with any delivery id.
- * @param {string} secret
- */
-function signedPool(secret) {
-	return Array.from({ length: POOL_SIZE }, (_, i) => {
-		const body = Buffer.from(pushPayload(i, BODY_BYTES));
-		return { body, signature: githubSignature(secret, body) };
-	});
-}
-
-/** GitHub's other delivery headers (constant per hook). */
-const GITHUB_HEADERS = {
-	"content-type": "application/json",
-	"user-agent": "GitHub-Hookshot/5f1c3a2",
-	"x-github-event": "push",
-	"x-github-hook-id": "512345678",
-	"x-github-hook-installation-target-id": "123456789",
-	"x-github-hook-installation-target-type": "repository",
-};
 
 // ---------------------------------------------------------------- load
 
@@ -313,7 +222,7 @@ async function measure(config) {
 		/** Where a target takes deliveries for an endpoint: the gateway's ingest path, or the floor's route. */
 		const pathOf = (/** @type {Target} */ target, /** @type {{ id: string; ingestPath: string }} */ e) =>
 			target === "gateway" ? e.ingestPath : `/__bench/floor?tenant=bench&endpoint=${e.id}`;
-		const pool = signedPool(secret);
+		const pool = signedPushPool(secret, POOL_SIZE, BODY_BYTES);
 		const poolBytes = pool.reduce((n, p) => n + p.body.byteLength, 0) / pool.length;
 
 		const healthz = new URL("/healthz", gw.url);
